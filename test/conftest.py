@@ -1,0 +1,21 @@
+"""Shared test fixtures: the real BatVision sample lives in ../shared and is read in place."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("AVS_SHARED_DIR", ROOT.parent / "shared"))
+BV2_SAMPLE = SHARED / "fixtures" / "batvision_bv2_sample"
+
+os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+
+@pytest.fixture(scope="session")
+def bv2_sample() -> Path:
+    if not (BV2_SAMPLE / "audio_47.wav").is_file():
+        pytest.fail(f"BatVision fixture missing at {BV2_SAMPLE}; ../shared must sit beside the project root")
+    return BV2_SAMPLE
