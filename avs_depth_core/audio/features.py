@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avs_depth_core.audio.window import echo_window
+
 
 @dataclass(frozen=True)
 class StftSettings:
@@ -51,3 +53,22 @@ def resize_spectrogram(spec: torch.Tensor, size: tuple[int, int]) -> torch.Tenso
     x = spec[None] if squeeze else spec
     out = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
     return out[0] if squeeze else out
+
+
+def echo_features(samples: np.ndarray, sample_rate: int, *, expected_rate: int, max_depth: float, size: tuple[int, int],
+                  emission_offset: int = 0, speed_of_sound: float = 340.0, settings: StftSettings = StftSettings(),
+                  where: str = "echo") -> torch.Tensor:
+    """The network's echo input, the one path shared by datasets and the live node: window after emission to max_depth,
+    magnitude STFT per channel, resize to `size`. (channels, n) float samples -> (channels, *size) float32.
+
+    speed_of_sound 340 m/s matches BatVision's loader cut (method_spec section 4).
+    """
+    if int(sample_rate) != int(expected_rate):
+        raise ValueError(f"{where}: sample rate {sample_rate} Hz, expected {expected_rate} Hz")
+    samples = np.asarray(samples, dtype=np.float32)
+    if samples.ndim != 2:
+        raise ValueError(f"{where}: expected (channels, n) samples, got shape {samples.shape}")
+    if not np.all(np.isfinite(samples)):
+        raise ValueError(f"{where}: echo holds NaN or inf samples")
+    window = echo_window(samples, sample_rate, max_depth, emission_offset, speed_of_sound)
+    return resize_spectrogram(echo_spectrogram(window, settings), size)

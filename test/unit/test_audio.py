@@ -72,3 +72,16 @@ def test_read_wav_errors(tmp_path):
     bad.write_bytes(b"not a wav")
     with pytest.raises(ValueError, match="bad.wav"):
         read_wav(bad)
+
+
+def test_echo_features_shape_and_rate_check():
+    from avs_depth_core.audio import echo_features
+
+    x = np.random.default_rng(3).uniform(-0.5, 0.5, (2, 20000)).astype(np.float32)
+    out = echo_features(x, 44100, expected_rate=44100, max_depth=30.0, size=(256, 512), emission_offset=100)
+    assert out.shape == (2, 256, 512) and torch.isfinite(out).all()
+    with pytest.raises(ValueError, match="sample rate 16000 Hz, expected 44100"):
+        echo_features(x, 16000, expected_rate=44100, max_depth=30.0, size=(8, 8), where="echo")
+    x[0, 5] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        echo_features(x, 44100, expected_rate=44100, max_depth=30.0, size=(8, 8))
