@@ -18,7 +18,18 @@ NETNS := $(shell if unshare -n true 2>/dev/null; then echo "unshare -n"; fi)
 PYTEST_ARGS ?=
 
 .PHONY: setup demo test lint bench clean
-setup: $(BUILD_STAMP)
+setup: $(BUILD_STAMP) $(VENV)/.avs-portaudio
+
+# echo_node's sound card backend needs PortAudio (Debian's libportaudio2); installed here where we may.
+$(VENV)/.avs-portaudio: | $(DEPS_STAMP)
+	@if ! ldconfig -p | grep -q "libportaudio.so.2"; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing libportaudio2 (PortAudio, for echo_node's sound card backend)"; \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libportaudio2 || \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libportaudio2; }; } >/dev/null \
+	      || echo "warning: could not install libportaudio2; echo_node's sound card backend will not start"; \
+	  else echo "note: install libportaudio2 (sudo apt install libportaudio2) for echo_node's sound card backend"; fi; fi
+	@touch $@
 
 $(DEPS_STAMP): requirements.txt requirements-test.txt Makefile
 	@test -x $(PY) || python3 -m venv $(VENV)
@@ -31,7 +42,7 @@ $(DEPS_STAMP): requirements.txt requirements-test.txt Makefile
 	grep -rl "/opt/python/cp311-cp311" $(VENV)/share/*/cmake | xargs -r sed -i \
 	  -e "s#/opt/python/cp311-cp311/include/python3.11#$$PYINC#g" \
 	  -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$$NPINC#g"
-	$(PIP) install -q "$(TORCH_SPEC)" -r requirements.txt -r requirements-test.txt
+	$(PIP) install -q "$(TORCH_SPEC)" -r requirements.txt -r <(grep -v "^geffnet" requirements-test.txt)
 	@# geffnet is the independent EfficientNet reference for a test; its package needs no torchvision.
 	$(PIP) install -q --no-deps geffnet==1.0.2
 	$(PIP) install -q --no-deps --no-build-isolation -e .

@@ -19,3 +19,10 @@ def bv2_sample() -> Path:
     if not (BV2_SAMPLE / "audio_47.wav").is_file():
         pytest.fail(f"BatVision fixture missing at {BV2_SAMPLE}; ../shared must sit beside the project root")
     return BV2_SAMPLE
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Tiny CPU models run faster single-threaded on a 2-core machine, and results stay repeatable.
+    import torch
+
+    torch.set_num_threads(1)

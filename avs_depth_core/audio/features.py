@@ -30,6 +30,8 @@ class StftSettings:
 
 def echo_spectrogram(samples: np.ndarray | torch.Tensor, settings: StftSettings = StftSettings()) -> torch.Tensor:
     """(C, n) or (B, C, n) samples -> (C, n_fft // 2 + 1, frames) or (B, C, F, T) float32 magnitude."""
+    if isinstance(samples, np.ndarray) and not samples.flags.writeable:
+        samples = samples.copy()  # decoded bag messages are read-only; torch warns on sharing them
     x = torch.as_tensor(samples, dtype=torch.float32)
     if x.ndim not in (2, 3):
         raise ValueError(f"echo samples must be (channels, n) or (batch, channels, n), got shape {tuple(x.shape)}")

@@ -6,6 +6,7 @@ Samples are paired by `header.stamp`, never by the bag's record time (ros2_conve
 from __future__ import annotations
 
 import json
+import struct
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -107,6 +108,8 @@ def open_bag(path: str | Path) -> Iterator[AnyReader]:
         raise FileNotFoundError(f"{path}: bag not found")
     if not path.is_dir() and path.suffix not in (".mcap", ".db3", ".bag"):
         raise ValueError(f"{path}: not a rosbag2 folder")
+    if path.is_dir() and path.suffix == ".bag":  # rosbags takes any *.bag path for a ROS 1 file
+        raise ValueError(f"{path}: a rosbag2 folder named *.bag cannot be read by rosbags; rename it without '.bag'")
     try:
         reader = AnyReader([path], default_typestore=typestore())
         reader.open()
@@ -130,11 +133,48 @@ def bag_sequences(path: str | Path) -> list[dict[str, Any]]:
 
 def read_topic(reader: AnyReader, topic: str, bag: str | Path = "") -> Iterator[StampedMsg]:
     """Every message on `topic`, deserialised, with its header stamp. A missing topic is an error naming the others."""
+    for conn, _t, raw in reader.messages(connections=topic_connections(reader, topic, bag)):
+        msg = reader.deserialize(raw, conn.msgtype)
+        yield StampedMsg(stamp_to_ns(msg.header.stamp), msg)
+
+
+def raw_header_stamp_ns(raw: bytes | memoryview, where: str = "message") -> int:
+    """header.stamp of a CDR-serialised message whose first field is a std_msgs/Header, read without deserialising the
+    rest (an image's pixels stay untouched). CDR: 4-byte encapsulation header (byte 1 odd = little endian), then
+    int32 sec and uint32 nanosec."""
+    if len(raw) < 12:
+        raise ValueError(f"{where}: {len(raw)} bytes are too few for a CDR message with a header")
+    sec, nanosec = struct.unpack_from("<iI" if raw[1] & 1 else ">iI", raw, 4)
+    if nanosec >= 1_000_000_000:
+        raise ValueError(f"{where}: corrupt header stamp (nanosec {nanosec} >= 1e9)")
+    return sec * 1_000_000_000 + nanosec
+
+
+def message_stamp_ns(reader: AnyReader, msgtype: str, raw: bytes, where: str = "message") -> int:
+    """header.stamp of a raw message: parsed from the CDR bytes in rosbag2, deserialised in ROS 1 bags."""
+    if reader.is2:
+        return raw_header_stamp_ns(raw, where)
+    return stamp_to_ns(reader.deserialize(raw, msgtype).header.stamp)
+
+
+def topic_connections(reader: AnyReader, topic: str, bag: str | Path = "") -> list[Any]:
+    """The reader's connections on `topic`; a missing topic is an error naming the topics the bag has."""
     topic = topics.normalise(topic)
     conns = [c for c in reader.connections if c.topic == topic]
     if not conns:
         have = sorted({c.topic for c in reader.connections})
         raise ValueError(f"{bag or 'bag'}: topic {topic} not found; the bag has {have}")
-    for conn, _t, raw in reader.messages(connections=conns):
-        msg = reader.deserialize(raw, conn.msgtype)
-        yield StampedMsg(stamp_to_ns(msg.header.stamp), msg)
+    return conns
+
+
+def iter_raw(reader: AnyReader, connections: list[Any], bag: str | Path = "") -> Iterator[tuple[Any, bytes]]:
+    """(connection, raw bytes) in record order; a read failure part-way (truncated or corrupt file) names the bag."""
+    messages = reader.messages(connections=connections)
+    while True:
+        try:
+            conn, _t, raw = next(messages)
+        except StopIteration:
+            return
+        except Exception as err:  # rosbags/mcap/zstd raise many types for a damaged file; all mean the same to a user
+            raise ValueError(f"{bag or 'bag'}: corrupt bag, reading failed ({type(err).__name__}: {err})") from err
+        yield conn, raw

@@ -119,6 +119,39 @@ def echo_to_array(msg: Any, where: str = "echo") -> np.ndarray:
     return arr
 
 
+# Echo quality limits. Silent: a channel whose peak stays below -80 dBFS recorded nothing (a dead or muted microphone).
+# Clipped: more than 0.1 % of a channel's samples at full scale (|x| >= 0.999) means the echo shape is lost.
+SILENCE_PEAK = 1e-4
+CLIP_LEVEL = 0.999
+MAX_CLIPPED_FRACTION = 1e-3
+
+
+def echo_problem(samples: np.ndarray, silence_peak: float = SILENCE_PEAK, clip_level: float = CLIP_LEVEL,
+                 max_clipped_fraction: float = MAX_CLIPPED_FRACTION) -> str | None:
+    """Why a (channels, n) float echo in [-1, 1] is unusable (NaN/inf, silent or clipped channel), or None if it is fine."""
+    samples = np.asarray(samples)
+    if samples.ndim != 2 or samples.shape[1] == 0:
+        return f"expected (channels, n) samples, got shape {samples.shape}"
+    if not np.all(np.isfinite(samples)):
+        return "holds NaN or inf samples"
+    magnitude = np.abs(samples)
+    for c, (peak, clipped) in enumerate(zip(magnitude.max(axis=1), (magnitude >= clip_level).mean(axis=1), strict=True)):
+        if peak < silence_peak:
+            return f"channel {c} is silent (peak {peak:.2g} < {silence_peak:g} of full scale)"
+        if clipped > max_clipped_fraction:
+            return (f"channel {c} is clipped ({clipped:.2%} of samples at |x| >= {clip_level:g}, "
+                    f"at most {max_clipped_fraction:.2%} allowed)")
+    return None
+
+
+def depth_problem(depth: np.ndarray) -> str | None:
+    """Why a depth map (metres, NaN/inf/<=0 invalid) is unusable, or None. A map without one valid pixel is unusable."""
+    depth = np.asarray(depth)
+    if not np.any(np.isfinite(depth) & (depth > 0)):
+        return f"no valid depth pixel in the {'x'.join(map(str, depth.shape))} map (all NaN, inf or <= 0)"
+    return None
+
+
 def stamp_to_ns(stamp: Any) -> int:
     return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
 

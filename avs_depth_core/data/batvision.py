@@ -1,0 +1,430 @@
+"""`avs-depth convert-batvision`: turn a BatVision V1 or V2 download into one rosbag2 (method_spec section 4).
+
+Layouts read:
+- BV2: <root>/<location>/{train,val,test}.csv with columns `depth path`, `depth file name`, `audio path`,
+  `audio file name`, `camera path`, `camera file name`. Paths are relative to the BV2 root and include the location
+  folder (as the official loader joins them); a path relative to the location folder is accepted too.
+  camera_<i>.jpeg, depth_<i>.npy (uint16 mm, 0 invalid), audio_<i>.wav (stereo 44.1 kHz).
+- BV1: <root>/{train,val,test}.csv with `depth path`, `audio path left`, `audio path right` (relative to the root;
+  depth .npy float mm with NaN/inf, one waveform .npy per ear) and an RGB column. The official loader reads no RGB,
+  so its column name is not fixed by the public code: it is found automatically (a single column naming an image,
+  camera or rgb, or a `<x> path` + `<x> file name` pair) or given with --bv1-image-column.
+
+What is written, per CSV row (one frame):
+- camera/color/image_raw: rgb8, the pixels Pillow decodes (exact);
+- camera/depth/image: 32FC1 metres = mm / 1000, NaN where the file holds 0, a negative value, NaN or inf;
+- audio/echo: EchoStamped with the whole recording as float in [-1, 1] (wav integers / 2^(bits-1); BV1 per-ear .npy
+  stacked left,right), emission_offset 0 (the official loader cuts the echo from sample 0), BatVision's chirp;
+- camera/color/camera_info: a pinhole K. BatVision publishes no intrinsics in its repositories: by assumption a 90 deg
+  horizontal field of view with square pixels and the principal point at the image centre (--hfov-deg), or exactly
+  --intrinsics fx,fy,cx,cy in pixels of the original images.
+
+Stamps are synthetic and deterministic: sequences (BV2: one per location and split; BV1: one per date folder and
+split) follow each other in the order locations (sorted) x splits (train, val, test) for BV2 and splits x date folders
+(in order of first appearance) for BV1. Row k of a sequence (k counts the CSV rows of that sequence, skipped ones
+included) is stamped start + k * period (default 0.1 s, the 10 Hz chirp rate); the next sequence starts `gap`
+(default 10 s, far above the 1 s sequence gap the datasets use) after the previous one's last row. The first sequence
+starts at 1.6e9 s. The echo's stamp equals its frame's stamp.
+
+Counting: every CSV row becomes a frame, or the command fails naming the CSV, line and file; with --skip-bad such rows
+are skipped and each is printed with its reason. The summary prints rows in / frames out / skipped per split, and
+rows in always equals frames out plus skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shutil
+import sys
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from tqdm import tqdm
+
+from avs_depth_core.audio import BATVISION_CHIRP, read_wav
+from avs_depth_core.data import topics
+from avs_depth_core.data.bag import BagWriter, make_msg
+from avs_depth_core.data.messages import (
+    camera_info_fields,
+    depth_problem,
+    echo_fields,
+    echo_problem,
+    image_fields,
+)
+
+SPLITS = ("train", "val", "test")
+BV2_COLUMNS = ("depth path", "depth file name", "audio path", "audio file name", "camera path", "camera file name")
+BV1_COLUMNS = ("depth path", "audio path left", "audio path right")
+IMAGE_WORDS = ("image", "camera", "rgb", "img")
+
+STAMP_ORIGIN_NS = 1_600_000_000 * 10**9
+DEFAULT_PERIOD_S = 0.1
+DEFAULT_GAP_S = 10.0
+DEFAULT_HFOV_DEG = 90.0  # assumption, see the module docstring
+SAMPLE_RATE = 44_100  # BatVision README: echoes at 44.1 kHz
+SPEED_OF_SOUND = 340.0  # BatVision's loader cut (method_spec section 4), written into each EchoStamped
+CAMERA_FRAME = "camera_color_optical_frame"
+MIC_FRAME = "binaural_microphones"
+
+
+class RowError(ValueError):
+    """A CSV row that cannot become a frame (missing or unreadable file, bad content)."""
+
+
+@dataclass
+class Row:
+    csv: Path
+    line: int  # line number in the CSV (the header is line 1)
+    split: str
+    group: str  # BV2 location, BV1 date folder
+    depth: Path | None = None
+    audio: tuple[Path, ...] = ()
+    image: Path | None = None
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"{self.csv} line {self.line}"
+
+
+@dataclass
+class SequenceRows:
+    name: str
+    split: str
+    group: str
+    csv: Path
+    rows: list[Row]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--root", required=True, type=Path, help="BatVision root (BV1: holds train.csv; BV2: location folders)")
+    parser.add_argument("--version", required=True, type=int, choices=(1, 2), help="BatVision version")
+    parser.add_argument("--out", required=True, type=Path, help="output rosbag2 folder (must not exist)")
+    parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="rosbag2 storage plugin")
+    parser.add_argument("--skip-bad", action="store_true",
+                        help="skip rows naming a missing/unreadable/bad file (each is printed and counted) instead of failing")
+    parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to convert (default: all three)")
+    parser.add_argument("--locations", default="", help="BV2: comma-separated location folders (default: every one with CSVs)")
+    parser.add_argument("--intrinsics", default="", help="fx,fy,cx,cy in pixels of the original images (default: assumed, "
+                        f"{DEFAULT_HFOV_DEG:g} deg horizontal field of view)")
+    parser.add_argument("--hfov-deg", type=float, default=DEFAULT_HFOV_DEG, help="horizontal field of view of the default K")
+    parser.add_argument("--bv1-image-column", default="", help="BV1: the CSV column naming the RGB image (default: found)")
+    parser.add_argument("--bv1-audio-scale", type=float, default=1.0,
+                        help="BV1: divide float .npy waveforms by this to bring them into [-1, 1]")
+    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="expected audio sample rate in Hz")
+    parser.add_argument("--period-s", type=float, default=DEFAULT_PERIOD_S, help="synthetic stamp step between rows")
+    parser.add_argument("--gap-s", type=float, default=DEFAULT_GAP_S, help="synthetic stamp gap between sequences")
+
+
+def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
+    """Columns and (line number, row) pairs; comma or tab separated; column names and cells stripped."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as err:
+        raise ValueError(f"{path}: cannot read CSV ({err})") from err
+    lines = text.splitlines()
+    if not lines:
+        raise ValueError(f"{path}: empty CSV; expected a header line")
+    delimiter = "\t" if lines[0].count("\t") > lines[0].count(",") else ","
+    reader = csv.reader(lines, delimiter=delimiter)
+    columns = [c.strip() for c in next(reader)]
+    rows = []
+    for line, cells in enumerate(reader, start=2):
+        if not any(c.strip() for c in cells):
+            continue  # blank line
+        if len(cells) != len(columns):
+            raise ValueError(f"{path} line {line}: {len(cells)} cells, the header has {len(columns)} columns")
+        rows.append((line, {k: v.strip() for k, v in zip(columns, cells, strict=True)}))
+    return columns, rows
+
+
+def _require_columns(path: Path, columns: list[str], needed: tuple[str, ...]) -> None:
+    missing = [c for c in needed if c not in columns]
+    if missing:
+        raise ValueError(f"{path}: missing columns {missing}; expected {list(needed)}, found {columns}")
+
+
+def _resolve(row: Row, what: str, root: Path, parts: tuple[str, ...], location: str | None = None) -> Path | None:
+    """root/<parts> (or root/<location>/<parts> for BV2 paths given relative to the location); a problem if neither exists."""
+    if not all(parts):
+        row.problems.append(f"empty {what} cell")
+        return None
+    path = root.joinpath(*parts)
+    if path.is_file():
+        return path
+    if location is not None and (root / location).joinpath(*parts).is_file():
+        return (root / location).joinpath(*parts)
+    row.problems.append(f"{what} file {path} not found")
+    return None
+
+
+def bv2_sequences(root: Path, splits: list[str], locations: list[str]) -> list[SequenceRows]:
+    if not locations:
+        locations = sorted(p.name for p in root.iterdir() if p.is_dir() and any((p / f"{s}.csv").is_file() for s in SPLITS))
+        if not locations:
+            raise ValueError(f"{root}: no BatVision V2 location folders holding {'/'.join(f'{s}.csv' for s in SPLITS)}")
+    sequences = []
+    for location in locations:
+        if not (root / location).is_dir():
+            raise ValueError(f"{root / location}: location folder not found")
+        for split in splits:
+            path = root / location / f"{split}.csv"
+            if not path.is_file():
+                print(f"note: {path} not found; location {location} has no {split} split", file=sys.stderr)
+                continue
+            columns, cells = read_csv(path)
+            _require_columns(path, columns, BV2_COLUMNS)
+            rows = []
+            for line, c in cells:
+                row = Row(path, line, split, location)
+                row.depth = _resolve(row, "depth", root, (c["depth path"], c["depth file name"]), location)
+                audio = _resolve(row, "audio", root, (c["audio path"], c["audio file name"]), location)
+                row.audio = (audio,) if audio else ()
+                row.image = _resolve(row, "camera", root, (c["camera path"], c["camera file name"]), location)
+                rows.append(row)
+            sequences.append(SequenceRows(f"{location}/{split}", split, location, path, rows))
+    return sequences
+
+
+def bv1_image_columns(path: Path, columns: list[str], chosen: str) -> tuple[str, ...]:
+    """The column(s) naming the RGB file: the chosen one, a `<x> path` + `<x> file name` pair, or the single image column."""
+    if chosen:
+        if chosen not in columns:
+            raise ValueError(f"{path}: --bv1-image-column {chosen!r} not among the columns {columns}")
+        return (chosen,)
+    candidates = [c for c in columns if any(w in c.lower() for w in IMAGE_WORDS)
+                  and not any(w in c.lower() for w in ("depth", "audio"))]
+    pairs = [c for c in candidates if c.endswith(" path") and c[:-5] + " file name" in candidates]
+    if len(pairs) == 1:
+        return (pairs[0], pairs[0][:-5] + " file name")
+    if len(candidates) == 1:
+        return (candidates[0],)
+    raise ValueError(f"{path}: cannot tell which column names the RGB image among {columns} "
+                     f"({'candidates ' + str(candidates) if candidates else 'no candidate'}); pass --bv1-image-column NAME")
+
+
+def bv1_sequences(root: Path, splits: list[str], image_column: str) -> list[SequenceRows]:
+    sequences = []
+    for split in splits:
+        path = root / f"{split}.csv"
+        if not path.is_file():
+            if not any((root / f"{s}.csv").is_file() for s in SPLITS):
+                raise ValueError(f"{root}: no BatVision V1 {'/'.join(f'{s}.csv' for s in SPLITS)} found")
+            print(f"note: {path} not found; no {split} split", file=sys.stderr)
+            continue
+        columns, cells = read_csv(path)
+        _require_columns(path, columns, BV1_COLUMNS)
+        image_cols = bv1_image_columns(path, columns, image_column)
+        groups: dict[str, list[Row]] = {}
+        for line, c in cells:
+            group = Path(c["depth path"]).parts[0] if c["depth path"] else "(empty)"
+            row = Row(path, line, split, group)
+            row.depth = _resolve(row, "depth", root, (c["depth path"],))
+            left = _resolve(row, "left audio", root, (c["audio path left"],))
+            right = _resolve(row, "right audio", root, (c["audio path right"],))
+            row.audio = (left, right) if left and right else ()
+            row.image = _resolve(row, "image", root, tuple(c[k] for k in image_cols))
+            groups.setdefault(group, []).append(row)
+        sequences += [SequenceRows(f"{group}/{split}", split, group, path, rows) for group, rows in groups.items()]
+    return sequences
+
+
+def load_rgb(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except (UnidentifiedImageError, OSError) as err:
+        raise RowError(f"image file {path} is not a readable image ({err})") from err
+
+
+def load_depth_m(path: Path) -> np.ndarray:
+    """Depth .npy in millimetres -> float32 metres, NaN where 0, negative, NaN or inf."""
+    try:
+        mm = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise RowError(f"depth file {path} is not a readable .npy array ({err})") from err
+    if mm.ndim != 2 or not (np.issubdtype(mm.dtype, np.integer) or np.issubdtype(mm.dtype, np.floating)):
+        raise RowError(f"depth file {path} holds a {mm.dtype} array of shape {mm.shape}; expected a 2-D numeric map in mm")
+    # float64 then float32 rounds each mm / 1000 exactly once (double rounding is exact for one division).
+    metres = (mm.astype(np.float64) / 1000.0).astype(np.float32)
+    metres[~np.isfinite(metres) | (metres <= 0)] = np.nan
+    if problem := depth_problem(metres):
+        raise RowError(f"depth file {path}: {problem}")
+    return metres
+
+
+def _int_to_float(samples: np.ndarray) -> np.ndarray:
+    if np.issubdtype(samples.dtype, np.integer):
+        bits = samples.dtype.itemsize * 8
+        return (samples.astype(np.float64) / 2 ** (bits - 1)).astype(np.float32)
+    return samples.astype(np.float32)
+
+
+def load_echo(row: Row, version: int, sample_rate: int, bv1_scale: float) -> np.ndarray:
+    """(2, n) float32 in [-1, 1], checked for rate, shape, silence and clipping."""
+    if version == 2:
+        (path,) = row.audio
+        try:
+            samples, rate = read_wav(path)
+        except ValueError as err:
+            raise RowError(str(err)) from err
+        if rate != sample_rate:
+            raise RowError(f"audio file {path}: sample rate {rate} Hz, expected {sample_rate} Hz")
+        if samples.shape[0] != 2:
+            raise RowError(f"audio file {path}: {samples.shape[0]} channels, expected 2 (binaural)")
+        name = str(path)
+    else:
+        ears = []
+        for path in row.audio:
+            try:
+                wave = np.load(path, allow_pickle=False)
+            except (OSError, ValueError) as err:
+                raise RowError(f"audio file {path} is not a readable .npy array ({err})") from err
+            wave = np.squeeze(wave)
+            if wave.ndim != 1 or not np.issubdtype(wave.dtype, np.number):
+                raise RowError(f"audio file {path} holds a {wave.dtype} array of shape {wave.shape}; expected a 1-D waveform")
+            if np.issubdtype(wave.dtype, np.floating):
+                wave = (wave.astype(np.float64) / bv1_scale).astype(np.float32)
+            else:
+                wave = _int_to_float(wave)
+            peak = float(np.abs(wave).max()) if wave.size else 0.0
+            if peak > 1.0:
+                raise RowError(f"audio file {path}: float samples reach {peak:.3g}, outside [-1, 1]; "
+                               f"pass --bv1-audio-scale to divide them")
+            ears.append(wave)
+        if ears[0].shape != ears[1].shape:
+            raise RowError(f"audio files {row.audio[0]} and {row.audio[1]}: left has {ears[0].size} samples, "
+                           f"right {ears[1].size}")
+        samples = np.stack(ears)
+        name = f"{row.audio[0]} + {row.audio[1].name}"
+    if problem := echo_problem(samples):
+        raise RowError(f"audio {name}: {problem}")
+    return samples
+
+
+def parse_intrinsics(text: str) -> tuple[float, float, float, float] | None:
+    if not text:
+        return None
+    try:
+        values = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        values = ()
+    if len(values) != 4 or not all(math.isfinite(v) for v in values) or values[0] <= 0 or values[1] <= 0:
+        raise ValueError(f"--intrinsics {text!r}: expected fx,fy,cx,cy with fx, fy > 0 (pixels of the original images)")
+    return values  # type: ignore[return-value]
+
+
+def intrinsic_matrix(width: int, height: int, intrinsics: tuple[float, float, float, float] | None, hfov_deg: float
+                     ) -> np.ndarray:
+    if intrinsics is not None:
+        fx, fy, cx, cy = intrinsics
+    else:
+        fx = fy = width / 2.0 / math.tan(math.radians(hfov_deg) / 2.0)
+        cx, cy = width / 2.0, height / 2.0
+    return np.array([[fx, 0.0, cx], [0.0, fy, cy], [0.0, 0.0, 1.0]])
+
+
+def write_frame(writer: BagWriter, stamp_ns: int, rgb: np.ndarray, depth: np.ndarray, echo: np.ndarray, K: np.ndarray,
+                sample_rate: int) -> None:
+    h, w = rgb.shape[:2]
+    writer.write(topics.CAMERA_INFO, make_msg(topics.CAMERA_INFO_TYPE, stamp_ns, CAMERA_FRAME, camera_info_fields(K, w, h)),
+                 topics.CAMERA_INFO_TYPE)
+    writer.write(topics.IMAGE, make_msg(topics.IMAGE_TYPE, stamp_ns, CAMERA_FRAME, image_fields(rgb, "rgb8")),
+                 topics.IMAGE_TYPE)
+    writer.write(topics.DEPTH, make_msg(topics.IMAGE_TYPE, stamp_ns, CAMERA_FRAME, image_fields(depth, "32FC1")),
+                 topics.IMAGE_TYPE)
+    writer.write(topics.ECHO, make_msg(topics.ECHO_TYPE, stamp_ns, MIC_FRAME, echo_fields(
+        echo, sample_rate, BATVISION_CHIRP, emission_offset=0, speed_of_sound=SPEED_OF_SOUND, channel_order="left,right")),
+        topics.ECHO_TYPE)
+
+
+def convert(args: argparse.Namespace) -> dict[str, dict[str, int]]:
+    """Convert and return {split: {"rows": .., "frames": .., "skipped": ..}}."""
+    root: Path = args.root
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: BatVision root folder not found")
+    if args.out.suffix == ".bag":
+        raise ValueError(f"{args.out}: rosbags reads any *.bag path as a ROS 1 file; name the rosbag2 folder without '.bag'")
+    if args.out.exists():
+        raise ValueError(f"{args.out}: output bag already exists; remove it or choose another --out")
+    splits = [s for s in args.splits.split(",") if s]
+    if not splits or any(s not in SPLITS for s in splits):
+        raise ValueError(f"--splits {args.splits!r}: expected a comma-separated subset of {list(SPLITS)}")
+    if args.period_s <= 0 or args.gap_s <= 0:
+        raise ValueError(f"--period-s and --gap-s must be positive, got {args.period_s} and {args.gap_s}")
+    if args.bv1_audio_scale <= 0:
+        raise ValueError(f"--bv1-audio-scale must be positive, got {args.bv1_audio_scale}")
+    intrinsics = parse_intrinsics(args.intrinsics)
+    if args.version == 2:
+        sequences = bv2_sequences(root, splits, [s for s in args.locations.split(",") if s])
+    else:
+        sequences = bv1_sequences(root, splits, args.bv1_image_column)
+
+    bad = [f"{row.where}: {p}" for seq in sequences for row in seq.rows for p in row.problems]
+    if bad and not args.skip_bad:
+        raise ValueError(f"{len(bad)} problem(s) in the CSV rows (pass --skip-bad to skip such rows):\n  " + "\n  ".join(bad))
+
+    summary: dict[str, dict[str, int]] = defaultdict(lambda: {"rows": 0, "frames": 0, "skipped": 0})
+    period_ns, gap_ns = round(args.period_s * 1e9), round(args.gap_s * 1e9)
+    total = sum(len(seq.rows) for seq in sequences)
+    start_ns = STAMP_ORIGIN_NS
+    try:
+        with BagWriter(args.out, storage=args.storage) as writer, tqdm(total=total, desc="converting", unit="row") as bar:
+            for seq in sequences:
+                frames = 0
+                for k, row in enumerate(seq.rows):
+                    bar.update(1)
+                    stats = summary[seq.split]
+                    stats["rows"] += 1
+                    try:
+                        if row.problems:
+                            raise RowError("; ".join(row.problems))
+                        rgb = load_rgb(row.image)
+                        depth = load_depth_m(row.depth)
+                        if depth.shape != rgb.shape[:2]:
+                            raise RowError(f"depth file {row.depth} is {depth.shape[1]}x{depth.shape[0]}, "
+                                           f"image {row.image} is {rgb.shape[1]}x{rgb.shape[0]}; expected registered maps")
+                        echo = load_echo(row, args.version, args.sample_rate, args.bv1_audio_scale)
+                    except RowError as err:
+                        if not args.skip_bad:
+                            raise ValueError(f"{row.where}: {err} (pass --skip-bad to skip such rows)") from None
+                        stats["skipped"] += 1
+                        tqdm.write(f"skipped {row.where}: {err}", file=sys.stderr)
+                        continue
+                    K = intrinsic_matrix(rgb.shape[1], rgb.shape[0], intrinsics, args.hfov_deg)
+                    write_frame(writer, start_ns + k * period_ns, rgb, depth, echo, K, args.sample_rate)
+                    stats["frames"] += 1
+                    frames += 1
+                if seq.rows:
+                    end_ns = start_ns + (len(seq.rows) - 1) * period_ns
+                    if frames:
+                        writer.add_sequence(seq.name, seq.split, start_ns, end_ns, source=f"batvision-v{args.version}",
+                                            group=seq.group, csv=str(seq.csv), rows=len(seq.rows), frames=frames)
+                    start_ns = end_ns + gap_ns
+            if not writer.counts:
+                raise ValueError(f"{root}: no frames converted ({total} rows read)")
+    except BaseException:
+        shutil.rmtree(args.out, ignore_errors=True)  # never leave a partial bag behind
+        raise
+    for split, stats in summary.items():
+        if stats["rows"] != stats["frames"] + stats["skipped"]:
+            raise RuntimeError(f"internal count mismatch in split {split}: {stats}")
+    return dict(summary)
+
+
+def run(args: argparse.Namespace) -> int:
+    summary = convert(args)
+    print(f"{'split':<8}{'rows in':>10}{'frames out':>12}{'skipped':>10}")
+    for split in SPLITS:
+        if split in summary:
+            s = summary[split]
+            print(f"{split:<8}{s['rows']:>10}{s['frames']:>12}{s['skipped']:>10}")
+    totals = {k: sum(s[k] for s in summary.values()) for k in ("rows", "frames", "skipped")}
+    print(f"{'total':<8}{totals['rows']:>10}{totals['frames']:>12}{totals['skipped']:>10}")
+    print(f"wrote {args.out}")
+    return 0

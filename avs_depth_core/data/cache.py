@@ -1,0 +1,466 @@
+"""Decode a bag once into per-field .npy files, read later as memory maps by the datasets.
+
+Two passes over the bag. Pass 1 reads only the header stamps (parsed from the raw CDR bytes, so pixels are not
+deserialised), pairs frames with echoes (pairing.pair_echo_with_frame), depth and CameraInfo, and assigns frames to
+sequences and splits (splits.py). Pass 2 deserialises each needed message once and writes its resized image, depth or
+echo features into the slots of every frame that uses it.
+
+Cache layout: <cache_dir>/<key>/{meta.json, stamps, sequence, valid, rgb, K[, depth, has_depth][, echo, has_echo]}.npy,
+key = sha256 of (CACHE_VERSION, bag fingerprint, settings). A cache is built in a temporary folder and renamed into
+place when complete, so concurrent builders and interrupted builds never leave a half-written cache behind.
+The bag fingerprint hashes metadata and, per file, its name, size, mtime and first and last MiB (an mcap's last MiB
+holds its summary with chunk CRCs), so a changed or rewritten bag gets a new cache without hashing gigabytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+from avs_depth_core.audio.features import StftSettings, echo_features
+from avs_depth_core.audio.window import echo_window, echo_window_samples
+from avs_depth_core.data import topics
+from avs_depth_core.data.bag import bag_sequences, iter_raw, message_stamp_ns, open_bag
+from avs_depth_core.data.messages import (
+    camera_info_to_K,
+    depth_problem,
+    echo_problem,
+    echo_to_array,
+    image_to_depth,
+    image_to_rgb,
+)
+from avs_depth_core.data.pairing import DEFAULT_TOLERANCE_NS, nearest_stamp, pair_echo_with_frame
+from avs_depth_core.data.splits import (
+    FrameSequence,
+    assign_frames,
+    derive_sequences,
+    sequences_from_metadata,
+)
+
+CACHE_VERSION = 1
+NO_SPLIT = "(none)"  # report key for frames outside every sequence
+MAX_EXAMPLES = 20  # detailed skip messages kept in the report
+
+
+def default_cache_dir() -> Path:
+    """$AVS_DEPTH_CACHE, else $XDG_CACHE_HOME/avs_depth, else ~/.cache/avs_depth."""
+    if os.environ.get("AVS_DEPTH_CACHE"):
+        return Path(os.environ["AVS_DEPTH_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "avs_depth"
+
+
+def bag_fingerprint(bag: str | Path) -> str:
+    bag = Path(bag)
+    if not bag.exists():
+        raise FileNotFoundError(f"{bag}: bag not found")
+    files = [bag] if bag.is_file() else sorted(p for p in bag.rglob("*") if p.is_file())
+    digest = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        digest.update(f"{f.relative_to(bag) if bag.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+        with f.open("rb") as fh:
+            digest.update(fh.read(1 << 20))
+            if st.st_size > 2 << 20:
+                fh.seek(-(1 << 20), os.SEEK_END)
+                digest.update(fh.read())
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class CacheSettings:
+    """Everything that changes the cached arrays (part of the cache key)."""
+
+    image_size: tuple[int, int]  # (H, W) of rgb and depth
+    keep: str  # "paired": frames with a paired echo and depth (supervised); "all": every frame in a sequence (triples)
+    max_depth: float  # metres; depth >= max_depth becomes invalid (0); the echo window reaches this far
+    echo_size: tuple[int, int]  # (H, W) of the echo STFT after resizing
+    stft: StftSettings = field(default_factory=StftSettings)
+    speed_of_sound: float = 340.0
+    sample_rate: int = 44_100
+    tolerance_ns: int = DEFAULT_TOLERANCE_NS  # echo pairing, see pairing.py
+    depth_tolerance_ns: int = 1_000_000  # depth registered to an image carries the image's stamp
+    echo_store: str = "features"  # "features": the network input (exact, larger); "window": samples, STFT per item
+    need_intrinsics: bool = True
+    skip_bad: bool = False
+    sequence_gap_ns: int = 1_000_000_000
+    split_fractions: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+
+    def __post_init__(self) -> None:
+        if self.keep not in ("paired", "all"):
+            raise ValueError(f"cache keep must be 'paired' or 'all', got {self.keep!r}")
+        if self.echo_store not in ("features", "window"):
+            raise ValueError(f"echo store must be 'features' or 'window', got {self.echo_store!r}")
+        for name, size in (("image_size", self.image_size), ("echo_size", self.echo_size)):
+            if len(size) != 2 or min(size) < 1:
+                raise ValueError(f"{name} must be (height, width) with positive entries, got {size}")
+        if self.max_depth <= 0:
+            raise ValueError(f"max_depth must be positive, got {self.max_depth}")
+
+    def key(self, fingerprint: str) -> str:
+        text = json.dumps({"version": CACHE_VERSION, "bag": fingerprint, "settings": asdict(self)}, sort_keys=True)
+        return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+class FrameCache:
+    """A built cache: meta.json plus .npy arrays opened lazily as read-only memory maps (safe across DataLoader workers)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self.meta: dict[str, Any] = json.loads((self.path / "meta.json").read_text())
+        self.sequences = [FrameSequence(**s) for s in self.meta["sequences"]]
+        self._arrays: dict[str, np.ndarray] = {}
+        for name, spec in self.meta["fields"].items():
+            arr = self.array(name)
+            if list(arr.shape) != spec["shape"] or str(arr.dtype) != spec["dtype"]:
+                raise ValueError(f"{self.path}/{name}.npy is {arr.shape} {arr.dtype}, meta.json says {spec}")
+
+    def __len__(self) -> int:
+        return int(self.meta["count"])
+
+    def has(self, name: str) -> bool:
+        return name in self.meta["fields"]
+
+    def array(self, name: str) -> np.ndarray:
+        if name not in self._arrays:
+            self._arrays[name] = np.load(self.path / f"{name}.npy", mmap_mode="r")
+        return self._arrays[name]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_arrays": {}}  # workers reopen their own memory maps
+
+
+def load_or_build(bag: str | Path, settings: CacheSettings, cache_dir: str | Path | None = None, progress: bool = True
+                  ) -> FrameCache:
+    """The cache of `bag` for `settings`, built on first use."""
+    bag = Path(bag)
+    root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+    path = root / settings.key(bag_fingerprint(bag))
+    if (path / "meta.json").is_file():
+        try:
+            return FrameCache(path)
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            print(f"cache {path} is unreadable ({err}); rebuilding it", file=sys.stderr)
+            shutil.rmtree(path)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=root))
+    threads = torch.get_num_threads()
+    # Per-message tensors are small: intra-op threads cost more than they give (several times more on a busy machine).
+    torch.set_num_threads(1)
+    try:
+        _build(bag, settings, tmp, progress)
+        try:
+            tmp.rename(path)
+        except OSError:  # another process finished the same cache first; theirs is equal
+            shutil.rmtree(tmp)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    finally:
+        torch.set_num_threads(threads)
+    return FrameCache(path)
+
+
+def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
+    """K of an image resized from `from_hw` to `to_hw` (align_corners=False resampling: pixel centres map as
+    u' = (u + 0.5) * s - 0.5, so the principal point shifts by half a pixel beyond plain scaling)."""
+    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
+    out = np.asarray(K, dtype=np.float64).copy()
+    out[0, :2] *= sx
+    out[1, :2] *= sy
+    out[0, 2] = (out[0, 2] + 0.5) * sx - 0.5
+    out[1, 2] = (out[1, 2] + 0.5) * sy - 0.5
+    return out
+
+
+def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """(h, w, 3) uint8 -> (3, H, W) uint8: bilinear with antialias (torchvision Resize on tensors), rounded."""
+    if rgb.shape[:2] == tuple(size):
+        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+    x = torch.from_numpy(np.array(rgb)).permute(2, 0, 1)[None].float()  # copy: message buffers are read-only
+    x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    return x[0].round().clamp(0, 255).to(torch.uint8).numpy()
+
+
+def resize_depth(depth: np.ndarray, size: tuple[int, int], max_depth: float) -> np.ndarray:
+    """(h, w) metres -> (1, H, W) float32 with 0 where invalid (NaN, inf, <= 0, >= max_depth). Nearest resampling at
+    pixel centres ("nearest-exact", as PIL and OpenCV), so no value is interpolated across an edge."""
+    x = torch.from_numpy(np.ascontiguousarray(depth, dtype=np.float32))[None, None]
+    if tuple(x.shape[-2:]) != tuple(size):
+        x = F.interpolate(x, size=size, mode="nearest-exact")
+    out = x[0].numpy()
+    out[~np.isfinite(out) | (out <= 0) | (out >= max_depth)] = 0.0
+    return out
+
+
+class _Skips:
+    """Per-split counts of excluded frames and the first few detailed reasons; raises instead unless skipping."""
+
+    def __init__(self, skip_bad: bool) -> None:
+        self.skip_bad = skip_bad
+        self.counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+        self.examples: list[str] = []
+
+    def note(self, split: str, reason: str, n: int = 1) -> None:
+        self.counts[split][reason] += n
+
+    def bad(self, message: str) -> None:
+        if not self.skip_bad:
+            raise ValueError(f"{message} (pass skip_bad=True to skip and count such frames)")
+        if len(self.examples) < MAX_EXAMPLES:
+            self.examples.append(message)
+
+
+def _unique_sorted(stamps: list[int]) -> tuple[np.ndarray, int]:
+    arr = np.asarray(stamps, dtype=np.int64)
+    uniq = np.unique(arr)
+    return uniq, int(arr.size - uniq.size)
+
+
+def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
+    required = [topics.IMAGE] + ([topics.DEPTH, topics.ECHO] if s.keep == "paired" else []) + (
+        [topics.CAMERA_INFO] if s.need_intrinsics else [])
+    expected_type = {topics.IMAGE: topics.IMAGE_TYPE, topics.DEPTH: topics.IMAGE_TYPE, topics.ECHO: topics.ECHO_TYPE,
+                     topics.CAMERA_INFO: topics.CAMERA_INFO_TYPE}
+    skips = _Skips(s.skip_bad)
+    with open_bag(bag) as reader:
+        conns = {t: [c for c in reader.connections if c.topic == t] for t in expected_type}
+        have = sorted({c.topic for c in reader.connections})
+        for t in required:
+            if not conns[t]:
+                raise ValueError(f"{bag}: topic {t} not found; the bag has {have}")
+        for t, cs in conns.items():
+            for c in cs:
+                if c.msgtype != expected_type[t]:
+                    raise ValueError(f"{bag}: topic {t} has type {c.msgtype}; expected {expected_type[t]}")
+        used = [c for cs in conns.values() for c in cs]
+        total = sum(c.msgcount for c in used)
+
+        # Pass 1: header stamps only.
+        raw_stamps: dict[str, list[int]] = {t: [] for t in expected_type}
+        for conn, raw in tqdm(iter_raw(reader, used, bag), total=total, desc=f"indexing {bag.name}", unit="msg",
+                              disable=not progress, leave=False):
+            raw_stamps[conn.topic].append(message_stamp_ns(reader, conn.msgtype, raw, f"{bag}:{conn.topic}"))
+        stamps: dict[str, np.ndarray] = {}
+        for t in expected_type:
+            stamps[t], dup = _unique_sorted(raw_stamps[t])
+            if dup:
+                skips.note(NO_SPLIT, f"duplicate {t} stamps (first message kept)", dup)
+        frames = stamps[topics.IMAGE]
+        if frames.size == 0:
+            raise ValueError(f"{bag}: topic {topics.IMAGE} holds no messages")
+
+        records = bag_sequences(bag) if bag.is_dir() else []
+        sequences = sequences_from_metadata(records, bag) if records else derive_sequences(
+            frames, s.sequence_gap_ns, dict(s.split_fractions))
+        seq_of = assign_frames(frames, sequences, bag)
+        echo_of = np.array([-1 if (j := pair_echo_with_frame(int(t), stamps[topics.ECHO], s.tolerance_ns)) is None else j
+                            for t in frames], dtype=np.int64)
+        depth_of = np.array([-1 if (j := nearest_stamp(int(t), stamps[topics.DEPTH], s.depth_tolerance_ns)) is None else j
+                             for t in frames], dtype=np.int64)
+        # Intrinsics rarely change: every frame takes the CameraInfo nearest in time, however far.
+        info_of = np.array([-1 if (j := nearest_stamp(int(t), stamps[topics.CAMERA_INFO], 2**62)) is None else j
+                            for t in frames], dtype=np.int64)
+
+        split_of = np.array([sequences[k].split if k >= 0 else NO_SPLIT for k in seq_of])
+
+        def note_frames(mask: np.ndarray, reason: str) -> None:
+            for split, n in zip(*np.unique(split_of[mask], return_counts=True), strict=True):
+                skips.note(str(split), reason, int(n))
+
+        keep = seq_of >= 0
+        note_frames(~keep, "outside every sequence")
+        if s.keep == "paired":
+            note_frames(keep & (echo_of < 0), "no paired echo")
+            note_frames(keep & (echo_of >= 0) & (depth_of < 0), "no depth")
+            keep &= (echo_of >= 0) & (depth_of >= 0)
+        else:
+            if stamps[topics.ECHO].size:
+                note_frames(keep & (echo_of < 0), "no paired echo (frame kept, has_echo false)")
+            if stamps[topics.DEPTH].size:
+                note_frames(keep & (depth_of < 0), "no depth (frame kept, has_depth false)")
+        if not s.need_intrinsics and stamps[topics.CAMERA_INFO].size == 0:
+            skips.note(NO_SPLIT, f"no {topics.CAMERA_INFO} in the bag: K is NaN", int(keep.sum()))
+
+        kept = np.flatnonzero(keep)
+        slot_of_stamp = {int(frames[n]): i for i, n in enumerate(kept)}
+        users: dict[str, dict[int, list[int]]] = {t: defaultdict(list) for t in expected_type}
+        for i, n in enumerate(kept):
+            for t, idx in ((topics.DEPTH, depth_of[n]), (topics.ECHO, echo_of[n]), (topics.CAMERA_INFO, info_of[n])):
+                if idx >= 0:
+                    users[t][int(stamps[t][idx])].append(i)
+
+        count = len(kept)
+        H, W = s.image_size
+        fields: dict[str, tuple[tuple[int, ...], str]] = {
+            "stamps": ((count,), "int64"), "sequence": ((count,), "int64"), "valid": ((count,), "bool"),
+            "rgb": ((count, 3, H, W), "uint8"), "K": ((count, 3, 3), "float32")}
+        has_depth_topic = stamps[topics.DEPTH].size > 0
+        if has_depth_topic:
+            fields.update({"depth": ((count, 1, H, W), "float32"), "has_depth": ((count,), "bool")})
+        arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+                  for name, (shape, dtype) in fields.items()}
+        arrays["stamps"][:] = frames[kept]
+        arrays["sequence"][:] = seq_of[kept]
+        arrays["valid"][:] = True
+        if has_depth_topic:
+            arrays["has_depth"][:] = depth_of[kept] >= 0
+        has_echo = echo_of[kept] >= 0
+        arrays["K"][:] = np.nan
+        image_hw = np.zeros((count, 2), np.int64)
+        depth_hw = np.zeros((count, 2), np.int64)
+        info_hw = np.zeros((count, 2), np.int64)
+        raw_K = np.full((count, 3, 3), np.nan)
+        got_image = np.zeros(count, bool)
+        echo_info: dict[str, Any] = {}
+
+        def drop(slots: list[int], what: str, message: str) -> None:
+            """A bad message: fail, or (skip_bad) exclude the frames that need it and count them. Intrinsics the
+            dataset does not need only leave K as NaN (an uncalibrated webcam still gives supervised samples)."""
+            if what == "camera_info" and not s.need_intrinsics:
+                skips.note(NO_SPLIT, f"unusable {topics.CAMERA_INFO}: K is NaN", len(slots))
+                if len(skips.examples) < MAX_EXAMPLES:
+                    skips.examples.append(message)
+                return
+            skips.bad(message)
+            for i in slots:
+                split = sequences[int(arrays["sequence"][i])].split
+                essential = what in ("image", "camera_info") or s.keep == "paired"
+                if essential and arrays["valid"][i]:
+                    arrays["valid"][i] = False
+                    skips.note(split, f"bad {what} (skipped)")
+                elif not essential:
+                    skips.note(split, f"bad {what} (dropped, frame kept)")
+                    if what == "depth":
+                        arrays["has_depth"][i] = False
+                    else:
+                        has_echo[i] = False
+
+        # Pass 2: decode each needed message once.
+        seen: dict[str, set[int]] = {t: set() for t in expected_type}
+        for conn, raw in tqdm(iter_raw(reader, used, bag), total=total, desc=f"caching {bag.name}", unit="msg",
+                              disable=not progress):
+            t = conn.topic
+            stamp = message_stamp_ns(reader, conn.msgtype, raw, f"{bag}:{t}")
+            if stamp in seen[t]:
+                continue
+            seen[t].add(stamp)
+            where = f"{bag}:{t} stamp {stamp} ns"
+            slots = [slot_of_stamp[stamp]] if t == topics.IMAGE and stamp in slot_of_stamp else users[t].get(stamp, [])
+            if not slots:
+                continue
+            try:
+                msg = reader.deserialize(raw, conn.msgtype)
+            except Exception as err:  # a damaged message; rosbags raises several error types
+                drop(slots, _what(t), f"{where}: cannot deserialise ({type(err).__name__}: {err})")
+                continue
+            try:
+                if t == topics.IMAGE:
+                    rgb = image_to_rgb(msg, where)
+                    arrays["rgb"][slots[0]] = resize_rgb(rgb, s.image_size)
+                    image_hw[slots[0]] = rgb.shape[:2]
+                    got_image[slots[0]] = True
+                elif t == topics.DEPTH:
+                    depth = image_to_depth(msg, where)
+                    if problem := depth_problem(depth):
+                        raise ValueError(f"{where}: {problem}")
+                    resized = resize_depth(depth, s.image_size, s.max_depth)
+                    for i in slots:
+                        arrays["depth"][i] = resized
+                        depth_hw[i] = depth.shape
+                    if not resized.any():  # valid input, but nothing nearer than max_depth: no supervision in it
+                        for i in slots:
+                            split = sequences[int(arrays["sequence"][i])].split
+                            if s.keep == "paired" and arrays["valid"][i]:
+                                arrays["valid"][i] = False
+                                skips.note(split, f"no valid depth pixel below max_depth {s.max_depth:g} m")
+                            elif s.keep == "all":
+                                arrays["has_depth"][i] = False
+                                skips.note(split, f"no valid depth pixel below max_depth {s.max_depth:g} m (frame kept)")
+                elif t == topics.ECHO:
+                    _store_echo(msg, where, slots, s, arrays, out, count, echo_info)
+                else:
+                    K = camera_info_to_K(msg, where)
+                    for i in slots:
+                        raw_K[i] = K
+                        info_hw[i] = (int(msg.height), int(msg.width))
+            except ValueError as err:
+                drop(slots, _what(t), str(err))
+
+        missing = np.flatnonzero(~got_image & arrays["valid"])
+        if missing.size:
+            raise ValueError(f"{bag}: {missing.size} image messages seen in the first pass were not read back; "
+                             f"the bag changed while it was read")
+        for i in range(count):
+            if not arrays["valid"][i]:
+                continue
+            where = f"{bag}: frame stamp {int(arrays['stamps'][i])} ns"
+            if info_hw[i].any() and tuple(info_hw[i]) != tuple(image_hw[i]):
+                drop([i], "camera_info", f"{where}: {topics.CAMERA_INFO} is for {info_hw[i][1]}x{info_hw[i][0]} but the "
+                     f"image is {image_hw[i][1]}x{image_hw[i][0]}")
+                raw_K[i] = np.nan
+            aspect_gap = abs(depth_hw[i][1] / max(depth_hw[i][0], 1) - image_hw[i][1] / image_hw[i][0])
+            if arrays["valid"][i] and depth_hw[i].any() and aspect_gap > 0.01:
+                drop([i], "depth", f"{where}: depth {depth_hw[i][1]}x{depth_hw[i][0]} does not match the aspect of "
+                     f"the {image_hw[i][1]}x{image_hw[i][0]} image it is registered to")
+            if np.isfinite(raw_K[i]).all():
+                arrays["K"][i] = scale_intrinsics(raw_K[i], tuple(image_hw[i]), s.image_size)
+        if "echo" in echo_info:
+            has = np.lib.format.open_memmap(out / "has_echo.npy", mode="w+", dtype="bool", shape=(count,))
+            has[:] = has_echo
+            arrays["has_echo"] = has
+            fields["has_echo"] = ((count,), "bool")
+            fields["echo"] = (tuple(echo_info["echo"].shape), "float32")
+            arrays["echo"] = echo_info["echo"]
+        for arr in arrays.values():
+            arr.flush()
+        meta = {
+            "version": CACHE_VERSION, "bag": str(bag.resolve()), "settings": asdict(s), "count": count,
+            "fields": {name: {"shape": list(shape), "dtype": dtype} for name, (shape, dtype) in fields.items()},
+            "sequences": [asdict(q) for q in sequences], "sequences_derived": not records,
+            "report": {split: dict(reasons) for split, reasons in skips.counts.items()}, "examples": skips.examples,
+            "echo_channels": echo_info.get("channels"),
+            "source_image_size": sorted({tuple(map(int, hw)) for hw in image_hw[got_image]}),
+        }
+        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+
+
+def _what(topic: str) -> str:
+    return {topics.IMAGE: "image", topics.DEPTH: "depth", topics.ECHO: "echo", topics.CAMERA_INFO: "camera_info"}[topic]
+
+
+def _store_echo(msg: Any, where: str, slots: list[int], s: CacheSettings, arrays: dict[str, np.ndarray], out: Path,
+                count: int, echo_info: dict[str, Any]) -> None:
+    samples = np.array(echo_to_array(msg, where))  # writable copy: torch warns on read-only message buffers
+    if problem := echo_problem(samples):
+        raise ValueError(f"{where}: echo {problem}")
+    if int(msg.sample_rate) != s.sample_rate:
+        raise ValueError(f"{where}: sample rate {int(msg.sample_rate)} Hz, expected {s.sample_rate} Hz")
+    if s.echo_store == "features":
+        value = echo_features(samples, int(msg.sample_rate), expected_rate=s.sample_rate, max_depth=s.max_depth,
+                              size=s.echo_size, emission_offset=int(msg.emission_offset), speed_of_sound=s.speed_of_sound,
+                              settings=s.stft, where=where).numpy()
+    else:
+        value = echo_window(samples, int(msg.sample_rate), s.max_depth, int(msg.emission_offset), s.speed_of_sound)
+    if "echo" not in echo_info:
+        channels = samples.shape[0]
+        shape = (count, channels, *s.echo_size) if s.echo_store == "features" else (
+            count, channels, echo_window_samples(s.max_depth, s.sample_rate, s.speed_of_sound))
+        echo_info["channels"] = channels
+        echo_info["echo"] = np.lib.format.open_memmap(out / "echo.npy", mode="w+", dtype="float32", shape=shape)
+    if samples.shape[0] != echo_info["channels"]:
+        raise ValueError(f"{where}: echo has {samples.shape[0]} channels, earlier echoes have {echo_info['channels']}")
+    for i in slots:
+        echo_info["echo"][i] = value

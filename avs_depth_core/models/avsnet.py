@@ -1,0 +1,405 @@
+"""AVS-Net (arXiv 2412.01637): ZoeDepth's metric bins on a MiDaS core, with the echo fused into the bottleneck.
+
+    rgb -> MiDaS (relative depth + features) -> bottleneck --CrossModalAttention(echo tokens)--> ZoeDepth metric bins -> metres
+    echo STFT (2 ch, image resolution) -> ResNet-18 -> tokens ---------^
+With use_echo=False the fusion and audio branch are not built and the network is ZoeDepth itself (the Only-RGB baseline).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from avs_depth_core.audio.features import StftSettings, echo_features
+from avs_depth_core.audio.window import echo_window_samples
+from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
+from avs_depth_core.models.audio_encoder import AudioEncoder
+from avs_depth_core.models.fusion import CrossModalAttention
+from avs_depth_core.models.metric_bins import BIN_CENTERS_TYPES, MetricBinsHead
+from avs_depth_core.models.midas import VISUAL_BACKBONES, DPTBeit, build_visual_backbone, load_midas_weights
+
+CHECKPOINT_KIND = "avsnet"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass
+class AVSNetConfig:
+    """Every architecture number of AVS-Net; defaults are BatVision V2 with MiDaS-small and ZoeD_N's head settings."""
+
+    backbone: str = "midas_small"  # midas_small | tiny | dpt_beit_l_384 | dpt_beit_l_512 | dpt_beit_b_384 (DPT needs timm)
+    image_size: tuple[int, int] = (256, 512)  # (H, W) network input; AVS-Net uses 256x512 (method_spec 8)
+    echo_size: tuple[int, int] | None = None  # spectrogram resize (H, W); None = image_size (AVS-Net resizes to the image)
+    use_echo: bool = True  # False: Only-RGB baseline (ZoeDepth)
+    min_depth: float = 1e-3  # ZoeDepth dataset bounds
+    max_depth: float = 30.0  # BatVision clip: 30 m BV2, 12 m BV1 (method_spec 4)
+    n_bins: int = 64  # ZoeD_N config_zoedepth.json
+    # ZoeD_N uses "softplus"; "normed" (ZoeD_K style) keeps every bin inside [min, max], suggested for BatVision (method_spec 1.3)
+    bin_centers_type: str = "normed"
+    bin_embedding_dim: int = 128
+    n_attractors: list[int] = field(default_factory=lambda: [16, 8, 4, 1])
+    attractor_alpha: float = 1000.0  # ZoeD_N JSON (the constructor default 300 is overridden)
+    attractor_gamma: int = 2
+    attractor_kind: str = "mean"
+    attractor_type: str = "inv"
+    min_temp: float = 0.0212
+    max_temp: float = 50.0
+    inverse_midas: bool = False
+    fusion_heads: int = 8  # not fixed by the paper [method_spec 8 ?]
+    fusion_layer_norm: bool = False  # deviation option: LayerNorm before the attention (not in the paper)
+    audio_layers: int = 18  # ResNet-18 (the paper)
+    audio_width: int = 64  # ResNet stem width (64 = torchvision's; smaller only for test-sized models)
+    # MiDaS-small was trained with ImageNet mean/std; ZoeDepth normalises with 0.5/0.5 for every MiDaS (method_spec 1.5 quirk).
+    # Match the weights: ImageNet for midas_small, 0.5 for the DPT backbones.
+    norm_mean: tuple[float, float, float] = IMAGENET_MEAN
+    norm_std: tuple[float, float, float] = IMAGENET_STD
+    freeze_visual_bn: bool = True  # ZoeD_N freeze_midas_bn: MiDaS BatchNorm stays in eval mode while training
+    sample_rate: int = 44100  # BatVision
+    speed_of_sound: float = 340.0  # BatVision's loader cut (method_spec 4)
+    n_fft: int = 512  # BatVision STFT: n_fft 512, win 64, hop 16, magnitude
+    win_length: int = 64
+    hop_length: int = 16
+    stft_log: bool = False  # deviation option: log1p magnitude
+    visual_weights: str | None = None  # local MiDaS release .pt (e.g. midas_v21_small_256.pt), loaded at construction
+    audio_weights: str | None = None  # local torchvision ResNet .pth (ImageNet init), loaded at construction
+
+    def __post_init__(self) -> None:
+        _check_types(self)
+        self.image_size = tuple(self.image_size)
+        self.norm_mean, self.norm_std = tuple(self.norm_mean), tuple(self.norm_std)
+        self.n_attractors = list(self.n_attractors)
+        if self.echo_size is None:
+            self.echo_size = self.image_size
+        self.echo_size = tuple(self.echo_size)
+        self.validate()
+
+    def validate(self) -> None:
+        if self.backbone not in VISUAL_BACKBONES:
+            raise ValueError(f"backbone: expected one of {VISUAL_BACKBONES}, got {self.backbone!r}")
+        for name in ("image_size", "echo_size"):
+            size = getattr(self, name)
+            if len(size) != 2 or any(s <= 0 or s % 32 for s in size):
+                raise ValueError(f"{name}: expected (H, W), positive multiples of 32, got {size}")
+        if not 0 < self.min_depth < self.max_depth:
+            raise ValueError(f"min_depth/max_depth: need 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        if self.bin_centers_type not in BIN_CENTERS_TYPES:
+            raise ValueError(f"bin_centers_type: expected one of {BIN_CENTERS_TYPES}, got {self.bin_centers_type!r}")
+        if self.attractor_kind not in ("mean", "sum"):
+            raise ValueError(f"attractor_kind: expected 'mean' or 'sum', got {self.attractor_kind!r}")
+        if self.attractor_type not in ("inv", "exp"):
+            raise ValueError(f"attractor_type: expected 'inv' or 'exp', got {self.attractor_type!r}")
+        if len(self.n_attractors) != 4 or any(n < 1 for n in self.n_attractors):
+            raise ValueError(f"n_attractors: expected 4 positive counts (one per decoder level r4..r1), got {self.n_attractors}")
+        if len(self.norm_mean) != 3 or len(self.norm_std) != 3 or any(s <= 0 for s in self.norm_std):
+            raise ValueError(f"norm_mean/norm_std: expected 3 values each, std > 0, got {self.norm_mean}, {self.norm_std}")
+        positive = ("n_bins", "bin_embedding_dim", "audio_width", "fusion_heads", "sample_rate", "speed_of_sound", "n_fft",
+                    "win_length", "hop_length", "max_temp", "attractor_alpha")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name}: must be positive, got {getattr(self, name)}")
+        if not 0 < self.min_temp < self.max_temp:
+            raise ValueError(f"min_temp/max_temp: need 0 < min_temp < max_temp, got {self.min_temp}, {self.max_temp}")
+        if self.win_length > self.n_fft:
+            raise ValueError(f"win_length: {self.win_length} exceeds n_fft {self.n_fft}")
+
+    @property
+    def stft(self) -> StftSettings:
+        return StftSettings(n_fft=self.n_fft, win_length=self.win_length, hop_length=self.hop_length, log=self.stft_log)
+
+    @property
+    def echo_samples(self) -> int:
+        """Samples of the echo window after emission: round trip to max_depth (BV2 30 m: 7782)."""
+        return echo_window_samples(self.max_depth, self.sample_rate, self.speed_of_sound)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in out.items()}
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "model config") -> AVSNetConfig:
+        if not isinstance(values, dict):
+            raise ValueError(f"{where}: expected a mapping of AVSNetConfig fields, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+        try:
+            return cls(**values)
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> AVSNetConfig:
+        """The `model:` section of a config YAML, with overrides ({key: value} or ["key=value", ...], values parsed as YAML)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: config not found")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
+            raise ValueError(f"{path}: expected a 'model:' section with AVSNetConfig fields")
+        values = dict(data["model"])
+        values.update(parse_overrides(overrides))
+        return cls.from_dict(values, where=f"{path} model")
+
+
+def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, Any]:
+    if overrides is None:
+        return {}
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    parsed = {}
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"override {item!r}: expected key=value")
+        parsed[key.strip()] = yaml.safe_load(value)
+    return parsed
+
+
+def _matches(value: Any, annotation: Any) -> bool:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is type(None):
+        return value is None
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            return False
+        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
+            return False
+        item_types = args[:1] * len(value) if origin is list or (args and args[-1] is Ellipsis) else args
+        return all(_matches(v, a) for v, a in zip(value, item_types, strict=True))
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, annotation)
+
+
+def _check_types(cfg: AVSNetConfig) -> None:
+    hints = typing.get_type_hints(type(cfg))
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if not _matches(value, hints[f.name]):
+            expected = hints[f.name].__name__ if isinstance(hints[f.name], type) else str(hints[f.name])
+            raise ValueError(f"{f.name}: expected {expected}, got {value!r} ({type(value).__name__})")
+        if hints[f.name] is float:
+            setattr(cfg, f.name, float(value))
+
+
+class AVSNet(nn.Module):
+    """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT or None) -> dict of
+    metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H/2,W/2) metres
+    [, probs (B,n_bins,H,W) with return_probs]."""
+
+    def __init__(self, cfg: AVSNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.visual = build_visual_backbone(cfg.backbone)
+        if cfg.visual_weights:
+            load_midas_weights(self.visual, cfg.visual_weights)
+        ch = self.visual.channels
+        if cfg.use_echo:
+            self.audio = AudioEncoder(cfg.audio_layers, in_channels=2, width=cfg.audio_width, weights=cfg.audio_weights)
+            self.fusion = CrossModalAttention(ch["bottleneck"], self.audio.channels, cfg.fusion_heads, cfg.fusion_layer_norm)
+        else:
+            self.audio, self.fusion = None, None
+        self.head = MetricBinsHead(
+            ch["bottleneck"], [ch["r4"], ch["r3"], ch["r2"], ch["r1"]], ch["out_conv"], n_bins=cfg.n_bins,
+            bin_centers_type=cfg.bin_centers_type, bin_embedding_dim=cfg.bin_embedding_dim, min_depth=cfg.min_depth,
+            max_depth=cfg.max_depth, n_attractors=cfg.n_attractors, attractor_alpha=cfg.attractor_alpha,
+            attractor_gamma=cfg.attractor_gamma, attractor_kind=cfg.attractor_kind, attractor_type=cfg.attractor_type,
+            min_temp=cfg.min_temp, max_temp=cfg.max_temp, inverse_midas=cfg.inverse_midas)
+        self.register_buffer("norm_mean", torch.tensor(cfg.norm_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("norm_std", torch.tensor(cfg.norm_std).view(1, 3, 1, 1), persistent=False)
+        self.checkpoint_meta: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------------------------------------------------- forward
+    def check_inputs(self, rgb: torch.Tensor, echo: torch.Tensor | None) -> None:
+        """Shapes, channel counts, NaN/inf and the [0,1] range; ValueError says what was expected."""
+        h, w = self.cfg.image_size
+        if not isinstance(rgb, torch.Tensor) or rgb.ndim != 4 or rgb.shape[1] != 3 or tuple(rgb.shape[-2:]) != (h, w):
+            shape = tuple(rgb.shape) if isinstance(rgb, torch.Tensor) else type(rgb).__name__
+            raise ValueError(f"rgb: expected a (B, 3, {h}, {w}) tensor, got {shape}")
+        if not rgb.is_floating_point():
+            raise ValueError(f"rgb: expected float values in [0, 1], got dtype {rgb.dtype}")
+        bad_rgb = (~torch.isfinite(rgb)).any() | (rgb.amin() < -1e-3) | (rgb.amax() > 1 + 1e-3)
+        if self.cfg.use_echo:
+            eh, ew = self.cfg.echo_size
+            if echo is None:
+                raise ValueError("echo: this model fuses the echo (use_echo=True) but no echo was given")
+            if not isinstance(echo, torch.Tensor) or echo.ndim != 4 or echo.shape[1] != 2 or tuple(echo.shape[-2:]) != (eh, ew):
+                shape = tuple(echo.shape) if isinstance(echo, torch.Tensor) else type(echo).__name__
+                raise ValueError(f"echo: expected a (B, 2, {eh}, {ew}) magnitude STFT (2 ears), got {shape}")
+            if echo.shape[0] != rgb.shape[0]:
+                raise ValueError(f"echo: batch of {echo.shape[0]} does not match the rgb batch of {rgb.shape[0]}")
+            bad_echo = (~torch.isfinite(echo)).any()
+        elif echo is not None:
+            raise ValueError("echo: this is an Only-RGB model (use_echo=False); pass echo=None")
+        else:
+            bad_echo = torch.zeros((), dtype=torch.bool, device=rgb.device)
+        if bool(bad_rgb | bad_echo.to(bad_rgb.device)):  # one device sync for all value checks
+            if not torch.isfinite(rgb).all():
+                bad = (~torch.isfinite(rgb)).flatten(1).any(1).nonzero().flatten().tolist()
+                raise ValueError(f"rgb: NaN or inf in batch item(s) {bad}")
+            if bool(bad_rgb):
+                raise ValueError(f"rgb: expected values in [0, 1], got [{rgb.amin().item():.3g}, {rgb.amax().item():.3g}] "
+                                 "(divide uint8 images by 255)")
+            bad = (~torch.isfinite(echo)).flatten(1).any(1).nonzero().flatten().tolist()
+            raise ValueError(f"echo: NaN or inf in batch item(s) {bad}")
+
+    def forward(self, rgb: torch.Tensor, echo: torch.Tensor | None = None, return_probs: bool = False,
+                return_attention: bool = False) -> dict[str, torch.Tensor]:
+        self.check_inputs(rgb, echo)
+        x = (rgb - self.norm_mean.to(rgb.dtype)) / self.norm_std.to(rgb.dtype)
+        feats = self.visual(x)
+        bottleneck = feats["bottleneck"]
+        attention = None
+        if self.fusion is not None:
+            tokens = self.audio(echo)
+            fused = self.fusion(bottleneck, tokens, return_attention=return_attention)
+            bottleneck, attention = fused if return_attention else (fused, None)
+        out = self.head(feats["out_conv"], bottleneck, [feats["r4"], feats["r3"], feats["r2"], feats["r1"]], feats["rel_depth"])
+        result = {"metric_depth": out["metric_depth"], "rel_depth": feats["rel_depth"], "bin_centers": out["bin_centers"]}
+        if return_probs:
+            result["probs"] = out["probs"]
+        if attention is not None:
+            result["attention"] = attention
+        return result
+
+    def train(self, mode: bool = True) -> AVSNet:
+        super().train(mode)
+        if mode and self.cfg.freeze_visual_bn:
+            for m in self.visual.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------------------- inference
+    def echo_input(self, samples: np.ndarray | list, sample_rate: int, emission_offset: int | list[int] = 0) -> torch.Tensor:
+        """Raw binaural samples (2, n) or (B, 2, n) -> the network's echo input (B, 2, *echo_size), via audio.echo_features."""
+        batch = [np.asarray(s, dtype=np.float32) for s in samples] if isinstance(samples, list) else None
+        if batch is None:
+            arr = np.asarray(samples, dtype=np.float32)
+            if arr.ndim not in (2, 3):
+                raise ValueError(f"echo samples: expected (2, n) or (B, 2, n), got shape {arr.shape}")
+            batch = [arr] if arr.ndim == 2 else list(arr)
+        offsets = [emission_offset] * len(batch) if isinstance(emission_offset, int) else list(emission_offset)
+        if len(offsets) != len(batch):
+            raise ValueError(f"emission_offset: {len(offsets)} offsets for {len(batch)} echoes")
+        need = self.cfg.echo_samples
+        out = []
+        for i, (samples_i, offset) in enumerate(zip(batch, offsets, strict=True)):
+            if samples_i.ndim != 2 or samples_i.shape[0] != 2:
+                raise ValueError(f"echo {i}: expected 2 channels (left, right) x n samples, got shape {samples_i.shape}")
+            if samples_i.shape[1] - offset < need:
+                raise ValueError(f"echo {i}: {samples_i.shape[1]} samples with emission offset {offset} do not cover the "
+                                 f"{need}-sample echo window ({self.cfg.max_depth} m round trip at {self.cfg.sample_rate} Hz)")
+            out.append(echo_features(samples_i, sample_rate, expected_rate=self.cfg.sample_rate, max_depth=self.cfg.max_depth,
+                                     size=self.cfg.echo_size, emission_offset=offset, speed_of_sound=self.cfg.speed_of_sound,
+                                     settings=self.cfg.stft, where=f"echo {i}"))
+        return torch.stack(out)
+
+    def image_input(self, rgb: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """uint8 (H,W,3)/(B,H,W,3) or float in [0,1] -> (B,3,*image_size) float in [0,1], and the original (H, W)."""
+        x = torch.as_tensor(np.ascontiguousarray(rgb)) if isinstance(rgb, np.ndarray) else rgb
+        if x.ndim == 3:
+            x = x[None]
+        if x.ndim != 4 or x.shape[-1] != 3:
+            raise ValueError(f"rgb: expected (H, W, 3) or (B, H, W, 3) channels-last, got shape {tuple(x.shape)}")
+        if x.dtype == torch.uint8:
+            x = x.float() / 255.0
+        elif not x.is_floating_point():
+            raise ValueError(f"rgb: expected uint8 or float in [0, 1], got dtype {x.dtype}")
+        x = x.permute(0, 3, 1, 2).float()
+        original = (x.shape[-2], x.shape[-1])
+        if original != tuple(self.cfg.image_size):
+            x = F.interpolate(x, size=self.cfg.image_size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
+        return x, original
+
+    @torch.inference_mode()
+    def predict(self, rgb: np.ndarray | torch.Tensor, echo_samples: np.ndarray | list | None = None,
+                sample_rate: int | None = None, emission_offset: int | list[int] = 0, fp16: bool = False,
+                output_size: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+        """Images (uint8 HWC or BHWC, any size) + raw echoes -> metric_depth and rel_depth (B,1,H,W) float32, resized back to
+        the input size (or output_size), on the model's device. Runs in eval mode under inference_mode; fp16 = CUDA autocast."""
+        device = next(self.parameters()).device
+        x, original = self.image_input(rgb)
+        echo = None
+        if self.cfg.use_echo:
+            if echo_samples is None or sample_rate is None:
+                raise ValueError("predict: this model fuses the echo; pass echo_samples and sample_rate")
+            echo = self.echo_input(echo_samples, sample_rate, emission_offset).to(device)
+        elif echo_samples is not None:
+            raise ValueError("predict: this is an Only-RGB model (use_echo=False); pass echo_samples=None")
+        if fp16 and device.type != "cuda":
+            raise ValueError(f"predict: fp16 needs a CUDA device, the model is on {device}")
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=fp16):
+                out = self(x.to(device), echo)
+        finally:
+            self.train(was_training)
+        size = tuple(output_size) if output_size is not None else original
+        result = {}
+        for key in ("metric_depth", "rel_depth"):
+            value = out[key].float()
+            result[key] = value if tuple(value.shape[-2:]) == size else \
+                F.interpolate(value, size=size, mode="bilinear", align_corners=True)
+        return result
+
+    # ------------------------------------------------------------------------------------------------------- training
+    def parameter_groups(self, lr: float, encoder_lr_factor: float = 10.0, midas_lr_factor: float = 1.0,
+                         pos_enc_lr_factor: float = 10.0) -> list[dict[str, Any]]:
+        """ZoeDepth get_lr_params: MiDaS encoder lr/encoder_lr_factor (BEiT relative-position tables lr/pos_enc_lr_factor),
+        MiDaS decoder `scratch` lr/midas_lr_factor (1 in ZoeD_N's JSON), everything else (head, audio, fusion) lr."""
+        relative = self.visual.relative_position_parameters() if isinstance(self.visual, DPTBeit) else []
+        relative_ids = {id(p) for p in relative}
+        encoder = [p for p in self.visual.pretrained.parameters() if id(p) not in relative_ids]
+        groups = [{"params": encoder, "lr": lr / encoder_lr_factor, "name": "encoder"}]
+        if relative:
+            groups.append({"params": relative, "lr": lr / pos_enc_lr_factor, "name": "relative_position"})
+        groups.append({"params": list(self.visual.scratch.parameters()), "lr": lr / midas_lr_factor, "name": "decoder"})
+        rest = [p for name, child in self.named_children() if name != "visual" and child is not None for p in child.parameters()]
+        groups.append({"params": rest, "lr": lr, "name": "head"})
+        return groups
+
+    # ----------------------------------------------------------------------------------------------------- checkpoints
+    def save(self, path: str | Path, meta: dict[str, Any] | None = None) -> Path:
+        """Write <stem>.safetensors + <stem>.json (kind, config, meta: training data hash, epoch, metrics ...)."""
+        cfg = self.cfg.to_dict()
+        cfg["visual_weights"] = cfg["audio_weights"] = None  # the weights are in the checkpoint now
+        return save_checkpoint(path, self.state_dict(), cfg, CHECKPOINT_KIND, meta or {})
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "cpu") -> AVSNet:
+        """Build from the stored config and load the weights; a wrong kind, a config that does not produce the stored
+        tensors, or missing/unexpected keys raise ValueError naming them. The model is returned in eval mode."""
+        state, config, kind, meta = load_checkpoint(path)
+        if kind != CHECKPOINT_KIND:
+            raise ValueError(f"{path}: checkpoint kind is {kind!r}, expected {CHECKPOINT_KIND!r}")
+        config = dict(config, visual_weights=None, audio_weights=None)
+        model = cls(AVSNetConfig.from_dict(config, where=f"{path} config"))
+        own = model.state_dict()
+        missing = sorted(set(own) - set(state))
+        unexpected = sorted(set(state) - set(own))
+        misshapen = [f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
+                     for k, v in state.items() if k in own and v.shape != own[k].shape]
+        if missing or unexpected or misshapen:
+            raise ValueError(f"{path}: weights do not match the stored config (backbone {config.get('backbone')!r}, "
+                             f"use_echo {config.get('use_echo')}): missing {missing[:6]}, unexpected {unexpected[:6]}, "
+                             f"shapes {misshapen[:6]}")
+        model.load_state_dict(state, strict=True)
+        model.checkpoint_meta = meta
+        return model.to(device).eval()

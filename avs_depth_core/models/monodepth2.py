@@ -1,0 +1,353 @@
+"""Monodepth2 (Godard et al., ICCV 2019): self-supervised relative depth from monocular video.
+
+DepthNet = ResNet encoder + multi-scale disparity decoder; PoseNet = a separate ResNet over a frame pair, predicting axis-angle
+and translation. Architecture and numbers follow nianticlabs/monodepth2 (networks/*.py, options.py; method_spec section 3).
+Parameter names match the released weights (decoder.N.conv.conv.*, net.N.*), so load_monodepth2_release() can read them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+
+from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
+from avs_depth_core.geometry import transformation_from_parameters
+from avs_depth_core.models.resnet import ResNetEncoder
+
+CHECKPOINT_KIND = "monodepth2"
+
+# ResnetEncoder.forward: (x - 0.45) / 0.225, for the depth and the pose encoder alike.
+INPUT_MEAN, INPUT_STD = 0.45, 0.225
+
+
+@dataclass
+class Monodepth2Config:
+    """Training and network settings. Defaults are Monodepth2's options.py unless a comment says otherwise."""
+
+    num_layers: int = 18
+    height: int = 192
+    width: int = 640
+    scales: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    min_depth: float = 0.1
+    max_depth: float = 100.0
+    # Source frames relative to the target, in units of frame_interval: options.py frame_ids [0, -1, 1] without the 0.
+    source_offsets: list[int] = field(default_factory=lambda: [-1, 1])
+    # Camera frames between target and source: 20 in the AVS-Net paper (per issue 4); Monodepth2 on KITTI uses adjacent frames.
+    frame_interval: int = 20
+    ssim_weight: float = 0.85
+    disparity_smoothness: float = 1e-3
+    automask: bool = True
+    # Per-pixel minimum over sources (Monodepth2) rather than the average (its --avg_reprojection ablation).
+    min_reprojection: bool = True
+    # Monodepth2 was written for torch 0.4.1, whose grid_sample behaved as align_corners=True (see geometry.warp_image).
+    warp_align_corners: bool = True
+    learning_rate: float = 1e-4
+    scheduler_step_size: int = 15
+    scheduler_gamma: float = 0.1
+    batch_size: int = 12
+    num_epochs: int = 20
+    # mono_dataset.py augmentation: flip and colour jitter applied to the network inputs only.
+    hflip_prob: float = 0.5
+    color_jitter_prob: float = 0.5
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.2
+    hue: float = 0.1
+    pose_num_layers: int = 18
+    # Not Monodepth2 options: channel widths, so a tiny network can run in CPU tests. 64 and [16..256] are the paper's.
+    encoder_width: int = 64
+    decoder_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
+    # Local torchvision ResNet file for ImageNet initialisation (options.py weights_init pretrained); None = random init.
+    pretrained_encoder: str | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        if self.height % 32 or self.width % 32 or self.height < 64 or self.width < 64:
+            raise ValueError(f"monodepth2 height/width must be multiples of 32 and at least 64 (the decoder's reflection padding "
+                             f"needs 2 pixels at 1/32), got {self.height}x{self.width}")
+        if not self.scales or any(s not in range(4) for s in self.scales) or 0 not in self.scales:
+            raise ValueError(f"monodepth2 scales must be a subset of [0, 1, 2, 3] containing 0, got {self.scales}")
+        if not 0 < self.min_depth < self.max_depth:
+            raise ValueError(f"monodepth2 needs 0 < min_depth < max_depth, got {self.min_depth}, {self.max_depth}")
+        if not self.source_offsets or 0 in self.source_offsets:
+            raise ValueError(f"monodepth2 source_offsets must be non-zero frame offsets, got {self.source_offsets}")
+        if self.frame_interval < 1:
+            raise ValueError(f"monodepth2 frame_interval must be >= 1, got {self.frame_interval}")
+        if not 0 <= self.ssim_weight <= 1:
+            raise ValueError(f"monodepth2 ssim_weight must lie in [0, 1], got {self.ssim_weight}")
+        if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
+            raise ValueError(f"monodepth2 decoder_channels must be 5 positive widths, got {self.decoder_channels}")
+        for key in ("learning_rate", "batch_size", "num_epochs", "scheduler_step_size", "encoder_width"):
+            if getattr(self, key) <= 0:
+                raise ValueError(f"monodepth2 {key} must be positive, got {getattr(self, key)}")
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], source: str = "monodepth2 config") -> Monodepth2Config:
+        if not isinstance(values, dict):
+            raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
+        try:
+            return cls(**values)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from err
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Monodepth2Config:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: monodepth2 config not found")
+        return cls.from_dict(yaml.safe_load(path.read_text()) or {}, source=str(path))
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> Monodepth2Config:
+        """A small variant at 64x64 for CPU tests; not for real training."""
+        values = {"height": 64, "width": 64, "encoder_width": 8, "decoder_channels": [4, 8, 16, 16, 32], "batch_size": 2}
+        return cls.from_dict({**values, **overrides})
+
+
+def disp_to_depth(disp: torch.Tensor, min_depth: float = 0.1, max_depth: float = 100.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sigmoid output in [0, 1] -> (scaled disparity in [1/max, 1/min], depth in [min, max]). Monodepth2 layers.py."""
+    min_disp, max_disp = 1.0 / max_depth, 1.0 / min_depth
+    scaled = min_disp + (max_disp - min_disp) * disp
+    return scaled, 1.0 / scaled
+
+
+class Conv3x3(nn.Module):
+    """Reflection pad 1 + 3x3 convolution."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.pad = nn.ReflectionPad2d(1)
+        self.conv = nn.Conv2d(in_channels, out_channels, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.pad(x))
+
+
+class ConvBlock(nn.Module):
+    """Conv3x3 + ELU."""
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__()
+        self.conv = Conv3x3(in_channels, out_channels)
+        self.nonlin = nn.ELU(inplace=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.nonlin(self.conv(x))
+
+
+class DepthDecoder(nn.Module):
+    """Five encoder features -> {("disp", s): sigmoid disparity at 1/2^s of the input} for s in scales.
+
+    Level i = 4..0: ConvBlock, nearest x2 upsampling, concatenation with encoder feature i-1, ConvBlock; a Conv3x3 + sigmoid
+    head at each requested scale. The blocks live in one ModuleList in that order, as in the released model.
+    """
+
+    def __init__(self, num_ch_enc: list[int], scales: list[int] | tuple[int, ...] = (0, 1, 2, 3),
+                 num_ch_dec: list[int] | tuple[int, ...] = (16, 32, 64, 128, 256)) -> None:
+        super().__init__()
+        self.scales = sorted(scales)
+        blocks = []
+        for i in range(4, -1, -1):
+            in_ch = num_ch_enc[-1] if i == 4 else num_ch_dec[i + 1]
+            blocks.append(ConvBlock(in_ch, num_ch_dec[i]))
+            blocks.append(ConvBlock(num_ch_dec[i] + (num_ch_enc[i - 1] if i > 0 else 0), num_ch_dec[i]))
+        blocks += [Conv3x3(num_ch_dec[s], 1) for s in self.scales]
+        self.decoder = nn.ModuleList(blocks)
+
+    def forward(self, features: list[torch.Tensor]) -> dict[tuple[str, int], torch.Tensor]:
+        outputs = {}
+        x = features[-1]
+        for level, i in enumerate(range(4, -1, -1)):
+            x = F.interpolate(self.decoder[2 * level](x), scale_factor=2, mode="nearest")
+            if i > 0:
+                x = torch.cat([x, features[i - 1]], 1)
+            x = self.decoder[2 * level + 1](x)
+            if i in self.scales:
+                outputs[("disp", i)] = torch.sigmoid(self.decoder[10 + self.scales.index(i)](x))
+        return outputs
+
+
+class DepthNet(nn.Module):
+    """rgb (B, 3, H, W) in [0, 1] -> {("disp", s): (B, 1, H / 2^s, W / 2^s)} sigmoid disparities; H, W multiples of 32, >= 64."""
+
+    def __init__(self, num_layers: int = 18, scales: list[int] | tuple[int, ...] = (0, 1, 2, 3), encoder_width: int = 64,
+                 decoder_channels: list[int] | tuple[int, ...] = (16, 32, 64, 128, 256),
+                 pretrained_path: str | Path | None = None) -> None:
+        super().__init__()
+        self.encoder = ResNetEncoder(num_layers, in_channels=3, width=encoder_width)
+        if pretrained_path is not None:
+            self.encoder.load_torchvision_weights(pretrained_path)
+        self.decoder = DepthDecoder(self.encoder.num_ch_enc, scales, decoder_channels)
+
+    @classmethod
+    def from_config(cls, config: Monodepth2Config, load_pretrained: bool = True) -> DepthNet:
+        return cls(config.num_layers, config.scales, config.encoder_width, config.decoder_channels,
+                   config.pretrained_encoder if load_pretrained else None)
+
+    def forward(self, rgb: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+        if rgb.dim() != 4 or rgb.shape[1] != 3 or rgb.shape[2] % 32 or rgb.shape[3] % 32 or min(rgb.shape[2:]) < 64:
+            raise ValueError(f"DepthNet expects (B, 3, H, W) with H, W multiples of 32 and >= 64, got {tuple(rgb.shape)}")
+        return self.decoder(self.encoder((rgb - INPUT_MEAN) / INPUT_STD))
+
+
+class PoseDecoder(nn.Module):
+    """Last encoder feature -> (axisangle, translation), each (B, frames, 1, 3): squeeze 1x1 + ReLU, two 3x3 + ReLU, 1x1 to 6 per
+    frame, spatial mean, times 0.01 (Monodepth2 pose_decoder.py; the factor keeps early poses near identity)."""
+
+    def __init__(self, num_ch_enc: list[int], frames_to_predict: int = 2) -> None:
+        super().__init__()
+        self.frames_to_predict = frames_to_predict
+        self.net = nn.ModuleList([nn.Conv2d(num_ch_enc[-1], 256, 1), nn.Conv2d(256, 256, 3, 1, 1), nn.Conv2d(256, 256, 3, 1, 1),
+                                  nn.Conv2d(256, 6 * frames_to_predict, 1)])
+
+    def forward(self, last_feature: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = F.relu(self.net[0](last_feature))
+        x = F.relu(self.net[1](x))
+        x = F.relu(self.net[2](x))
+        out = 0.01 * self.net[3](x).mean(dim=(2, 3)).view(-1, self.frames_to_predict, 1, 6)
+        return out[..., :3], out[..., 3:]
+
+
+class PoseNet(nn.Module):
+    """A separate ResNet over a 6-channel frame pair [earlier, later] -> (axisangle (B, 1, 3), translation (B, 1, 3)).
+
+    The decoder predicts two frames as the released 'separate_resnet' model does; Monodepth2 uses only the first, as does this.
+    """
+
+    def __init__(self, num_layers: int = 18, encoder_width: int = 64, pretrained_path: str | Path | None = None) -> None:
+        super().__init__()
+        self.encoder = ResNetEncoder(num_layers, in_channels=6, width=encoder_width)
+        if pretrained_path is not None:
+            self.encoder.load_torchvision_weights(pretrained_path)
+        self.decoder = PoseDecoder(self.encoder.num_ch_enc, frames_to_predict=2)
+
+    @classmethod
+    def from_config(cls, config: Monodepth2Config, load_pretrained: bool = True) -> PoseNet:
+        return cls(config.pose_num_layers, config.encoder_width, config.pretrained_encoder if load_pretrained else None)
+
+    def forward(self, frame_a: torch.Tensor, frame_b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if frame_a.shape != frame_b.shape or frame_a.dim() != 4 or frame_a.shape[1] != 3:
+            raise ValueError(f"PoseNet expects two (B, 3, H, W) frames of one shape, "
+                             f"got {tuple(frame_a.shape)} and {tuple(frame_b.shape)}")
+        x = (torch.cat([frame_a, frame_b], 1) - INPUT_MEAN) / INPUT_STD
+        axisangle, translation = self.decoder(self.encoder(x)[-1])
+        return axisangle[:, 0], translation[:, 0]
+
+
+def predict_poses(pose_net: PoseNet, target: torch.Tensor, sources: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+    """Transform (B, 4, 4) from the target camera to each source camera, keyed by source offset.
+
+    PoseNet always sees the pair in temporal order: [source, target] for offset < 0, whose transform is then inverted;
+    [target, source] otherwise (Monodepth2 trainer.predict_poses).
+    """
+    poses = {}
+    for offset, source in sources.items():
+        pair = (source, target) if offset < 0 else (target, source)
+        axisangle, translation = pose_net(*pair)
+        poses[offset] = transformation_from_parameters(axisangle, translation, invert=offset < 0)
+    return poses
+
+
+def _load_exact(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:
+    """load_state_dict that names missing, unexpected and misshapen keys in a ValueError instead of a RuntimeError."""
+    own = net.state_dict()
+    missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+    misshapen = [f"{k}: {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+                 if k in own and v.shape != own[k].shape]
+    if missing or unexpected or misshapen:
+        raise ValueError(f"{where}: missing {missing[:5]}, unexpected {unexpected[:5]}, shapes {misshapen[:5]}")
+    net.load_state_dict(state)
+
+
+def _read_release_file(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: Monodepth2 weights not found")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
+    return state
+
+
+def _release_encoder_state(raw: dict[str, Any]) -> dict[str, torch.Tensor]:
+    # Released encoders wrap a torchvision ResNet as .encoder (fc unused) and carry height/width/use_stereo entries.
+    return {k.removeprefix("encoder."): v for k, v in raw.items()
+            if isinstance(v, torch.Tensor) and not k.startswith("encoder.fc.")}
+
+
+def load_monodepth2_release(depth_net: DepthNet, encoder_path: str | Path, depth_path: str | Path,
+                            pose_net: PoseNet | None = None, pose_encoder_path: str | Path | None = None,
+                            pose_path: str | Path | None = None) -> dict[str, int]:
+    """Load nianticlabs/monodepth2 release files (encoder.pth, depth.pth, pose_encoder.pth, pose.pth) from local paths.
+
+    They are read with torch.load(weights_only=True). Returns the training size recorded in encoder.pth ({"height", "width"})
+    when present, since the released models expect that input size.
+    """
+    encoder_raw = _read_release_file(encoder_path)
+    _load_exact(depth_net.encoder, _release_encoder_state(encoder_raw), f"{encoder_path}: does not fit the ResNet encoder")
+    _load_exact(depth_net.decoder, _read_release_file(depth_path), f"{depth_path}: does not fit the depth decoder")
+    if pose_net is not None:
+        if pose_encoder_path is None or pose_path is None:
+            raise ValueError("loading a Monodepth2 PoseNet needs both pose_encoder_path and pose_path")
+        _load_exact(pose_net.encoder, _release_encoder_state(_read_release_file(pose_encoder_path)),
+                    f"{pose_encoder_path}: does not fit the pose encoder")
+        _load_exact(pose_net.decoder, _read_release_file(pose_path), f"{pose_path}: does not fit the pose decoder")
+    return {k: int(encoder_raw[k]) for k in ("height", "width") if k in encoder_raw}
+
+
+def save_monodepth2(path: str | Path, depth_net: DepthNet, config: Monodepth2Config, pose_net: PoseNet | None = None,
+                    meta: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
+    """One checkpoint (safetensors + JSON, kind "monodepth2") with the depth net under "depth." and, if given, the pose net
+    under "pose."; extra: optimizer/scheduler state for resuming (avs_depth_core.checkpoint)."""
+    state = {f"depth.{k}": v for k, v in depth_net.state_dict().items()}
+    if pose_net is not None:
+        state.update({f"pose.{k}": v for k, v in pose_net.state_dict().items()})
+    stored = dict(config.to_dict(), pretrained_encoder=None)  # the weights are in the checkpoint now
+    return save_checkpoint(path, state, stored, CHECKPOINT_KIND, meta or {}, extra)
+
+
+def _load_part(net: nn.Module, state: dict[str, torch.Tensor], prefix: str, path: str | Path) -> None:
+    part = {k.removeprefix(prefix): v for k, v in state.items() if k.startswith(prefix)}
+    _load_exact(net, part, f"{path}: '{prefix}*' weights do not match the stored config")
+
+
+@dataclass
+class Monodepth2Checkpoint:
+    depth_net: DepthNet
+    config: Monodepth2Config
+    meta: dict[str, Any]
+    pose_net: PoseNet | None = None
+
+
+def load_monodepth2(path: str | Path, device: str | torch.device = "cpu", with_pose: bool = False) -> Monodepth2Checkpoint:
+    """Networks from a save_monodepth2 checkpoint, in eval mode on device; the pose net only with with_pose."""
+    state, stored, kind, meta = load_checkpoint(path)
+    if kind != CHECKPOINT_KIND:
+        raise ValueError(f"{path}: checkpoint kind is {kind!r}, expected {CHECKPOINT_KIND!r}")
+    config = Monodepth2Config.from_dict(stored, source=f"{path} config")
+    depth_net = DepthNet.from_config(config, load_pretrained=False)
+    _load_part(depth_net, state, "depth.", path)
+    depth_net = depth_net.to(device).eval()
+    if not with_pose:
+        return Monodepth2Checkpoint(depth_net, config, meta)
+    if not any(k.startswith("pose.") for k in state):
+        raise ValueError(f"{path}: holds no pose network (saved for inference only)")
+    pose_net = PoseNet.from_config(config, load_pretrained=False)
+    _load_part(pose_net, state, "pose.", path)
+    return Monodepth2Checkpoint(depth_net, config, meta, pose_net.to(device).eval())
