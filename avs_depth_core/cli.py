@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, FileExistsError, ValueError) as err:
         # Bad input is reported as one clear line naming the file/topic/key, not a traceback.
         print(f"avs-depth {name}: error: {err}", file=sys.stderr)
         return 2
