@@ -1,0 +1,255 @@
+"""Live metric depth for one frame: RGB (+ the echo paired with it) -> metric depth at the image's resolution. ROS-free;
+the depth node, the benchmark and tests share it.
+
+    AVS-Net(RGB, echo STFT) -> pseudo-metric depth Mp         (needs a fresh echo unless the model is Only-RGB)
+    relative model(RGB)     -> R
+    scale = median(Mp) / median(R)  (AVS-Net eq. 3; scaling.recover_scale), smoothed and held by scaling.ScaleTracker
+    metric = scale * R, resized to the input image, clipped to (or NaN outside) the model's depth range
+
+Without a fresh echo the tracker holds the last scale for `hold_s` seconds and says so (held, held_for); after that the
+metric map is all NaN ("no estimate", REP 117) until an echo arrives. The relative depth is computed either way.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from avs_depth_core.data.messages import echo_problem
+from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
+
+log = logging.getLogger(__name__)
+
+RELATIVE_KINDS = ("avsnet_rgb", "monodepth2", "torchscript")
+OUT_OF_RANGE = ("clip", "nan")
+# Checkpoints shipped with the package: avs_depth_core/checkpoints/<kind>/<name>.safetensors + <name>.json.
+BUNDLED_KINDS = {"avsnet": "avsnet", "avsnet_rgb": "avsnet_rgb", "monodepth2": "monodepth2"}
+
+
+def resolve_device(requested: str, cuda_available: bool | None = None, device_count: int | None = None,
+                   warn: Callable[[str], None] = log.warning) -> torch.device:
+    """'auto' -> CUDA if available else CPU; 'cpu'; 'cuda' / 'cuda:N' -> that GPU, or CPU with a warning when CUDA is
+    absent. Any other text, or a GPU index that does not exist, is a ValueError."""
+    if cuda_available is None:
+        cuda_available = torch.cuda.is_available()
+    if device_count is None:
+        device_count = torch.cuda.device_count() if cuda_available else 0
+    text = requested.strip().lower()
+    if text == "auto":
+        return torch.device("cuda:0" if cuda_available else "cpu")
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "cuda" or text.startswith("cuda:"):
+        index_text = text.partition(":")[2] or "0"
+        if not index_text.isdigit():
+            raise ValueError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
+        if not cuda_available:
+            warn(f"device {requested!r} requested but CUDA is not available (torch {torch.__version__}, "
+                 f"CUDA build: {torch.version.cuda or 'none'}); running on the CPU")
+            return torch.device("cpu")
+        if int(index_text) >= device_count:
+            raise ValueError(f"device {requested!r}: only {device_count} CUDA device(s) present")
+        return torch.device(f"cuda:{int(index_text)}")
+    raise ValueError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
+
+
+def bundled_checkpoint(kind: str) -> Path | None:
+    """The checkpoint shipped for `kind` (avsnet, avsnet_rgb, monodepth2), or None if the package has none."""
+    folder = resources.files("avs_depth_core") / "checkpoints" / BUNDLED_KINDS.get(kind, kind)
+    if not folder.is_dir():
+        return None
+    found = sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".safetensors"))
+    return found[0] if found else None
+
+
+def find_checkpoint(path: str | Path | None, kind: str, parameter: str) -> Path:
+    """`path` if given (it must exist), else the bundled default for `kind`; a clear FileNotFoundError otherwise."""
+    if path:
+        path = Path(path).expanduser()
+        if not path.exists() and not path.with_suffix(".safetensors").exists():
+            raise FileNotFoundError(f"{parameter}: checkpoint {path} not found")
+        return path
+    bundled = bundled_checkpoint(kind)
+    if bundled is None:
+        raise FileNotFoundError(f"{parameter} is empty and no bundled {kind} checkpoint is installed "
+                                f"(avs_depth_core/checkpoints/{kind}/); train one with `avs-depth train` and pass its path")
+    return bundled
+
+
+@dataclass(frozen=True)
+class EchoInput:
+    """One recorded echo as the node received it: (channels, n) float samples and where the emission is in them."""
+
+    samples: np.ndarray
+    sample_rate: int
+    emission_offset: int
+    stamp_ns: int  # emission time (EchoStamped header.stamp)
+
+
+@dataclass
+class DepthResult:
+    metric: np.ndarray  # (H, W) float32 metres at the input image's resolution, NaN = no estimate
+    pseudo_metric: np.ndarray | None  # (H, W) AVS-Net's map (when asked for and computed)
+    relative: np.ndarray | None  # (H, W) relative depth (when asked for)
+    scale: ScaleResult  # the scale applied (fresh, held, or NaN), as ScaleTracker returned it
+    echo_used: bool  # an echo entered the pseudo-metric depth of this frame
+    echo_age_s: float  # image stamp - echo emission stamp, s; NaN without an echo
+    forward_ms: float  # time spent in this call (networks, scaling, resizing, copy to host)
+
+
+class DepthPipeline:
+    """AVS-Net + a relative model + scale recovery on one device. Call it once per frame, in stamp order."""
+
+    def __init__(self, avsnet: Any, relative: Callable[[torch.Tensor], torch.Tensor], scaling: ScalingConfig | None = None,
+                 device: str | torch.device = "cpu", half: bool = False, out_of_range: str = "clip",
+                 warn: Callable[[str], None] = log.warning) -> None:
+        if out_of_range not in OUT_OF_RANGE:
+            raise ValueError(f"out_of_range must be one of {OUT_OF_RANGE}, got {out_of_range!r}")
+        self.avsnet = avsnet
+        self.relative = relative
+        self.cfg = avsnet.cfg
+        self.device = torch.device(device)
+        if half and self.device.type != "cuda":
+            warn(f"half precision needs CUDA; running in float32 on {self.device}")
+            half = False
+        self.half = half
+        self.out_of_range = out_of_range
+        self.scaling = scaling or ScalingConfig(min_depth=self.cfg.min_depth, max_depth=self.cfg.max_depth, fallback="nan")
+        self.tracker = self.scaling.tracker()
+        self._warn = warn
+
+    # -- construction -----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_checkpoints(cls, avsnet_checkpoint: str | Path | None = None, relative_model: str = "avsnet_rgb",
+                         relative_checkpoint: str | Path | None = None, device: str = "auto", half: bool = False,
+                         scale_method: str = "median", smoothing_alpha: float = 1.0, hold_s: float = 1.0,
+                         out_of_range: str = "clip", warn: Callable[[str], None] = log.warning) -> DepthPipeline:
+        """Load AVS-Net and the relative model ('' or None = the bundled defaults) onto the resolved device."""
+        from avs_depth_core.models.avsnet import AVSNet
+        from avs_depth_core.relative import RelativeDepthModel
+
+        if relative_model not in RELATIVE_KINDS:
+            raise ValueError(f"relative_model must be one of {RELATIVE_KINDS}, got {relative_model!r}")
+        torch_device = resolve_device(device, warn=warn)
+        avsnet = AVSNet.from_checkpoint(find_checkpoint(avsnet_checkpoint, "avsnet", "avsnet_checkpoint"), torch_device)
+        if relative_model == "torchscript":
+            if not relative_checkpoint:
+                raise FileNotFoundError("relative_checkpoint: relative_model 'torchscript' needs the path of the model file")
+            relative = RelativeDepthModel.from_torchscript(relative_checkpoint, "depth", device=torch_device)
+        else:
+            path = find_checkpoint(relative_checkpoint, relative_model, "relative_checkpoint")
+            relative = getattr(RelativeDepthModel, relative_model)(path, device=torch_device)
+        cfg = avsnet.cfg
+        scaling = ScalingConfig(method=scale_method, min_depth=cfg.min_depth, max_depth=cfg.max_depth, fallback="nan",
+                                smoothing_alpha=smoothing_alpha, hold_s=hold_s)
+        return cls(avsnet, relative, scaling, torch_device, half, out_of_range, warn)
+
+    @classmethod
+    def from_config(cls, params: Mapping[str, Any], warn: Callable[[str], None] = log.warning) -> DepthPipeline:
+        """From the depth node's parameters (config/avs_depth.yaml, depth_node: ros__parameters)."""
+        return cls.from_checkpoints(
+            params.get("avsnet_checkpoint") or None, params.get("relative_model", "avsnet_rgb"),
+            params.get("relative_checkpoint") or None, params.get("device", "auto"), bool(params.get("half", False)),
+            params.get("scale_method", "median"), float(params.get("scale_smoothing_alpha", 1.0)),
+            float(params.get("max_scale_hold_s", 1.0)), params.get("out_of_range", "clip"), warn)
+
+    # -- per frame --------------------------------------------------------------------------------------------------
+    @property
+    def uses_echo(self) -> bool:
+        return bool(self.cfg.use_echo)
+
+    def check_echo(self, samples: np.ndarray, sample_rate: int, emission_offset: int) -> str | None:
+        """Why this echo cannot feed the model (rate, channels, length, NaN, silence, clipping), or None."""
+        if int(sample_rate) != int(self.cfg.sample_rate):
+            return f"sample rate {sample_rate} Hz, the model expects {self.cfg.sample_rate} Hz"
+        if samples.ndim != 2 or samples.shape[0] != 2:
+            return f"{samples.shape[0] if samples.ndim == 2 else samples.ndim} channels, the model expects 2 (left, right)"
+        if samples.shape[1] - emission_offset < self.cfg.echo_samples:
+            return (f"{samples.shape[1]} samples with emission offset {emission_offset} are shorter than the "
+                    f"{self.cfg.echo_samples}-sample window to {self.cfg.max_depth} m")
+        return echo_problem(samples)
+
+    def _autocast(self) -> Any:
+        return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.half)
+
+    def _networks(self, rgb: np.ndarray, echo: EchoInput | None) -> tuple[torch.Tensor | None, torch.Tensor, bool]:
+        # uint8 to the device first: the resize to the network input then runs there (a 720p frame on a GPU)
+        x, _ = self.avsnet.image_input(torch.from_numpy(rgb).to(self.device))
+        echo_t = None
+        if self.uses_echo and echo is not None:
+            echo_t = self.avsnet.echo_input(echo.samples, echo.sample_rate, echo.emission_offset).to(self.device)
+        with self._autocast():
+            pseudo = None
+            if echo_t is not None or not self.uses_echo:
+                pseudo = self.avsnet(x, echo_t)["metric_depth"].float()
+            relative = self.relative(x).float()
+        if tuple(relative.shape[-2:]) != tuple(x.shape[-2:]):
+            relative = F.interpolate(relative, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        return pseudo, relative, echo_t is not None
+
+    def warmup(self, iterations: int = 2) -> float:
+        """Run the networks on a blank frame (and a silent echo) `iterations` times; mean ms per pass. The scale state is
+        not touched."""
+        h, w = self.cfg.image_size
+        rgb = np.zeros((h, w, 3), np.uint8)
+        n = self.cfg.echo_samples + 1
+        echo = EchoInput(np.zeros((2, n), np.float32), self.cfg.sample_rate, 0, 0) if self.uses_echo else None
+        start = time.perf_counter()
+        with torch.inference_mode():
+            for _ in range(iterations):
+                _, relative, _ = self._networks(rgb, echo)
+                relative.cpu()
+        return (time.perf_counter() - start) * 1000.0 / max(iterations, 1)
+
+    def __call__(self, rgb: np.ndarray, echo: EchoInput | None, image_stamp_ns: int, want_pseudo: bool = False,
+                 want_relative: bool = False) -> DepthResult:
+        """Metric depth for one (H, W, 3) uint8 RGB frame and the echo paired with it (or None)."""
+        if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+            raise ValueError(f"rgb: expected an (H, W, 3) uint8 image, got {rgb.dtype} {rgb.shape}")
+        start = time.perf_counter()
+        if not rgb.flags.writeable:  # a view of a message buffer; torch.from_numpy wants memory it may write
+            rgb = rgb.copy()
+        size = rgb.shape[:2]
+        with torch.inference_mode():
+            pseudo, relative, echo_used = self._networks(rgb, echo)
+            fresh = self.scaling.recover(relative, pseudo) if pseudo is not None else None
+            scale = self._track(fresh, image_stamp_ns / 1e9)
+            metric = _resize(apply_scale(relative, scale, min_output=self.cfg.min_depth), size)
+            if self.out_of_range == "clip":
+                metric = metric.clamp(self.cfg.min_depth, self.cfg.max_depth)
+            else:
+                metric = metric.masked_fill((metric < self.cfg.min_depth) | (metric > self.cfg.max_depth), math.nan)
+            metric_np = _host(metric)
+            pseudo_np = _host(_resize(pseudo, size)) if want_pseudo and pseudo is not None else None
+            relative_np = _host(_resize(relative, size)) if want_relative else None
+        age = (image_stamp_ns - echo.stamp_ns) / 1e9 if echo_used else math.nan
+        return DepthResult(metric_np, pseudo_np, relative_np, scale, echo_used, age,
+                           (time.perf_counter() - start) * 1000.0)
+
+    def _track(self, fresh: ScaleResult | None, stamp_s: float) -> ScaleResult:
+        try:
+            return self.tracker.update(fresh, stamp_s)
+        except ValueError as err:  # stamps went backwards: a replayed bag or a clock reset
+            self._warn(f"{err}; scale tracking restarts")
+            self.tracker.reset()
+            return self.tracker.update(fresh, stamp_s)
+
+
+def _resize(depth: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    if tuple(depth.shape[-2:]) == tuple(size):
+        return depth
+    return F.interpolate(depth, size=tuple(size), mode="bilinear", align_corners=False)
+
+
+def _host(depth: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(depth[0, 0].float().cpu().numpy(), dtype=np.float32)

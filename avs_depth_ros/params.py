@@ -1,0 +1,159 @@
+"""Parameter tables of the nodes: name, default, description, range, choices. ROS-free, so the YAML and the docs can be
+checked against them without rclpy; `declare_parameters` turns a table into declared parameters with descriptors.
+
+Every parameter is read-only after start (the nodes configure models, streams and worlds once); set them in
+config/avs_depth.yaml or with launch arguments and restart the node.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+ParamValue = bool | int | float | str | list
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: ParamValue
+    description: str
+    range: tuple[float, float] | None = None  # inclusive, for int and float parameters
+    choices: tuple[str, ...] = ()
+
+    def constraints(self) -> str:
+        if self.choices:
+            return "one of: " + ", ".join(self.choices)
+        if self.range is not None:
+            return f"{self.range[0]} <= value <= {self.range[1]}"
+        return ""
+
+
+# BatVision chirp: 3 ms linear sweep 20 Hz - 20 kHz at 44.1 kHz (method_spec section 4).
+_CHIRP = [
+    ParamSpec("chirp_start_hz", 20.0, "chirp sweep start frequency, Hz (BatVision: 20)", (1.0, 96_000.0)),
+    ParamSpec("chirp_end_hz", 20_000.0, "chirp sweep end frequency, Hz (BatVision: 20000)", (1.0, 96_000.0)),
+    ParamSpec("chirp_duration_s", 0.003, "chirp length, s (BatVision: 0.003)", (0.0001, 0.1)),
+    ParamSpec("chirp_method", "linear", "sweep law, as scipy.signal.chirp names it", None,
+              ("linear", "quadratic", "logarithmic", "hyperbolic")),
+]
+
+ECHO_NODE: list[ParamSpec] = [
+    ParamSpec("backend", "sounddevice", "audio backend: the sound card through PortAudio, or the synthetic world "
+              "(sim) for machines without audio", None, ("sounddevice", "sim")),
+    ParamSpec("device", "", "PortAudio device for the full-duplex stream: an index or part of its name; '' = system "
+              "default (list devices with: python -m sounddevice)"),
+    ParamSpec("sample_rate", 44_100, "stream sample rate, Hz (BatVision: 44100); must match the model's", (8_000, 192_000)),
+    ParamSpec("input_channels", [0, 1], "input channel indices (0-based) recorded as the binaural pair, in channel_order"),
+    ParamSpec("channel_order", "left,right", "names of the recorded channels, in the order of input_channels"),
+    ParamSpec("output_channels", 1, "number of output channels; the chirp plays on all of them", (1, 32)),
+    ParamSpec("gain", 0.5, "chirp amplitude on the output, full scale = 1", (0.0, 1.0)),
+    ParamSpec("chirp_rate", 10.0, "chirps per second", (0.5, 50.0)),
+    *_CHIRP,
+    ParamSpec("window_s", 0.2, "recorded echo window after emission, s; must cover the round trip to the model's "
+              "max_depth (BV2, 30 m at 343 m/s: 0.175 s)", (0.005, 1.0)),
+    ParamSpec("pre_roll_s", 0.002, "samples kept before the emission, s (emission_offset = pre_roll_s * sample_rate)",
+              (0.0, 0.1)),
+    ParamSpec("speed_of_sound", 343.0, "speed of sound, m/s, sent with each echo", (300.0, 360.0)),
+    ParamSpec("mic_speaker_distance_m", 0.1, "speaker-to-microphone distance, m: the direct path arrives this far "
+              "after emission", (0.0, 2.0)),
+    ParamSpec("direct_path_tolerance_ms", 1.0, "largest accepted gap between the stream's timestamps and the direct "
+              "path, ms; beyond it a warning (and a correction if correct_with_direct_path)", (0.05, 50.0)),
+    ParamSpec("correct_with_direct_path", True, "trust the direct speaker-to-microphone path over the host API's "
+              "DAC/ADC times when they disagree by more than direct_path_tolerance_ms"),
+    ParamSpec("blocksize", 0, "frames per stream callback; 0 lets PortAudio choose", (0, 16_384)),
+    ParamSpec("latency", "low", "PortAudio latency: 'low', 'high' or seconds as text (e.g. '0.02')"),
+    ParamSpec("frame_id", "mic_array", "frame_id of the echoes (the microphone array)"),
+    ParamSpec("sim_preset", "bv2", "backend sim: synthetic world preset"),
+    ParamSpec("sim_seed", 0, "backend sim: world seed", (0, 2**31 - 1)),
+    ParamSpec("sim_sequence", 0, "backend sim: sequence (trajectory) index", (0, 1_000_000)),
+]
+
+SIM_SENSORS_NODE: list[ParamSpec] = [
+    ParamSpec("preset", "bv2", "synthetic world preset"),
+    ParamSpec("seed", 0, "world seed", (0, 2**31 - 1)),
+    ParamSpec("sequence", 0, "sequence (trajectory) index", (0, 1_000_000)),
+    ParamSpec("height", 256, "camera image height, px", (16, 4096)),
+    ParamSpec("width", 512, "camera image width, px", (16, 4096)),
+    ParamSpec("camera_rate", 10.0, "camera frames per second", (0.5, 120.0)),
+    ParamSpec("chirp_rate", 10.0, "echoes per second", (0.5, 50.0)),
+    ParamSpec("loop_frames", 100, "frames of the trajectory rendered once and then looped (caps start-up and memory)",
+              (1, 100_000)),
+    ParamSpec("encoding", "rgb8", "camera image encoding", None, ("rgb8", "bgr8")),
+    ParamSpec("publish_depth", True, "publish the ground-truth depth on camera/depth/image (32FC1, m)"),
+    ParamSpec("camera_frame_id", "camera_color_optical_frame", "frame_id of images and camera_info"),
+    ParamSpec("mic_frame_id", "mic_array", "frame_id of the echoes"),
+]
+
+DEPTH_NODE: list[ParamSpec] = [
+    ParamSpec("avsnet_checkpoint", "", "AVS-Net checkpoint (safetensors + JSON); '' = the bundled default"),
+    ParamSpec("relative_model", "avsnet_rgb", "depth network whose output is scaled to metres: avsnet_rgb (AVS-Net "
+              "Only-RGB checkpoint), monodepth2, or torchscript (a TorchScript file returning (B, 1, H, W) depth)", None,
+              ("avsnet_rgb", "monodepth2", "torchscript")),
+    ParamSpec("relative_checkpoint", "", "checkpoint of the relative model; '' = the bundled default for relative_model"),
+    ParamSpec("device", "auto", "torch device: auto (CUDA if available), cpu, cuda or cuda:N; CUDA requested but absent "
+              "falls back to CPU with a warning"),
+    ParamSpec("half", False, "fp16 autocast on CUDA (ignored on CPU, with a warning)"),
+    ParamSpec("warmup_iterations", 2, "forward passes on a blank frame at start, so the first frame is not slow", (0, 50)),
+    ParamSpec("torch_threads", 1, "torch intra-op threads; 0 = torch's default (all cores). One keeps the model from "
+              "fighting the executor and the other nodes for small CPUs (2 cores: 10 Hz with 1, 6.5 Hz with 2, "
+              "benchmarks/node_latency.py --tiny); raise it on a many-core CPU without a GPU", (0, 256)),
+    ParamSpec("scale_method", "median", "scale recovery: median ratio (AVS-Net eq. 3), mean-std, or none (the relative "
+              "model is already metric)", None, ("median", "mean-std", "none")),
+    ParamSpec("scale_smoothing_alpha", 1.0, "weight of a new scale in log-space smoothing; 1 = none (the paper scales "
+              "each frame on its own)", (0.01, 1.0)),
+    ParamSpec("max_scale_hold_s", 1.0, "without a fresh echo, keep using the last scale this long (s), then publish "
+              "NaN depth until an echo arrives", (0.0, 60.0)),
+    ParamSpec("echo_tolerance_s", 0.35, "largest |image stamp - echo emission stamp| for pairing, s; must cover the "
+              "chirp period plus the echo window, because an echo is published only after its window", (0.0, 5.0)),
+    ParamSpec("echo_queue_size", 16, "echoes kept for pairing", (1, 1000)),
+    ParamSpec("max_image_age_s", 1.0, "images older than this (now - stamp) are dropped as stale, s", (0.01, 3600.0)),
+    ParamSpec("max_future_s", 0.5, "stamps further than this in the future are rejected, s", (0.0, 3600.0)),
+    ParamSpec("out_of_range", "clip", "metric depth outside [min_depth, max_depth] of the model: clip to the range, or "
+              "NaN (REP 117: no estimate)", None, ("clip", "nan")),
+    ParamSpec("publish_pseudo_metric", False, "also publish AVS-Net's pseudo-metric depth on avs/pseudo_metric_depth"),
+    ParamSpec("publish_relative", False, "also publish the relative depth on avs/relative_depth"),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics, s", (0.1, 60.0)),
+    ParamSpec("min_rate_hz", 5.0, "output rate below which /diagnostics warns, Hz", (0.0, 1000.0)),
+]
+
+NODE_PARAMS: dict[str, list[ParamSpec]] = {
+    "echo_node": ECHO_NODE, "sim_sensors_node": SIM_SENSORS_NODE, "depth_node": DEPTH_NODE,
+}
+
+
+def validate(node_name: str, specs: list[ParamSpec], values: dict[str, Any]) -> dict[str, Any]:
+    """Check choices and ranges (rclpy checks ranges too; this gives the same clear error without ROS)."""
+    for spec in specs:
+        value = values[spec.name]
+        if spec.choices and value not in spec.choices:
+            raise ValueError(f"{node_name}: parameter {spec.name!r} is {value!r}; expected {spec.constraints()}")
+        if spec.range is not None and isinstance(value, int | float) and not spec.range[0] <= value <= spec.range[1]:
+            raise ValueError(f"{node_name}: parameter {spec.name!r} is {value!r}; expected {spec.constraints()}")
+    return values
+
+
+def declare_parameters(node: Any, specs: list[ParamSpec]) -> dict[str, Any]:
+    """Declare each parameter with a ParameterDescriptor (description, constraints, range, read-only) and return the
+    values in effect. A value of the wrong type or out of range is a ValueError naming the node and the key."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+    from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+
+    values: dict[str, Any] = {}
+    for spec in specs:
+        descriptor = ParameterDescriptor(description=spec.description, additional_constraints=spec.constraints(),
+                                         read_only=True)
+        if spec.range is not None and isinstance(spec.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
+                                                                  to_value=float(spec.range[1]), step=0.0)]
+        elif spec.range is not None and isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            descriptor.integer_range = [IntegerRange(from_value=int(spec.range[0]), to_value=int(spec.range[1]), step=1)]
+        try:
+            values[spec.name] = node.declare_parameter(spec.name, spec.default, descriptor).value
+        except InvalidParameterTypeException as err:
+            kind = type(spec.default).__name__
+            hint = " (write 10.0, not 10)" if isinstance(spec.default, float) else ""
+            raise ValueError(f"{node.get_name()}: parameter {spec.name!r} must be a {kind}{hint}: {err}") from err
+        except InvalidParameterValueException as err:
+            raise ValueError(f"{node.get_name()}: parameter {spec.name!r}: expected {spec.constraints()} ({err})") from err
+    return validate(node.get_name(), specs, values)

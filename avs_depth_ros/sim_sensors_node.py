@@ -1,0 +1,90 @@
+"""sim_sensors_node: a robot moving through the synthetic world (avs_depth_core.sim), published as its sensors would be.
+
+Topics (relative names, remappable): camera/color/image_raw (rgb8 or bgr8), camera/color/camera_info, camera/depth/image
+(ground truth, 32FC1 metres, NaN invalid), audio/echo (EchoStamped). Images, camera_info and ground truth share the
+capture stamp; an echo carries its emission stamp and is published only after its window, as echo_node does
+(avs_depth_ros.sim_source). `use_sim:=true` and `make demo` run this in place of the camera driver and echo_node.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from avs_depth_msgs.msg import EchoStamped
+from rclpy.node import Node
+from sensor_msgs.msg import CameraInfo, Image
+
+from avs_depth_core.sim.world import SimWorld
+from avs_depth_ros.conversions import camera_info_msg, echo_msg, header, image_msg
+from avs_depth_ros.params import SIM_SENSORS_NODE, declare_parameters
+from avs_depth_ros.qos import overridable, reliable_output
+from avs_depth_ros.runner import run_node
+from avs_depth_ros.sim_source import FrameCache, SimSensors
+
+IMAGE_TOPIC = "camera/color/image_raw"
+CAMERA_INFO_TOPIC = "camera/color/camera_info"
+DEPTH_TOPIC = "camera/depth/image"
+ECHO_TOPIC = "audio/echo"
+TICK_S = 0.01  # scheduling granularity of captures and echo releases (stamps stay on the exact grid)
+FIRST_FRAME_TIMEOUT_S = 120.0
+
+
+class SimSensorsNode(Node):
+    def __init__(self, *, node_name: str = "sim_sensors_node", **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        self.params = p = declare_parameters(self, SIM_SENSORS_NODE)
+        log = self.get_logger()
+        world = SimWorld(preset=p["preset"], seed=p["seed"], height=p["height"], width=p["width"],
+                         rate_hz=p["camera_rate"])
+        self.speed_of_sound = world.acoustics.c
+        self.frames = FrameCache(world.sequence(p["sequence"]), p["loop_frames"], log.info)
+        if self.frames.wait_for(0, FIRST_FRAME_TIMEOUT_S) is None:
+            raise RuntimeError(f"the simulated world rendered no frame within {FIRST_FRAME_TIMEOUT_S:g} s")
+        self.sensors = SimSensors(self.frames, p["camera_rate"], p["chirp_rate"], start_ns=self._now_ns())
+
+        def publisher(msg_type: Any, topic: str, depth: int) -> Any:
+            return self.create_publisher(msg_type, topic, reliable_output(depth), qos_overriding_options=overridable())
+
+        # Reliable, like most camera drivers: reaches best-effort (depth_node) and reliable (recorders) subscribers.
+        self._pub_image = publisher(Image, IMAGE_TOPIC, 5)
+        self._pub_info = publisher(CameraInfo, CAMERA_INFO_TOPIC, 5)
+        self._pub_depth = publisher(Image, DEPTH_TOPIC, 5) if p["publish_depth"] else None
+        self._pub_echo = publisher(EchoStamped, ECHO_TOPIC, 10)
+        self.published = {"image": 0, "echo": 0}
+        self.create_timer(TICK_S, self._tick)
+        log.info(f"simulating {p['preset']} (seed {p['seed']}, sequence {p['sequence']}): {p['width']}x{p['height']} "
+                 f"{p['encoding']} at {p['camera_rate']:g} Hz, echoes at {p['chirp_rate']:g} Hz, looping "
+                 f"{p['loop_frames']} frames")
+
+    def _now_ns(self) -> int:
+        return self.get_clock().now().nanoseconds
+
+    def _tick(self) -> None:
+        p = self.params
+        captures, echoes = self.sensors.step(self._now_ns())
+        for capture in captures:
+            f = capture.frame
+            hdr = header(capture.stamp_ns, p["camera_frame_id"])
+            rgb = f.rgb if p["encoding"] == "rgb8" else f.rgb[..., ::-1]
+            self._pub_image.publish(image_msg(rgb, p["encoding"], hdr))
+            self._pub_info.publish(camera_info_msg(f.K, f.rgb.shape[1], f.rgb.shape[0], hdr))
+            if self._pub_depth is not None:
+                self._pub_depth.publish(image_msg(f.depth, "32FC1", hdr))
+            self.published["image"] += 1
+        for echo in echoes:
+            self._pub_echo.publish(echo_msg(echo.samples, echo.sample_rate, echo.chirp, echo.emission_offset,
+                                            self.speed_of_sound, "left,right", header(echo.stamp_ns, p["mic_frame_id"])))
+            self.published["echo"] += 1
+
+    def destroy_node(self) -> None:
+        self.frames.close()
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimSensorsNode, "sim_sensors_node", args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
