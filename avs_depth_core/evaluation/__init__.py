@@ -1,0 +1,69 @@
+"""Evaluation of metric depth networks on bag datasets: the loop shared by `avs-depth evaluate` and training's validation.
+
+Metrics are avs_depth_core.metrics (ZoeDepth compute_errors): valid = min_depth < gt < max_depth, the prediction resized
+to the ground truth's resolution and clamped to the depth range, each metric averaged per image over the images with
+valid pixels (images without any are skipped and counted).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator
+from avs_depth_core.train.loop import check_batch_finite
+
+# The seven columns of the AVS-Net paper's Table 1, in its order.
+TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # METRIC_NAMES, averaged per image
+    images: int  # images with valid ground truth
+    skipped: int  # images without any valid ground-truth pixel
+    seconds: float
+
+
+def check_batch(batch: dict[str, Any], keys: tuple[str, ...] = ("rgb", "echo", "depth")) -> None:
+    """NaN/inf in an input is an error naming the samples' stamps, never a silently wrong metric."""
+    check_batch_finite(batch, None, keys)
+
+
+def predict_depth(model: nn.Module, batch: dict[str, Any], device: torch.device, amp: bool = False) -> torch.Tensor:
+    """AVS-Net's metric depth (B,1,H,W) float32 for a dataset batch; the echo is passed only to models that fuse it."""
+    rgb = batch["rgb"].to(device, non_blocking=True)
+    echo = batch["echo"].to(device, non_blocking=True) if model.cfg.use_echo else None
+    with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+        return model(rgb, echo)["metric_depth"].float()
+
+
+@torch.inference_mode()
+def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, min_depth: float, max_depth: float, *,
+                   amp: bool = False, desc: str = "evaluate", progress: bool = True,
+                   on_batch: Callable[[dict[str, Any], torch.Tensor, torch.Tensor], None] | None = None) -> EvalResult:
+    """Run `model` (eval mode) over `loader`; on_batch(batch, pred, per_image_metrics) sees every batch (figures)."""
+    was_training = model.training
+    model.eval()
+    acc = MetricAccumulator(min_depth, max_depth)
+    start = time.perf_counter()
+    try:
+        for batch in tqdm(loader, desc=desc, dynamic_ncols=True, leave=False, disable=not progress):
+            check_batch(batch)
+            pred = predict_depth(model, batch, device, amp)
+            per_image = acc.update(pred, batch["depth"].to(device))
+            if on_batch is not None:
+                on_batch(batch, pred, per_image)
+    finally:
+        model.train(was_training)
+    return EvalResult(acc.compute(), acc.count, acc.skipped, time.perf_counter() - start)
+
+
+__all__ = ["METRIC_NAMES", "TABLE_METRICS", "EvalResult", "check_batch", "evaluate_model", "predict_depth"]
