@@ -13,6 +13,7 @@ import datetime
 import hashlib
 import json
 import os
+import secrets
 from pathlib import Path
 from typing import Any
 
@@ -87,20 +88,34 @@ def _decode(obj: Any, tensors: dict[str, torch.Tensor], where: str) -> Any:
     return obj
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
+def _json_text(path: Path, data: dict[str, Any]) -> str:
     try:
-        text = json.dumps(data, indent=2, sort_keys=False, allow_nan=True)
+        return json.dumps(data, indent=2, sort_keys=False, allow_nan=True) + "\n"
     except TypeError as error:
         raise ValueError(f"{path}: config/meta must be JSON-serialisable ({error})") from None
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text + "\n")
-    os.replace(tmp, path)
+
+
+def _temporary(final: Path) -> Path:
+    """A new hidden name beside `final` (same folder, so os.replace is atomic) that matches no *.safetensors or *.json
+    glob. Not mkstemp: the file is created by its writer with the usual permissions (mkstemp's are owner-only)."""
+    return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb") as f:
+        os.fsync(f.fileno())
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any], kind: str,
                     meta: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> Path:
     """Write the weights, the JSON and (if `extra` is given, e.g. {"optimizer": opt.state_dict(), "scheduler": ...})
-    the extra tensors. Returns the .safetensors path."""
+    the extra tensors. Returns the .safetensors path.
+
+    Atomic per file: everything is written to hidden temporary files in the same folder first, and only when all of them
+    are complete are they renamed into place (os.replace), weights and extra before the JSON. A kill while saving
+    therefore leaves either the previous checkpoint or the new one, never a half-written file; a kill between the renames
+    leaves new tensors beside the old JSON, which loading rejects through the sha256 the JSON records.
+    """
     weights, json_path, extra_path = checkpoint_paths(path)
     weights.parent.mkdir(parents=True, exist_ok=True)
     tensors = {}
@@ -108,20 +123,39 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
         if not isinstance(v, torch.Tensor):
             raise ValueError(f"{weights}: state dict entry '{k}' is a {type(v).__name__}, not a tensor")
         tensors[k] = v.detach().cpu().contiguous().clone()  # clone: safetensors refuses shared storage
-    save_file(tensors, str(weights))
-    data: dict[str, Any] = {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "config": config, "meta": meta or {},
-        "weights": weights.name, "weights_sha256": _sha256(weights), "torch_version": torch.__version__,
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-    }
-    if extra is not None:
-        extra_tensors: dict[str, torch.Tensor] = {}
-        structure = _encode(extra, "extra", extra_tensors)
-        save_file({k: v.clone() for k, v in extra_tensors.items()}, str(extra_path))
-        data["extra"] = {"file": extra_path.name, "sha256": _sha256(extra_path), "structure": structure}
-    elif extra_path.exists():
-        extra_path.unlink()  # a stale optimizer state from an earlier save must not be resumed with these weights
-    _write_json(json_path, data)
+    staged: list[tuple[Path, Path]] = []  # (temporary, final), renamed in this order
+    try:
+        tmp_weights = _temporary(weights)
+        staged.append((tmp_weights, weights))
+        save_file(tensors, str(tmp_weights))
+        data: dict[str, Any] = {
+            "format": FORMAT, "format_version": FORMAT_VERSION, "kind": kind, "config": config, "meta": meta or {},
+            "weights": weights.name, "weights_sha256": _sha256(tmp_weights), "torch_version": torch.__version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if extra is not None:
+            extra_tensors: dict[str, torch.Tensor] = {}
+            structure = _encode(extra, "extra", extra_tensors)
+            tmp_extra = _temporary(extra_path)
+            staged.append((tmp_extra, extra_path))
+            save_file({k: v.clone() for k, v in extra_tensors.items()}, str(tmp_extra))
+            data["extra"] = {"file": extra_path.name, "sha256": _sha256(tmp_extra), "structure": structure}
+        text = _json_text(json_path, data)
+        tmp_json = _temporary(json_path)
+        staged.append((tmp_json, json_path))
+        tmp_json.write_text(text)
+        for tmp, _ in staged:
+            _fsync(tmp)
+        for tmp, final in staged:
+            os.replace(tmp, final)
+    except BaseException:
+        for tmp, _ in staged:
+            tmp.unlink(missing_ok=True)
+        raise
+    if extra is None and extra_path.exists():
+        # After the JSON (which no longer names it): a stale optimizer state from an earlier save must not be resumed
+        # with these weights, and a kill before this line leaves a file nothing refers to.
+        extra_path.unlink()
     return weights
 
 

@@ -68,7 +68,10 @@ def bundled_checkpoint(kind: str) -> Path | None:
     folder = resources.files("avs_depth_core") / "checkpoints" / BUNDLED_KINDS.get(kind, kind)
     if not folder.is_dir():
         return None
-    found = sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".safetensors"))
+    # Model weights only: <stem>.extra.safetensors holds training state and sorts before <stem>.safetensors; hidden files
+    # are checkpoint.save_checkpoint's temporaries.
+    found = sorted(Path(str(p)) for p in folder.iterdir() if p.name.endswith(".safetensors")
+                   and not p.name.endswith(".extra.safetensors") and not p.name.startswith("."))
     return found[0] if found else None
 
 

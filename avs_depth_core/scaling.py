@@ -30,6 +30,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from avs_depth_core.config import check_fields, dataclass_from_dict
+
 ArrayLike = torch.Tensor | np.ndarray
 
 METHODS = ("none", "median", "mean-std")
@@ -84,6 +86,7 @@ class ScalingConfig:
     hold_s: float = 1.0
 
     def __post_init__(self) -> None:
+        check_fields(self)
         _check_choice("method", self.method, METHODS)
         _check_choice("median_over", self.median_over, MEDIAN_OVER)
         _check_choice("fallback", self.fallback, FALLBACKS)
@@ -98,16 +101,8 @@ class ScalingConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "scaling config") -> ScalingConfig:
-        if not isinstance(values, dict):
-            raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{source}: {err}") from err
+        """Strict: unknown keys and wrong types are errors naming `source` and the key (avs_depth_core.config)."""
+        return dataclass_from_dict(cls, values, source)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -3,7 +3,8 @@
 Two passes over the bag. Pass 1 reads only the header stamps (parsed from the raw CDR bytes, so pixels are not
 deserialised), pairs frames with echoes (pairing.pair_echo_with_frame), depth and CameraInfo, and assigns frames to
 sequences and splits (splits.py). Pass 2 deserialises each needed message once and writes its resized image, depth or
-echo features into the slots of every frame that uses it.
+echo features into the slots of every frame that uses it. Depth is cached at the network size (training) or, with
+depth_size="native", at the size it was recorded (evaluation; one size per bag, and only the evaluated split is cached).
 
 Cache layout: <cache_dir>/<key>/{meta.json, stamps, sequence, valid, rgb, K[, depth, has_depth][, echo, has_echo]}.npy,
 key = sha256 of (CACHE_VERSION, bag fingerprint, settings). A cache is built in a temporary folder and renamed into
@@ -44,6 +45,7 @@ from avs_depth_core.data.messages import (
 )
 from avs_depth_core.data.pairing import DEFAULT_TOLERANCE_NS, nearest_stamp, pair_echo_with_frame
 from avs_depth_core.data.splits import (
+    ALL,
     FrameSequence,
     assign_frames,
     derive_sequences,
@@ -52,6 +54,7 @@ from avs_depth_core.data.splits import (
 
 CACHE_VERSION = 1
 NO_SPLIT = "(none)"  # report key for frames outside every sequence
+NATIVE = "native"  # CacheSettings.depth_size: ground truth at the resolution it was recorded at
 MAX_EXAMPLES = 20  # detailed skip messages kept in the report
 
 
@@ -83,7 +86,7 @@ def bag_fingerprint(bag: str | Path) -> str:
 class CacheSettings:
     """Everything that changes the cached arrays (part of the cache key)."""
 
-    image_size: tuple[int, int]  # (H, W) of rgb and depth
+    image_size: tuple[int, int]  # (H, W) of rgb (and of depth unless depth_size says otherwise)
     keep: str  # "paired": frames with a paired echo and depth (supervised); "all": every frame in a sequence (triples)
     max_depth: float  # metres; depth >= max_depth becomes invalid (0); the echo window reaches this far
     echo_size: tuple[int, int]  # (H, W) of the echo STFT after resizing
@@ -97,6 +100,12 @@ class CacheSettings:
     skip_bad: bool = False
     sequence_gap_ns: int = 1_000_000_000
     split_fractions: tuple[tuple[str, float], ...] = (("train", 0.8), ("val", 0.1), ("test", 0.1))
+    # Ground-truth resolution: None = image_size; "native" = as recorded (one size per bag; evaluation at the ground truth's
+    # resolution); (H, W) = nearest-resized to that size.
+    depth_size: tuple[int, int] | str | None = None
+    # Cache only this split's frames (None or "all": every frame). Native-resolution depth is large (BV2: 1280x720 float32,
+    # 3.7 MB a frame), so evaluation datasets cache just the split they evaluate.
+    split: str | None = None
 
     def __post_init__(self) -> None:
         if self.keep not in ("paired", "all"):
@@ -108,9 +117,24 @@ class CacheSettings:
                 raise ValueError(f"{name} must be (height, width) with positive entries, got {size}")
         if self.max_depth <= 0:
             raise ValueError(f"max_depth must be positive, got {self.max_depth}")
+        if self.depth_size is not None and self.depth_size != NATIVE and (
+                isinstance(self.depth_size, str) or len(self.depth_size) != 2 or min(self.depth_size) < 1):
+            raise ValueError(f"depth_size must be None (the image size), {NATIVE!r} or (height, width) with positive "
+                             f"entries, got {self.depth_size!r}")
+
+    @property
+    def depth_hw(self) -> tuple[int, int] | None:
+        """The cached depth's (H, W), or None for native (known once the first depth map is read)."""
+        if self.depth_size == NATIVE:
+            return None
+        return tuple(self.depth_size) if self.depth_size is not None else tuple(self.image_size)
 
     def key(self, fingerprint: str) -> str:
-        text = json.dumps({"version": CACHE_VERSION, "bag": fingerprint, "settings": asdict(self)}, sort_keys=True)
+        settings = asdict(self)
+        for name in ("depth_size", "split"):  # options added later: unset, they leave the key of existing caches alone
+            if settings[name] is None:
+                del settings[name]
+        text = json.dumps({"version": CACHE_VERSION, "bag": fingerprint, "settings": settings}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
 
@@ -282,6 +306,8 @@ def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
 
         keep = seq_of >= 0
         note_frames(~keep, "outside every sequence")
+        if s.split not in (None, ALL):  # other splits' frames are not this cache's business: left out uncounted
+            keep &= split_of == s.split
         if s.keep == "paired":
             note_frames(keep & (echo_of < 0), "no paired echo")
             note_frames(keep & (echo_of >= 0) & (depth_of < 0), "no depth")
@@ -309,9 +335,23 @@ def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
             "rgb": ((count, 3, H, W), "uint8"), "K": ((count, 3, 3), "float32")}
         has_depth_topic = stamps[topics.DEPTH].size > 0
         if has_depth_topic:
-            fields.update({"depth": ((count, 1, H, W), "float32"), "has_depth": ((count,), "bool")})
+            fields["has_depth"] = ((count,), "bool")
+            if s.depth_hw is not None:  # native: allocated at the first depth map, whose size it takes
+                fields["depth"] = ((count, 1, *s.depth_hw), "float32")
         arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
                   for name, (shape, dtype) in fields.items()}
+
+        def depth_array(hw: tuple[int, int], where: str) -> np.ndarray:
+            if "depth" not in arrays:
+                fields["depth"] = ((count, 1, *hw), "float32")
+                arrays["depth"] = np.lib.format.open_memmap(out / "depth.npy", mode="w+", dtype="float32",
+                                                            shape=fields["depth"][0])
+            elif tuple(arrays["depth"].shape[-2:]) != tuple(hw):
+                have = arrays["depth"].shape
+                raise ValueError(f"{where}: depth {hw[1]}x{hw[0]} differs from the {have[-1]}x{have[-2]} of this bag's "
+                                 f"earlier depth maps; native-resolution ground truth needs one size per bag (use "
+                                 f"depth_size=None or (H, W) to resize)")
+            return arrays["depth"]
         arrays["stamps"][:] = frames[kept]
         arrays["sequence"][:] = seq_of[kept]
         arrays["valid"][:] = True
@@ -376,9 +416,11 @@ def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
                     depth = image_to_depth(msg, where)
                     if problem := depth_problem(depth):
                         raise ValueError(f"{where}: {problem}")
-                    resized = resize_depth(depth, s.image_size, s.max_depth)
+                    hw = s.depth_hw or depth.shape
+                    target = depth_array(hw, where)
+                    resized = resize_depth(depth, hw, s.max_depth)
                     for i in slots:
-                        arrays["depth"][i] = resized
+                        target[i] = resized
                         depth_hw[i] = depth.shape
                     if not resized.any():  # valid input, but nothing nearer than max_depth: no supervision in it
                         for i in slots:
@@ -417,6 +459,8 @@ def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
                      f"the {image_hw[i][1]}x{image_hw[i][0]} image it is registered to")
             if np.isfinite(raw_K[i]).all():
                 arrays["K"][i] = scale_intrinsics(raw_K[i], tuple(image_hw[i]), s.image_size)
+        if has_depth_topic and "depth" not in arrays:  # native, and no depth map could be read: has_depth is all false
+            depth_array(s.image_size, str(bag))
         if "echo" in echo_info:
             has = np.lib.format.open_memmap(out / "has_echo.npy", mode="w+", dtype="bool", shape=(count,))
             has[:] = has_echo

@@ -19,7 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avs_depth_core.audio.features import StftSettings, echo_features
-from avs_depth_core.data.cache import NO_SPLIT, CacheSettings, FrameCache, load_or_build
+from avs_depth_core.data.cache import NATIVE, NO_SPLIT, CacheSettings, FrameCache, load_or_build
 from avs_depth_core.data.pairing import DEFAULT_TOLERANCE_NS
 from avs_depth_core.data.splits import ALL, DEFAULT_FRACTIONS, DEFAULT_GAP_NS, check_split, in_split
 
@@ -91,6 +91,11 @@ class _BagDataset(Dataset):
     def _depth(self, slot: int) -> torch.Tensor:
         return torch.from_numpy(np.array(self.cache.array("depth")[slot]))
 
+    @property
+    def depth_size(self) -> tuple[int, int] | None:
+        """(H, W) of the items' "depth" (the recorded size for depth_size="native"), or None if the bag has no depth."""
+        return tuple(int(n) for n in self.cache.array("depth").shape[-2:]) if self.cache.has("depth") else None
+
 
 def _format_counts(counts: Mapping[str, int]) -> str:
     return ", ".join(f"{reason}: {n}" for reason, n in counts.items())
@@ -99,25 +104,32 @@ def _format_counts(counts: Mapping[str, int]) -> str:
 def _settings(*, image_size: tuple[int, int], keep: str, max_depth: float, echo_size: tuple[int, int] | None,
               stft: StftSettings, speed_of_sound: float, sample_rate: int, tolerance_s: float, depth_tolerance_s: float,
               cache_features: bool, need_intrinsics: bool, skip_bad: bool, sequence_gap_s: float,
-              split_fractions: Mapping[str, float]) -> CacheSettings:
+              split_fractions: Mapping[str, float], depth_size: tuple[int, int] | str | None, split: str) -> CacheSettings:
+    if depth_size is not None and not isinstance(depth_size, str):
+        depth_size = tuple(depth_size)
     return CacheSettings(
         image_size=tuple(image_size), keep=keep, max_depth=float(max_depth),
         echo_size=tuple(echo_size if echo_size is not None else image_size), stft=stft,
         speed_of_sound=float(speed_of_sound), sample_rate=int(sample_rate), tolerance_ns=round(tolerance_s * 1e9),
         depth_tolerance_ns=round(depth_tolerance_s * 1e9), echo_store="features" if cache_features else "window",
         need_intrinsics=need_intrinsics, skip_bad=skip_bad, sequence_gap_ns=round(sequence_gap_s * 1e9),
-        split_fractions=tuple((k, float(v)) for k, v in split_fractions.items()))
+        split_fractions=tuple((k, float(v)) for k, v in split_fractions.items()), depth_size=depth_size,
+        # Native ground truth is large: cache only the split asked for. Network-size caches hold every split, so the
+        # train and val datasets of a run share one.
+        split=split if depth_size == NATIVE and split != ALL else None)
 
 
 class SupervisedBagDataset(_BagDataset):
     """AVS-Net samples: one frame with its paired echo and registered depth.
 
-    item = {"rgb": (3, H, W) float32 in [0, 1], "echo": (C, He, We) float32 echo_features, "depth": (1, H, W) float32
+    item = {"rgb": (3, H, W) float32 in [0, 1], "echo": (C, He, We) float32 echo_features, "depth": (1, Hd, Wd) float32
     metres with 0 where invalid (NaN, inf, <= 0, >= max_depth), "K": (3, 3) float32 for (H, W) (NaN without CameraInfo
     unless need_intrinsics), "stamp_ns": int}.
     image_size 256x512 and the echo STFT resized to the image resolution follow the AVS-Net paper; max_depth 30 m and
     speed of sound 340 m/s follow BatVision V2's loader (method_spec section 4). RGB is resized bilinearly with
-    antialias and rounded to uint8 in the cache; depth by nearest neighbour.
+    antialias and rounded to uint8 in the cache; depth by nearest neighbour to (Hd, Wd) = image_size (training), or to
+    depth_size=(H, W), or not at all with depth_size="native" (evaluation at the ground truth's resolution: every depth
+    map of the bag must then have one size, so items batch; only the selected split is cached).
     cache_features=False caches the echo window (samples) instead of the STFT and computes the features per item.
     """
 
@@ -127,12 +139,12 @@ class SupervisedBagDataset(_BagDataset):
                  cache_dir: str | Path | None = None, *, depth_tolerance_s: float = 0.001, cache_features: bool = True,
                  need_intrinsics: bool = False, skip_bad: bool = False, sequence_gap_s: float = DEFAULT_GAP_NS / 1e9,
                  split_fractions: Mapping[str, float] = DEFAULT_FRACTIONS, progress: bool = True,
-                 verbose: bool = True) -> None:
+                 verbose: bool = True, depth_size: tuple[int, int] | str | None = None) -> None:
         settings = _settings(image_size=image_size, keep="paired", max_depth=max_depth, echo_size=echo_size, stft=stft,
                              speed_of_sound=speed_of_sound, sample_rate=sample_rate, tolerance_s=tolerance_s,
                              depth_tolerance_s=depth_tolerance_s, cache_features=cache_features,
                              need_intrinsics=need_intrinsics, skip_bad=skip_bad, sequence_gap_s=sequence_gap_s,
-                             split_fractions=split_fractions)
+                             split_fractions=split_fractions, depth_size=depth_size, split=split)
         super().__init__(bag, split, settings, cache_dir, progress)
         usable = np.array(self.cache.array("valid"), dtype=bool)
         self._check_split(usable)
@@ -153,10 +165,10 @@ class TripletBagDataset(_BagDataset):
     """Monodepth2 frame triples (t - interval, t, t + interval), never across a sequence (hence never across a split).
 
     item = {"rgb": (3, 3, H, W) float32 in [0, 1] ordered (t - interval, t, t + interval), "K": (3, 3) float32 of the
-    centre frame for (H, W), "stamp_ns": centre stamp; plus, when the bag has them, "depth" (1, H, W) and "has_depth"
-    of the centre frame (for evaluation) and "echo" (C, He, We) and "has_echo" (for scale evaluation; zeros when the
-    centre frame has no paired echo)}. The interval counts image frames within the sequence; 20 as in the AVS-Net
-    paper, 192x640 as Monodepth2's default input. Triples always need CameraInfo.
+    centre frame for (H, W), "stamp_ns": centre stamp; plus, when the bag has them, "depth" (1, Hd, Wd) (depth_size as
+    in SupervisedBagDataset) and "has_depth" of the centre frame (for evaluation) and "echo" (C, He, We) and "has_echo"
+    (for scale evaluation; zeros when the centre frame has no paired echo)}. The interval counts image frames within
+    the sequence; 20 as in the AVS-Net paper, 192x640 as Monodepth2's default input. Triples always need CameraInfo.
     """
 
     def __init__(self, bag: str | Path, split: str = "train", image_size: tuple[int, int] = (192, 640),
@@ -165,13 +177,14 @@ class TripletBagDataset(_BagDataset):
                  tolerance_s: float = DEFAULT_TOLERANCE_NS / 1e9, cache_dir: str | Path | None = None, *,
                  depth_tolerance_s: float = 0.001, cache_features: bool = True, skip_bad: bool = False,
                  sequence_gap_s: float = DEFAULT_GAP_NS / 1e9, split_fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-                 progress: bool = True, verbose: bool = True) -> None:
+                 progress: bool = True, verbose: bool = True, depth_size: tuple[int, int] | str | None = None) -> None:
         if interval < 1:
             raise ValueError(f"triple interval must be >= 1 frame, got {interval}")
         settings = _settings(image_size=image_size, keep="all", max_depth=max_depth, echo_size=echo_size, stft=stft,
                              speed_of_sound=speed_of_sound, sample_rate=sample_rate, tolerance_s=tolerance_s,
                              depth_tolerance_s=depth_tolerance_s, cache_features=cache_features, need_intrinsics=True,
-                             skip_bad=skip_bad, sequence_gap_s=sequence_gap_s, split_fractions=split_fractions)
+                             skip_bad=skip_bad, sequence_gap_s=sequence_gap_s, split_fractions=split_fractions,
+                             depth_size=depth_size, split=split)
         super().__init__(bag, split, settings, cache_dir, progress)
         self.interval = int(interval)
         valid = np.array(self.cache.array("valid"), dtype=bool)
@@ -219,7 +232,7 @@ class TripletBagDataset(_BagDataset):
                                 "K": self._K(centre), "stamp_ns": int(self.cache.array("stamps")[centre])}
         if self.cache.has("depth"):
             has = bool(self.cache.array("has_depth")[centre])
-            item["depth"] = self._depth(centre) if has else torch.zeros(1, *self.settings.image_size)
+            item["depth"] = self._depth(centre) if has else torch.zeros(1, *self.depth_size)
             item["has_depth"] = has
         if self.cache.has("echo"):
             has = bool(self.cache.array("has_echo")[centre])

@@ -1,8 +1,10 @@
 """Evaluation of metric depth networks on bag datasets: the loop shared by `avs-depth evaluate` and training's validation.
 
 Metrics are avs_depth_core.metrics (ZoeDepth compute_errors): valid = min_depth < gt < max_depth, the prediction resized
-to the ground truth's resolution and clamped to the depth range, each metric averaged per image over the images with
-valid pixels (images without any are skipped and counted).
+bilinearly to the ground truth's resolution and clamped to the depth range, each metric averaged per image over the images
+with valid pixels (images without any are skipped and counted). The ground truth is whatever the loader's "depth" holds:
+`avs-depth evaluate` reads it at its recorded resolution (datasets' depth_size="native"); training's validation at the
+network's input size, as the training dataset delivers it.
 """
 
 from __future__ import annotations

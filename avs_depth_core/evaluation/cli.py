@@ -4,9 +4,13 @@
     avs-depth evaluate --bag bv1/ --checkpoint runs/bv2/checkpoints/best          # zero-shot: trained on BV2, tested on BV1
 
 Each bag is read with the checkpoint's own input settings (image size, echo window and STFT). Metrics: valid pixels are
-min_depth < gt < max_depth (default: the checkpoint's depth range; --max-depth for another dataset's clip), the prediction
-is resized to the ground truth's resolution (the dataset's depth, nearest-resized to the network input by the bag cache)
-and clamped to the range; every metric is averaged per image over the images with valid pixels.
+min_depth < gt < max_depth (default: the checkpoint's depth range, min 1e-3 m, so in effect 0 < gt < max_depth as
+method_spec section 8 states; --max-depth for another dataset's clip). The ground truth stays at the resolution it was
+recorded at (--gt-resolution native, the default; BatVision V2: 1280x720) and the prediction is resized to it bilinearly
+(align_corners=True, ZoeDepth's compute_metrics) and clamped to the range; --gt-resolution network instead compares at the
+network's input size with the depth nearest-resized as in training. Every metric is averaged per image over the images
+with valid pixels. Native ground truth needs one depth size per bag (so a batch stacks); a bag mixing sizes is an error
+naming the frame.
 Writes <out>/results.json and <out>/results.md, and with --figures N the first N images of every row as PNGs.
 """
 
@@ -24,6 +28,7 @@ from torch.utils.data import DataLoader
 from avs_depth_core.evaluation import TABLE_METRICS, evaluate_model
 from avs_depth_core.train.loop import select_device
 
+GT_RESOLUTIONS = ("native", "network")
 HEADERS = {"abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
            "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑"}
 
@@ -41,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-depth", type=float, default=None, help="evaluation range (default: the checkpoint's)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="bag cache folder (default $AVS_DEPTH_CACHE)")
     parser.add_argument("--tolerance", type=float, default=0.05, help="echo-frame pairing tolerance in seconds")
+    parser.add_argument("--gt-resolution", choices=GT_RESOLUTIONS, default="native",
+                        help="native: metrics at the ground truth's recorded resolution, the prediction resized to it "
+                             "(default); network: at the network's input size, the depth nearest-resized as in training")
 
 
 def checkpoint_label(path: Path) -> str:
@@ -57,9 +65,11 @@ def evaluate_row(model: Any, checkpoint: Path, bag: Path, args: argparse.Namespa
     cfg = model.cfg
     min_depth = cfg.min_depth if args.min_depth is None else args.min_depth
     max_depth = cfg.max_depth if args.max_depth is None else args.max_depth
+    gt_resolution = args.gt_resolution
     dataset = SupervisedBagDataset(bag, split=args.split, image_size=cfg.image_size, max_depth=cfg.max_depth,
                                    echo_size=cfg.echo_size, stft=cfg.stft, speed_of_sound=cfg.speed_of_sound,
-                                   sample_rate=cfg.sample_rate, tolerance_s=args.tolerance, cache_dir=args.cache_dir)
+                                   sample_rate=cfg.sample_rate, tolerance_s=args.tolerance, cache_dir=args.cache_dir,
+                                   depth_size="native" if gt_resolution == "native" else None)
     loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers)
     label = checkpoint_label(checkpoint)
     figure_dir = args.out / "figures" / f"{label.replace('/', '_')}__{bag.name}"
@@ -77,7 +87,8 @@ def evaluate_row(model: Any, checkpoint: Path, bag: Path, args: argparse.Namespa
     result = evaluate_model(model, loader, device, min_depth, max_depth, desc=f"{label} on {bag.name}",
                             on_batch=figures if args.figures > 0 else None)
     return {"checkpoint": str(checkpoint), "label": label, "input": "RGB-Echoes" if cfg.use_echo else "Only-RGB",
-            "bag": str(bag), "split": args.split, "min_depth": min_depth, "max_depth": max_depth, "images": result.images,
+            "bag": str(bag), "split": args.split, "min_depth": min_depth, "max_depth": max_depth,
+            "gt_resolution": gt_resolution, "gt_size": list(dataset.depth_size), "images": result.images,
             "skipped_no_valid_gt": result.skipped, "seconds": round(result.seconds, 3), "metrics": result.metrics,
             "figures": saved}
 
@@ -91,9 +102,10 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
                                         str(r["images"])]) + " |")
     skipped = sum(r["skipped_no_valid_gt"] for r in rows)
     lines.append("")
+    sizes = sorted({(r["gt_resolution"], "x".join(map(str, r["gt_size"][::-1]))) for r in rows})
     lines.append(f"Metrics averaged per image over the images with valid ground truth (min_depth < gt < max_depth; "
-                 f"{skipped} image(s) without any skipped); predictions resized to the ground truth's resolution and clamped "
-                 "to the depth range.")
+                 f"{skipped} image(s) without any skipped); predictions resized bilinearly to the ground truth's resolution "
+                 f"({', '.join(f'{size} {kind}' for kind, size in sizes)}) and clamped to the depth range.")
     return "\n".join(lines) + "\n"
 
 

@@ -8,8 +8,6 @@ With use_echo=False the fusion and audio branch are not built and the network is
 from __future__ import annotations
 
 import dataclasses
-import types
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +21,7 @@ from torch import nn
 from avs_depth_core.audio.features import StftSettings, echo_features
 from avs_depth_core.audio.window import echo_window_samples
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
+from avs_depth_core.config import check_fields, dataclass_from_dict
 from avs_depth_core.models.audio_encoder import AudioEncoder
 from avs_depth_core.models.fusion import CrossModalAttention
 from avs_depth_core.models.metric_bins import BIN_CENTERS_TYPES, MetricBinsHead
@@ -74,13 +73,9 @@ class AVSNetConfig:
     audio_weights: str | None = None  # local torchvision ResNet .pth (ImageNet init), loaded at construction
 
     def __post_init__(self) -> None:
-        _check_types(self)
-        self.image_size = tuple(self.image_size)
-        self.norm_mean, self.norm_std = tuple(self.norm_mean), tuple(self.norm_std)
-        self.n_attractors = list(self.n_attractors)
+        check_fields(self)  # types, and lists/tuples as annotated
         if self.echo_size is None:
             self.echo_size = self.image_size
-        self.echo_size = tuple(self.echo_size)
         self.validate()
 
     def validate(self) -> None:
@@ -127,16 +122,8 @@ class AVSNetConfig:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], where: str = "model config") -> AVSNetConfig:
-        if not isinstance(values, dict):
-            raise ValueError(f"{where}: expected a mapping of AVSNetConfig fields, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
-        try:
-            return cls(**values)
-        except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
+        """Strict: unknown keys and wrong types are errors naming `where` and the key (avs_depth_core.config)."""
+        return dataclass_from_dict(cls, values, where)
 
     @classmethod
     def from_yaml(cls, path: str | Path, overrides: dict[str, Any] | list[str] | None = None) -> AVSNetConfig:
@@ -164,37 +151,6 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
             raise ValueError(f"override {item!r}: expected key=value")
         parsed[key.strip()] = yaml.safe_load(value)
     return parsed
-
-
-def _matches(value: Any, annotation: Any) -> bool:
-    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
-    if annotation is type(None):
-        return value is None
-    if origin in (typing.Union, types.UnionType):
-        return any(_matches(value, a) for a in args)
-    if origin in (tuple, list):
-        if not isinstance(value, (tuple, list)):
-            return False
-        if origin is tuple and args and args[-1] is not Ellipsis and len(value) != len(args):
-            return False
-        item_types = args[:1] * len(value) if origin is list or (args and args[-1] is Ellipsis) else args
-        return all(_matches(v, a) for v, a in zip(value, item_types, strict=True))
-    if annotation is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if annotation is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, annotation)
-
-
-def _check_types(cfg: AVSNetConfig) -> None:
-    hints = typing.get_type_hints(type(cfg))
-    for f in dataclasses.fields(cfg):
-        value = getattr(cfg, f.name)
-        if not _matches(value, hints[f.name]):
-            expected = hints[f.name].__name__ if isinstance(hints[f.name], type) else str(hints[f.name])
-            raise ValueError(f"{f.name}: expected {expected}, got {value!r} ({type(value).__name__})")
-        if hints[f.name] is float:
-            setattr(cfg, f.name, float(value))
 
 
 class AVSNet(nn.Module):

@@ -18,6 +18,7 @@ import yaml
 from torch import nn
 
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
+from avs_depth_core.config import check_fields, dataclass_from_dict
 from avs_depth_core.geometry import transformation_from_parameters
 from avs_depth_core.models.resnet import ResNetEncoder
 
@@ -68,6 +69,7 @@ class Monodepth2Config:
     pretrained_encoder: str | None = None
 
     def __post_init__(self) -> None:
+        check_fields(self)
         self.validate()
 
     def validate(self) -> None:
@@ -92,16 +94,8 @@ class Monodepth2Config:
 
     @classmethod
     def from_dict(cls, values: dict[str, Any], source: str = "monodepth2 config") -> Monodepth2Config:
-        if not isinstance(values, dict):
-            raise ValueError(f"{source}: expected a mapping of settings, got {type(values).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {unknown}; known keys are {sorted(known)}")
-        try:
-            return cls(**values)
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"{source}: {err}") from err
+        """Strict: unknown keys and wrong types are errors naming `source` and the key (avs_depth_core.config)."""
+        return dataclass_from_dict(cls, values, source)
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Monodepth2Config:

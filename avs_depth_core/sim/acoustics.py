@@ -11,7 +11,8 @@ The room impulse response from the speaker to each microphone is a sum of delaye
 Taps carry 1/r spreading, air absorption, surface absorption, a forward-facing speaker's directivity and a little head
 shadow at each ear. Occlusion by boxes is not modelled (sound diffracts around furniture-sized objects anyway). The
 impulse response is convolved with the emitted chirp and scaled so the direct path peaks at the recorder's level; then
-background and microphone noise are added.
+background and microphone noise are added, and the microphone preamp's soft limiter (preamp_limit) keeps the loudest
+returns below full scale.
 
 Sample 0 of the returned window is `pre_roll` samples before the chirp leaves the speaker (emission_offset = pre_roll),
 and the window covers BatVision's echo cut for the preset's max depth at 340 m/s plus one chirp, so downstream cutting
@@ -40,6 +41,17 @@ SINC_TAPS = 8             # fractional-delay interpolation of the specular taps 
 # with hard surfaces for ~2 s.
 UNMODELLED_ABSORPTION = 0.08
 SPEAKER_Q = 3.0           # directivity factor of a cardioid: the reverberant field gets a third of the on-axis power
+# The microphone preamp's soft limiter: linear up to LIMITER_THRESHOLD of full scale, then a tanh knee that approaches
+# LIMITER_CEILING. An assumption about the recorder (field recorders and audio interfaces ship such limiters; BatVision's
+# is not documented), needed because the rig is real-sized while --scale-ambiguous shrinks the world: at scale 0.5 the
+# floor lies ~0.3 m below the microphones, walls and boxes come as close as 0.6 x clearance x 0.5, and their first
+# returns exceed the direct path (up to ~3x). The threshold sits above the direct path's level (world.LEVEL_RANGE
+# 0.6-0.75 times a channel gain near 1), so ordinary recordings pass unchanged (a rare direct path at 0.85 leaves at
+# 0.849); the ceiling stays below data/messages.CLIP_LEVEL (0.999), so limited peaks are not taken for clipping. A
+# recording gain lowered with the scene's scale would avoid the limiter, but would give the network a level cue for
+# the scale that the scale-ambiguous data hides.
+LIMITER_THRESHOLD = 0.8
+LIMITER_CEILING = 0.98
 
 
 @dataclass(frozen=True)
@@ -107,13 +119,19 @@ class EchoSimulator:
     image-source order of the room; ambient_noise / mic_noise the standard deviations of the background (low-passed,
     partly shared by the ears) and microphone (white) noise, full scale = 1 (the real BV2 sample shows ~1.5e-3 before the
     direct path); transducer=False emits the bare chirp instead of the chirp through transducer_response().
+    limiter: (threshold, ceiling) of the preamp's soft limiter (preamp_limit), or None for none: samples beyond full scale
+    are then hard-clipped to [-1, 1], as an ADC does.
     """
 
     def __init__(self, max_depth: float, chirp: ChirpSpec = BATVISION_CHIRP, rig: BinauralRig = BinauralRig(),
                  ism_order: int = 3, speed_of_sound: float = SPEED_OF_SOUND, pre_roll: int = PRE_ROLL,
-                 ambient_noise: float = 1.2e-3, mic_noise: float = 3e-4, transducer: bool = True) -> None:
+                 ambient_noise: float = 1.2e-3, mic_noise: float = 3e-4, transducer: bool = True,
+                 limiter: tuple[float, float] | None = (LIMITER_THRESHOLD, LIMITER_CEILING)) -> None:
         if ism_order < 0:
             raise ValueError(f"image-source order must be >= 0, got {ism_order}")
+        if limiter is not None and not 0 < limiter[0] < limiter[1] <= 1:
+            raise ValueError(f"limiter needs 0 < threshold < ceiling <= 1 (of full scale), got {limiter}")
+        self.limiter = None if limiter is None else (float(limiter[0]), float(limiter[1]))
         self.chirp_spec, self.rig, self.c = chirp, rig, float(speed_of_sound)
         self.fs = chirp.sample_rate
         self.chirp = synthesize_chirp(chirp).astype(np.float64)
@@ -275,8 +293,9 @@ class EchoSimulator:
 
     def render(self, ac: AcousticScene, pose: np.ndarray, rng: np.random.Generator | None = None, level: float = 0.68,
                channel_gain: tuple[float, float] = (1.0, 1.0), noise: bool = True, tail: bool = True) -> np.ndarray:
-        """The recorded window: (2, num_samples) float32 in [-1, 1] (left, right), the direct path peaking near `level`.
-        rng drives the reverberation tail and the noise; without rng (or with noise=False, tail=False) it is noise-free."""
+        """The recorded window: (2, num_samples) float32 in [-1, 1] (left, right), the direct path peaking near `level`,
+        through the preamp's limiter (or hard-clipped at full scale without one). rng drives the reverberation tail and
+        the noise; without rng (or with noise=False, tail=False) it is noise-free."""
         ir = self.impulse_response(ac, pose, rng, tail=tail)
         speaker, mics, _, _ = self.rig.positions(pose)
         d = float(np.linalg.norm(mics - speaker, axis=1).mean())
@@ -291,7 +310,22 @@ class EchoSimulator:
             shared = ambient[2] * math.sqrt(0.5)
             wave += self.ambient_noise * (ambient[:2] * math.sqrt(0.5) + shared)
             wave += self.mic_noise * rng.standard_normal((2, self.num_samples))
+        if self.limiter is not None:
+            wave = preamp_limit(wave, *self.limiter)
         return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+def preamp_limit(wave: np.ndarray, threshold: float = LIMITER_THRESHOLD, ceiling: float = LIMITER_CEILING) -> np.ndarray:
+    """A soft limiter: |x| <= threshold passes unchanged; above, threshold + (ceiling - threshold) tanh(excess / (ceiling -
+    threshold)), which has slope 1 at the threshold and rises monotonically towards the ceiling. Sign is kept."""
+    magnitude = np.abs(wave)
+    over = magnitude > threshold
+    if not over.any():
+        return wave
+    span = ceiling - threshold
+    out = wave.copy()
+    out[over] = np.sign(wave[over]) * (threshold + span * np.tanh((magnitude[over] - threshold) / span))
+    return out
 
 
 def _peaking_biquad(f0: float, gain_db: float, q: float, fs: int) -> np.ndarray:

@@ -31,6 +31,8 @@ from avs_depth_core.sim.trajectory import Motion, RobotPath
 __all__ = ["PRESETS", "SimFrame", "SimSequence", "SimWorld"]
 
 # Per-sequence recording level: the direct path's peak, as a fraction of full scale (real BV2 sample: 0.60 and 0.75).
+# It does not depend on the scene's scale (that would be a scale cue); returns louder than full scale, from surfaces a
+# shrunken world brings close to the real-sized rig, go through the preamp's soft limiter (acoustics.preamp_limit).
 LEVEL_RANGE = (0.6, 0.75)
 CHANNEL_MISMATCH = 0.05   # std of the microphones' relative sensitivity
 

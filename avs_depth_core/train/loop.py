@@ -9,9 +9,8 @@ import json
 import math
 import os
 import random
-import shutil
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -25,55 +24,16 @@ from torch.utils.data.distributed import DistributedSampler
 from tqdm import tqdm
 
 from avs_depth_core.checkpoint import checkpoint_paths, load_checkpoint, load_checkpoint_extra, save_checkpoint
+from avs_depth_core.config import dataclass_from_dict as config_from_dict
 
 # ---------------------------------------------------------------------------------------------------------------------
 # configuration sections
 
 
 def dataclass_from_dict(cls: type, values: Mapping[str, Any] | None, section: str) -> Any:
-    """Build dataclass `cls` from a config section; unknown keys and wrong types are errors naming `section.key`."""
-    values = dict(values or {})
-    known = {f.name: f for f in fields(cls)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ValueError(f"config: unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}; "
-                         f"{section} accepts {', '.join(sorted(known))}")
-    defaults = cls()
-    out = {}
-    for key, value in values.items():
-        default = getattr(defaults, key)
-        out[key] = _coerce(value, default, f"{section}.{key}")
-    return cls(**out)
-
-
-def _coerce(value: Any, default: Any, key: str) -> Any:
-    """Check a YAML value against its default's type (ints may stand for floats; None is allowed where the default is None)."""
-    if default is None or value is None:
-        return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ValueError(f"config: {key} must be true or false, got {value!r}")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
-            try:
-                value = float(value)
-            except ValueError:
-                raise ValueError(f"config: {key} must be a number, got {value!r}") from None
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"config: {key} must be a number, got {value!r}")
-        return float(value)
-    if isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"config: {key} must be an integer, got {value!r}")
-        return value
-    if isinstance(default, str) and not isinstance(value, str):
-        raise ValueError(f"config: {key} must be a string, got {value!r}")
-    if isinstance(default, (tuple, list)):
-        if not isinstance(value, (list, tuple)):
-            raise ValueError(f"config: {key} must be a list, got {value!r}")
-        return tuple(value)
-    return value
+    """Build dataclass `cls` from config section `section` (None = all defaults); unknown keys and wrong types are errors
+    naming `section.key` (avs_depth_core.config)."""
+    return config_from_dict(cls, values or {}, "config", prefix=f"{section}.")
 
 
 def apply_overrides(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
@@ -405,17 +365,9 @@ def save_training_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor],
     extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
              "progress": dict(vars(progress)), "rng": rng_state()}
     meta = {**meta, "epoch": progress.epoch, "step": progress.step}
-    # Written in full beside the target, then moved into place with the JSON last: a run killed while saving keeps its
-    # previous checkpoint intact (only the back-to-back renames could be cut, a window of microseconds).
-    path = Path(path)
-    staging = path.parent / f".{path.name}.partial"
-    shutil.rmtree(staging, ignore_errors=True)
-    save_checkpoint(staging / path.name, dict(state_dict), config, kind, meta, extra=extra)
-    weights, json_path, extra_path = checkpoint_paths(path)
-    for final in (weights, extra_path, json_path):
-        os.replace(staging / final.name, final)
-    staging.rmdir()
-    return weights
+    # save_checkpoint writes every file in full under a temporary name and then renames them into place, JSON last: a run
+    # killed while saving keeps its previous checkpoint (only the back-to-back renames could be cut, a window of microseconds).
+    return save_checkpoint(path, dict(state_dict), config, kind, meta, extra=extra)
 
 
 def load_training_checkpoint(path: Path, model: nn.Module, *, optimizer: torch.optim.Optimizer, scheduler: Any,

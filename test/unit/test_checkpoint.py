@@ -1,6 +1,8 @@
 """safetensors + JSON checkpoints: round trips, AVS-Net loading, and the errors for files that do not fit."""
 
 import json
+import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -127,3 +129,57 @@ def test_training_state_round_trip(tmp_path, tiny_model):
     assert load_checkpoint_extra(tmp_path / "last") is None and not (tmp_path / "last.extra.safetensors").exists()
     with pytest.raises(ValueError, match="cannot be stored without pickling"):
         save_checkpoint(tmp_path / "bad", model.state_dict(), {}, "linear", extra={"fn": print})
+
+
+def test_interrupted_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    import avs_depth_core.checkpoint as checkpoint_module
+
+    old = {"w": torch.zeros(64, 64)}
+    save_checkpoint(tmp_path / "last", old, {"v": 1}, "thing", extra={"step": torch.tensor(1)})
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["last.extra.safetensors", "last.json", "last.safetensors"]
+    real_save = checkpoint_module.save_file
+    written = []
+
+    def killed_while_writing_extra(tensors, filename):
+        written.append(filename)
+        if len(written) == 2:  # the extra tensors: half a file, then the process is interrupted
+            with open(filename, "wb") as f:
+                f.write(b"\x00" * 100)
+            raise KeyboardInterrupt
+        real_save(tensors, filename)
+
+    monkeypatch.setattr(checkpoint_module, "save_file", killed_while_writing_extra)
+    with pytest.raises(KeyboardInterrupt):
+        save_checkpoint(tmp_path / "last", {"w": torch.ones(64, 64)}, {"v": 2}, "thing", extra={"step": torch.tensor(2)})
+    # The tensors went to hidden temporaries beside the target, which are gone again; the final names were not touched.
+    assert len(written) == 2 and all(Path(f).parent == tmp_path for f in written)
+    assert all(Path(f).name.startswith(".last.") and Path(f).name.endswith(".tmp") for f in written)
+    assert sorted(p.name for p in tmp_path.iterdir()) == files
+    state, config, _, _ = load_checkpoint(tmp_path / "last")
+    assert config == {"v": 1} and state["w"].sum() == 0
+    assert load_checkpoint_extra(tmp_path / "last")["step"].item() == 1
+
+
+def test_kill_between_renames_is_detected(tmp_path, monkeypatch):
+    """A kill (no clean-up) after the weights were renamed but before the JSON: the old JSON's sha256 rejects them."""
+    import avs_depth_core.checkpoint as checkpoint_module
+
+    save_checkpoint(tmp_path / "m", {"w": torch.zeros(3)}, {}, "thing")
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_die(src, dst):
+        calls.append(Path(dst).name)
+        if len(calls) == 2:
+            raise SystemExit("killed")
+        real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint_module.os, "replace", replace_then_die)
+    with pytest.raises(SystemExit):
+        save_checkpoint(tmp_path / "m", {"w": torch.ones(3)}, {}, "thing")
+    monkeypatch.undo()
+    assert calls == ["m.safetensors", "m.json"]  # weights first, the JSON last
+    with pytest.raises(ValueError, match="sha256"):
+        load_checkpoint(tmp_path / "m")
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # cleaned up on the way out

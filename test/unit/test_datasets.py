@@ -293,3 +293,83 @@ def test_sqlite_bag(tmp_path, storage):
     bag = write_bag(tmp_path / "bag", n=3, storage=storage)
     ds = supervised(bag, tmp_path, stft=StftSettings(log=True))
     assert len(ds) == 3 and torch.isfinite(ds[0]["echo"]).all()
+
+
+def write_fine_depth_bag(path, depth_hw=(2 * H0, 2 * W0), n=4, sequences=None, odd_size_at=None):
+    """Images at H0 x W0 with depth at depth_hw (default twice the image size): a one-pixel checkerboard of 2 m and 4 m
+    (nearest downsampling keeps only one of the two), a NaN and a pixel beyond max_depth. Frame `odd_size_at` gets depth
+    at another size."""
+    depths = []
+    with BagWriter(path) as w:
+        for i in range(n):
+            t = T0 + i * PERIOD
+            hw = (3 * H0, 3 * W0) if i == odd_size_at else depth_hw
+            yy, xx = np.mgrid[:hw[0], :hw[1]]
+            depth = np.where((yy + xx) % 2 == 0, 2.0, 4.0).astype(np.float32) + 0.1 * i
+            depth[0, 0], depth[3, 5] = np.nan, 50.0
+            depths.append(depth)
+            w.write(topics.CAMERA_INFO, make_msg(topics.CAMERA_INFO_TYPE, t, "cam", camera_info_fields(K0, W0, H0)),
+                    topics.CAMERA_INFO_TYPE)
+            w.write(topics.IMAGE, make_msg(topics.IMAGE_TYPE, t, "cam", image_fields(frame_rgb(i), "rgb8")), topics.IMAGE_TYPE)
+            w.write(topics.DEPTH, make_msg(topics.IMAGE_TYPE, t, "cam", image_fields(depth, "32FC1")), topics.IMAGE_TYPE)
+            w.write(topics.ECHO, make_msg(topics.ECHO_TYPE, t, "mic", echo_fields(frame_echo(i), 44_100, BATVISION_CHIRP)),
+                    topics.ECHO_TYPE)
+        for seq in sequences or []:
+            w.add_sequence(*seq)
+    return path, depths
+
+
+def test_depth_at_native_resolution(tmp_path):
+    bag, depths = write_fine_depth_bag(tmp_path / "bag")
+    native = supervised(bag, tmp_path, depth_size="native")
+    network = supervised(bag, tmp_path)
+    assert native.cache.path != network.cache.path
+    assert native.depth_size == (2 * H0, 2 * W0) and network.depth_size == SIZE
+    for i in range(4):
+        expected = np.where(np.isfinite(depths[i]) & (depths[i] < 30.0), depths[i], 0.0)
+        np.testing.assert_array_equal(native[i]["depth"][0].numpy(), expected)  # as recorded, invalid -> 0
+        assert native[i]["rgb"].shape == (3, *SIZE)  # the network input is resized as before
+        torch.testing.assert_close(native[i]["echo"], network[i]["echo"])
+    # Nearest downsampling by 4 (source pixels 4j + 2) keeps one colour of the checkerboard; the native map has both.
+    assert set(np.unique(network[0]["depth"].numpy())) == {2.0}
+    assert set(np.unique(native[0]["depth"].numpy())) == {0.0, 2.0, 4.0}
+    batch = next(iter(DataLoader(native, batch_size=4)))
+    assert batch["depth"].shape == (4, 1, 2 * H0, 2 * W0)
+    explicit = supervised(bag, tmp_path, depth_size=(H0, W0))
+    assert explicit[0]["depth"].shape == (1, H0, W0) and explicit.cache.path not in (native.cache.path, network.cache.path)
+    triples = TripletBagDataset(bag, "all", image_size=SIZE, interval=1, cache_dir=tmp_path / "cache", progress=False,
+                                verbose=False, depth_size="native")
+    assert triples[0]["depth"].shape == (1, 2 * H0, 2 * W0) and triples[0]["has_depth"]
+    with pytest.raises(ValueError, match="depth_size must be None"):
+        supervised(bag, tmp_path, depth_size="full")
+
+
+def test_native_depth_caches_only_its_split_and_needs_one_size(tmp_path):
+    bag, _ = write_fine_depth_bag(tmp_path / "bag", n=6, sequences=[("a", "train", T0, T0 + 3 * PERIOD),
+                                                                     ("b", "test", T0 + 4 * PERIOD, T0 + 5 * PERIOD)])
+    test = supervised(bag, tmp_path, "test", depth_size="native")
+    assert len(test) == 2 and len(test.cache) == 2 and test.report == {}
+    assert len(supervised(bag, tmp_path, "test")) == 2 and len(supervised(bag, tmp_path, "test").cache) == 6
+    with pytest.raises(ValueError, match="unknown split 'tst'"):
+        supervised(bag, tmp_path, "tst", depth_size="native")
+    mixed, _ = write_fine_depth_bag(tmp_path / "mixed", odd_size_at=2)
+    with pytest.raises(ValueError, match=rf"stamp {T0 + 2 * PERIOD} ns: depth 48x36 differs from the 32x24 .*one size per bag"):
+        supervised(mixed, tmp_path, depth_size="native")
+    skipped = supervised(mixed, tmp_path, depth_size="native", skip_bad=True)
+    assert len(skipped) == 3 and skipped.report == {"bad depth (skipped)": 1}
+    assert len(supervised(mixed, tmp_path)) == 4  # resized to the network size, any recorded size works
+
+
+def test_cache_key_of_existing_caches_is_unchanged():
+    """The depth_size and split options, left unset, do not change the key of caches built before they existed."""
+    import hashlib
+    import json
+    from dataclasses import asdict
+
+    settings = cache_module.CacheSettings(image_size=SIZE, keep="paired", max_depth=30.0, echo_size=ECHO_SIZE)
+    before = {k: v for k, v in asdict(settings).items() if k not in ("depth_size", "split")}
+    text = json.dumps({"version": cache_module.CACHE_VERSION, "bag": "f" * 64, "settings": before}, sort_keys=True)
+    assert settings.key("f" * 64) == hashlib.sha256(text.encode()).hexdigest()[:24]
+    native = cache_module.CacheSettings(image_size=SIZE, keep="paired", max_depth=30.0, echo_size=ECHO_SIZE,
+                                        depth_size="native", split="test")
+    assert native.key("f" * 64) != settings.key("f" * 64)

@@ -7,12 +7,19 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from test_infer import tiny_checkpoint
-from test_train import MAX_DEPTH, train_tiny, write_tiny_bag
+from test_train import MAX_DEPTH, PERIOD, RATE, T0, H, K, W, train_tiny, write_tiny_bag
 
+from avs_depth_core.audio import BATVISION_CHIRP, synthesize_chirp
 from avs_depth_core.cli import main
+from avs_depth_core.data import topics
+from avs_depth_core.data.bag import BagWriter, make_msg
+from avs_depth_core.data.datasets import SupervisedBagDataset
+from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
 from avs_depth_core.evaluation import TABLE_METRICS, check_batch
+from avs_depth_core.models.avsnet import AVSNet
 from avs_depth_core.visualise import colourise, save_prediction_figure
 
 
@@ -71,3 +78,66 @@ def test_figure_marks_invalid_pixels_grey(tmp_path):
     pred[0, 0, 0] = float("nan")
     path = save_prediction_figure(tmp_path / "f.png", torch.rand(3, 8, 16), gt, pred, 1e-3, 10.0, "t")
     assert Image.open(path).size[0] > 300
+
+
+def write_fine_depth_bag(path, n=3):
+    """Test-split frames at the network size (32x64) whose depth is recorded at twice that: a one-pixel checkerboard of
+    2 m and 5 m (nearest downsampling keeps only the 2 m squares) with an invalid border column."""
+    rng = np.random.default_rng(3)
+    chirp = synthesize_chirp(BATVISION_CHIRP)
+    yy, xx = np.mgrid[:2 * H, :2 * W]
+    depths = []
+    with BagWriter(path) as w:
+        for i in range(n):
+            t = T0 + i * PERIOD
+            depth = np.where((yy + xx) % 2 == 0, 2.0, 5.0).astype(np.float32) + 0.25 * i
+            depth[:, :3] = np.nan
+            depths.append(depth)
+            echo = rng.normal(0, 1e-3, (2, 2400)).astype(np.float32)
+            echo[:, :chirp.size] += 0.5 * chirp
+            rgb = rng.integers(0, 255, (H, W, 3), dtype=np.uint8)
+            w.write(topics.CAMERA_INFO, make_msg(topics.CAMERA_INFO_TYPE, t, "cam", camera_info_fields(K, W, H)),
+                    topics.CAMERA_INFO_TYPE)
+            w.write(topics.IMAGE, make_msg(topics.IMAGE_TYPE, t, "cam", image_fields(rgb, "rgb8")), topics.IMAGE_TYPE)
+            w.write(topics.DEPTH, make_msg(topics.IMAGE_TYPE, t, "cam", image_fields(depth, "32FC1")), topics.IMAGE_TYPE)
+            w.write(topics.ECHO, make_msg(topics.ECHO_TYPE, t, "mic", echo_fields(echo, RATE, BATVISION_CHIRP)),
+                    topics.ECHO_TYPE)
+        w.add_sequence("test0", "test", T0, T0 + (n - 1) * PERIOD)
+    return path, depths
+
+
+def test_metrics_at_the_ground_truths_native_resolution(tmp_path):
+    bag, depths = write_fine_depth_bag(tmp_path / "bag")
+    ckpt = tiny_checkpoint(tmp_path / "tiny", image_size=[H, W], echo_size=[32, 32], max_depth=MAX_DEPTH)
+    rows = {}
+    for resolution in ("native", "network"):
+        out = tmp_path / resolution
+        assert main(["evaluate", "--bag", str(bag), "--checkpoint", str(ckpt), "--device", "cpu", "--out", str(out),
+                     "--cache-dir", str(tmp_path / "cache"), "--gt-resolution", resolution, "--batch-size", "2"]) == 0
+        rows[resolution] = json.loads((out / "results.json").read_text())[0]
+    assert rows["native"]["gt_size"] == [2 * H, 2 * W] and rows["network"]["gt_size"] == [H, W]
+    assert "128x64 native" in (tmp_path / "native" / "results.md").read_text()
+
+    # By hand: the network's prediction, bilinearly resized (align_corners, as ZoeDepth) to the recorded depth's size,
+    # clamped to the range, compared on 0 < gt < max_depth pixels, averaged per image.
+    model = AVSNet.from_checkpoint(ckpt, torch.device("cpu"))
+    dataset = SupervisedBagDataset(bag, "test", image_size=(H, W), max_depth=MAX_DEPTH, echo_size=(32, 32),
+                                   cache_dir=tmp_path / "cache", progress=False, verbose=False)
+    abs_rel, rmse, delta1 = [], [], []
+    for i in range(len(dataset)):
+        item = dataset[i]
+        with torch.no_grad():
+            pred = model(item["rgb"][None], item["echo"][None])["metric_depth"]
+        pred = F.interpolate(pred, size=(2 * H, 2 * W), mode="bilinear", align_corners=True)[0, 0].double().numpy()
+        gt = depths[i].astype(np.float64)
+        valid = np.isfinite(gt) & (gt > 1e-3) & (gt < MAX_DEPTH)
+        p, g = np.clip(pred, 1e-3, MAX_DEPTH)[valid], gt[valid]
+        abs_rel.append(np.mean(np.abs(p - g) / g))
+        rmse.append(np.sqrt(np.mean((p - g) ** 2)))
+        delta1.append(np.mean(np.maximum(p / g, g / p) < 1.25))
+    native = rows["native"]["metrics"]
+    assert native["abs_rel"] == pytest.approx(np.mean(abs_rel), rel=1e-5)
+    assert native["rmse"] == pytest.approx(np.mean(rmse), rel=1e-5)
+    assert native["delta1"] == pytest.approx(np.mean(delta1), rel=1e-5)
+    # At the network size the checkerboard's 5 m squares are gone, and the numbers differ.
+    assert abs(rows["network"]["metrics"]["rmse"] - native["rmse"]) > 0.1

@@ -19,14 +19,6 @@ H, W = 12, 16
 K3 = torch.tensor([[10.0, 0.0, 7.5], [0.0, 11.0, 5.5], [0.0, 0.0, 1.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _grid(batch: int = 2) -> torch.Tensor:
     v, u = torch.meshgrid(torch.arange(H, dtype=torch.float32), torch.arange(W, dtype=torch.float32), indexing="ij")
     return torch.stack([u / (W - 1), v / (H - 1)], -1).sub(0.5).mul(2).expand(batch, H, W, 2)

@@ -18,14 +18,6 @@ from avs_depth_core.models.resnet import ResNetEncoder
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def test_config_defaults_are_monodepth2_options_and_yaml_matches():
     c = Monodepth2Config()
     assert (c.height, c.width, c.num_layers, c.scales) == (192, 640, 18, [0, 1, 2, 3])

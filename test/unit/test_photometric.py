@@ -19,14 +19,6 @@ H = W = 64
 K = torch.tensor([[0.58 * W, 0.0, 0.5 * W], [0.0, 1.92 * H, 0.5 * H], [0.0, 0.0, 1.0]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _scene(shift: int, batch: int = 2, seed: int = 0) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
     """A textured fronto-parallel plane seen by a camera moving sideways: sources are the target shifted by -/+ shift columns."""
     g = torch.Generator().manual_seed(seed)

@@ -4,12 +4,14 @@ handling, device resolution, checkpoint lookup, and tiny real checkpoints end to
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from avs_depth_core import pipeline as pipeline_module
+from avs_depth_core.checkpoint import save_checkpoint
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
 from avs_depth_core.pipeline import DepthPipeline, EchoInput, find_checkpoint, resolve_device
 from avs_depth_core.scaling import ScalingConfig
@@ -155,6 +157,19 @@ def test_missing_checkpoints_are_clear(tmp_path, monkeypatch):
         DepthPipeline.from_checkpoints("", device="cpu")
     with pytest.raises(ValueError, match="relative_model must be one of"):
         DepthPipeline.from_checkpoints(tmp_path / "x", relative_model="midas", device="cpu")
+
+
+def test_bundled_checkpoint_is_the_weights_not_the_training_state(tmp_path, monkeypatch):
+    monkeypatch.setattr(pipeline_module, "resources", SimpleNamespace(files=lambda package: tmp_path / package))
+    assert pipeline_module.bundled_checkpoint("avsnet") is None  # no checkpoints folder installed
+    folder = tmp_path / "avs_depth_core" / "checkpoints" / "avsnet"
+    folder.mkdir(parents=True)
+    assert pipeline_module.bundled_checkpoint("avsnet") is None
+    save_checkpoint(folder / "default", {"w": torch.zeros(2)}, {}, "avsnet", extra={"step": torch.tensor(3)})
+    (folder / ".default.safetensors.123-abcd.tmp").write_bytes(b"")  # a save in progress
+    assert sorted(p.name for p in folder.iterdir())[1] == "default.extra.safetensors"  # sorts before the weights
+    assert pipeline_module.bundled_checkpoint("avsnet") == folder / "default.safetensors"
+    assert find_checkpoint("", "avsnet", "avsnet_checkpoint") == folder / "default.safetensors"
 
 
 @pytest.fixture(scope="module")

@@ -9,14 +9,6 @@ from avs_depth_core.relative import RelativeDepthModel
 from avs_depth_core.scaling import recover_scale
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class TinyDepth(nn.Module):
     """A positive map from an image: softplus of a 3x3 convolution."""
 

@@ -11,7 +11,8 @@ from avs_depth_core.audio import synthesize_chirp
 from avs_depth_core.cli import main
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import bag_sequences
-from avs_depth_core.sim.acoustics import EchoSimulator
+from avs_depth_core.data.messages import echo_problem
+from avs_depth_core.sim.acoustics import LIMITER_CEILING, LIMITER_THRESHOLD, EchoSimulator, preamp_limit
 from avs_depth_core.sim.cli import split_counts
 from avs_depth_core.sim.render import Renderer, intrinsics, prepare
 from avs_depth_core.sim.scene import simple_scene
@@ -333,3 +334,49 @@ def test_cli_bad_arguments(tmp_path, capsys):
             main([*base, "--out", str(tmp_path / "e"), *bad])
         assert exit_info.value.code == 2
     assert not any((tmp_path / name).exists() for name in "abcde")
+
+
+def test_small_scale_scenes_do_not_clip():
+    """A real-sized rig in worlds shrunk to half size: floor, walls and boxes come close and their first returns outgrow
+    the direct path. The preamp's limiter keeps every recording below the clipping detector's level and passes every sample
+    below its threshold unchanged; a recorder without it (hard clipping at full scale) loses frames to the dataset."""
+    rejected_without, limited, total = 0, 0, 0
+    for preset in ("bv1", "bv2"):
+        world = SimWorld(preset, seed=1, height=16, width=32, scale_ambiguous=True, scale_range=(0.5, 0.5))
+        plain = EchoSimulator(world.max_depth, limiter=None)
+        for k in range(6):
+            seq = world.sequence(k)
+            for i in (0, 40, 120):
+                pose = seq.pose(i)
+                echo = world.acoustics.render(seq.acoustic_scene, pose, None, seq.level, seq.channel_gain, noise=False,
+                                              tail=False)
+                unlimited = plain.render(seq.acoustic_scene, pose, None, seq.level, seq.channel_gain, noise=False, tail=False)
+                assert echo_problem(echo) is None, (preset, k, i)
+                assert np.abs(echo).max() <= LIMITER_CEILING
+                linear = np.abs(unlimited) <= LIMITER_THRESHOLD
+                np.testing.assert_array_equal(echo[linear], unlimited[linear])
+                rejected_without += echo_problem(unlimited) is not None
+                limited += int((~linear).sum())
+                total += linear.size
+    assert rejected_without >= 2  # the sweep reaches the scenes the limiter is for
+    assert 0 < limited < 0.005 * total  # and it touches only their loudest returns
+    # The reported case: bv2 seed 0, sequence 68 (scale ~0.52), frames as `avs-depth simulate` writes them.
+    seq = SimWorld("bv2", seed=0, height=16, width=32, scale_ambiguous=True).sequence(68)
+    assert seq.scale == pytest.approx(0.516, abs=0.001)
+    for i in (0, 7, 11):
+        echo = seq.frame(i).echo
+        assert echo_problem(echo) is None and np.abs(echo).max() <= LIMITER_CEILING
+        assert np.abs(echo).max() > LIMITER_THRESHOLD  # a limited frame, not a quiet one
+
+
+def test_preamp_limit_is_linear_then_soft():
+    x = np.linspace(-3.0, 3.0, 6001)
+    y = preamp_limit(x, 0.8, 0.98)
+    small = np.abs(x) <= 0.8
+    np.testing.assert_array_equal(y[small], x[small])
+    assert np.all(np.diff(y) > 0) and np.abs(y).max() < 0.98  # monotonic, below the ceiling
+    np.testing.assert_allclose(y, -y[::-1])  # odd
+    slope = np.diff(y) / np.diff(x)
+    assert abs(slope[np.searchsorted(x, 0.8)] - 1.0) < 0.01  # no kink at the threshold
+    with pytest.raises(ValueError, match="limiter"):
+        EchoSimulator(max_depth=12.0, limiter=(0.9, 0.8))

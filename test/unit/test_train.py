@@ -183,7 +183,7 @@ def test_only_rgb_and_overrides(tmp_path, capsys):
 @pytest.mark.parametrize(("override", "message"), [
     ("train.learning_rate=0.1", "train.learning_rate"),
     ("model.n_binz=3", "n_binz"),
-    ("train.epochs=two", "train.epochs must be an integer"),
+    ("train.epochs=two", "train.epochs: expected int"),
     ("train.optimizer=sgd", "train.optimizer 'sgd' is not implemented"),
     ("data.image_size=[64, 128]", "data.image_size"),
 ])

@@ -1,0 +1,135 @@
+"""Config sections -> dataclasses, one rule for every section (AVS-Net and Monodepth2 models, scaling, train, data).
+
+    cfg = dataclass_from_dict(AVSNetConfig, yaml_section, "config.yaml model")
+
+Strict: a key the dataclass does not have is an error naming the section and the key and listing the known keys. Every
+value is checked against the field's type annotation (float, int, bool, str, tuple[...], list[...], X | None) and
+normalised: ints stand for floats, lists for tuples and tuples for lists, and a float written as text is parsed (YAML 1.1,
+which PyYAML follows, reads 1e-3 without a dot as the string "1e-3"). Errors name the key: "n_bins: expected int, got '8'".
+The dataclasses' own __post_init__ checks (ranges, choices) run afterwards; their errors get the section in front.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+
+@functools.cache
+def field_types(cls: type) -> dict[str, Any]:
+    """{field name: resolved annotation} of a dataclass (string annotations from `from __future__ import annotations`)."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def describe(annotation: Any) -> str:
+    """int -> 'int'; tuple[int, int] | None -> 'tuple[int, int] | None' (as written in the dataclass)."""
+    return annotation.__name__ if isinstance(annotation, type) and not typing.get_args(annotation) else str(annotation)
+
+
+def coerce(value: Any, annotation: Any, key: str) -> Any:
+    """`value` checked against `annotation` and normalised (see the module docstring); ValueError naming `key` if it does
+    not fit."""
+    try:
+        return _coerce(value, annotation)
+    except _MismatchError:
+        raise ValueError(f"{key}: expected {describe(annotation)}, got {value!r} ({type(value).__name__})") from None
+
+
+class _MismatchError(Exception):
+    pass
+
+
+def _coerce(value: Any, annotation: Any) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return value
+    if annotation is type(None) or annotation is None:
+        if value is None:
+            return None
+        raise _MismatchError
+    if origin in (typing.Union, types.UnionType):
+        for option in args:
+            try:
+                return _coerce(value, option)
+            except _MismatchError:
+                continue
+        raise _MismatchError
+    if origin is typing.Literal:
+        if value in args:
+            return value
+        raise _MismatchError
+    if origin in (tuple, list):
+        if not isinstance(value, (tuple, list)):
+            raise _MismatchError
+        if origin is tuple and args and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                raise _MismatchError
+            items = [_coerce(v, a) for v, a in zip(value, args, strict=True)]
+        else:
+            items = [_coerce(v, args[0]) for v in value] if args else list(value)
+        return tuple(items) if origin is tuple else items
+    if origin is dict or annotation is dict:
+        if not isinstance(value, Mapping):
+            raise _MismatchError
+        return dict(value)
+    if annotation is bool:
+        if isinstance(value, bool):
+            return value
+        raise _MismatchError
+    if annotation is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise _MismatchError
+    if annotation is float:
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                raise _MismatchError from None
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise _MismatchError
+    if isinstance(annotation, type):
+        if isinstance(value, annotation):
+            return value
+        raise _MismatchError
+    return value  # an annotation this module does not interpret
+
+
+def check_fields(obj: Any) -> None:
+    """Check and normalise every field of dataclass instance `obj` in place (call it first in __post_init__)."""
+    for name, annotation in field_types(type(obj)).items():
+        setattr(obj, name, coerce(getattr(obj, name), annotation, name))
+
+
+def check_keys(cls: type, values: Any, where: str, prefix: str = "") -> dict[str, Any]:
+    """`values` as a dict, after checking it is a mapping holding only fields of dataclass `cls`."""
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{where}: expected a mapping of {cls.__name__} settings, got {type(values).__name__}")
+    known = sorted(field_types(cls))
+    unknown = sorted(set(values) - set(known), key=str)
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {[f'{prefix}{k}' for k in unknown]}; known keys: {known}")
+    return dict(values)
+
+
+def dataclass_from_dict(cls: type, values: Any, where: str, prefix: str = "") -> Any:
+    """Dataclass `cls` from a config section. `where` names the section in errors ("config.yaml model"); `prefix` is put
+    before each key in them ("train." gives "train.lr")."""
+    values = check_keys(cls, values, where, prefix)
+    types_ = field_types(cls)
+    out = {}
+    for key, value in values.items():
+        try:
+            out[key] = coerce(value, types_[key], f"{prefix}{key}")
+        except ValueError as err:
+            raise ValueError(f"{where}: {err}") from None
+    try:
+        return cls(**out)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{where}: {err}") from None
