@@ -65,8 +65,13 @@ demo: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
+# Speed figures (printed, never asserted). The ablations take 15-20 minutes each: run them by hand (README).
 bench: setup
-	$(PY) benchmarks/simulate_speed.py && $(PY) benchmarks/dataset_speed.py
+	$(PY) benchmarks/simulate_speed.py
+	$(PY) benchmarks/dataset_speed.py
+	$(PY) benchmarks/avsnet_speed.py --iters 3
+	$(PY) benchmarks/selfsup_speed.py
+	$(NETNS) bash -c 'ip link set lo up 2>/dev/null; $(ROS_ENV); $(PY) benchmarks/node_latency.py --tiny'
 
 clean:
 	rm -rf build install log $(VENV)

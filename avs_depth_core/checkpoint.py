@@ -101,6 +101,12 @@ def _temporary(final: Path) -> Path:
     return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
 
 
+def _umask() -> int:
+    current = os.umask(0)
+    os.umask(current)
+    return current
+
+
 def _fsync(path: Path) -> None:
     with path.open("rb") as f:
         os.fsync(f.fileno())
@@ -144,7 +150,9 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
         tmp_json = _temporary(json_path)
         staged.append((tmp_json, json_path))
         tmp_json.write_text(text)
+        mode = 0o666 & ~_umask()  # safetensors writes owner-only files; checkpoints are shared and installed
         for tmp, _ in staged:
+            os.chmod(tmp, mode)
             _fsync(tmp)
         for tmp, final in staged:
             os.replace(tmp, final)

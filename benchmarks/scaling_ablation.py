@@ -1,0 +1,296 @@
+"""Table 2 on a simulated scale-ambiguous world: a relative depth model made metric with no scaling, with the Only-RGB
+AVS-Net's scale and with the RGB-Echoes AVS-Net's scale (the AVS-Net paper's scaling ablation).
+
+    .venv/bin/python benchmarks/scaling_ablation.py --quick [--preset bv1] [--seed S] [--out R.json] [--work DIR]
+
+1. `avs-depth simulate --scale-ambiguous`: every sequence is one scene scaled by a log-uniform factor in [0.5, 2] (camera
+   path included, intrinsics unchanged), so an image holds no absolute-scale cue while depth and echo delays scale.
+   Splits are by sequence: the test scenes and their scales are never seen in training.
+2. Training, in two lanes that run side by side (one CPU thread each), on the training sequences:
+   lane 1: `avs-depth train --model monodepth2` (a subprocess) on the training sequences' frame triples;
+   lane 2: AVS-Net RGB-Echoes, then Only-RGB, with the CPU recipe of benchmarks/echo_scale_ablation.py (same trainer,
+   data, seed and steps; they differ only in use_echo).
+   With --work DIR, a finished run of the same setting is reused instead of trained again (delete it to retrain).
+3. `evaluate-scaling` on the test sequences (avs_depth_core.evaluation.scaling_cli.evaluate_scaling): the rows No / RGB /
+   RGB-Echoes with the seven metrics, printed as markdown; --out R.json gets {"none": {...}, "rgb": {...}, "rgb_echo":
+   {...}} and R.details.json the setting, timings, the GT-median reference row and the training summaries.
+
+The paper reports RGB-Echoes scaling ahead of RGB scaling for all six relative models (about +0.07 to +0.09 delta1), and
+both far ahead of no scaling. Here the scale of an image is unknowable from RGB alone by construction: a scale known only
+up to a log-uniform factor of 4 puts the ratio within 1.25 for about ln(1.25^2)/ln(4) = 0.32 of the frames, whatever the
+shape, while the echo's delays carry the scale.
+
+CPU-sized setting (deviations from the paper, each stated): 64x128 images at 2 Hz; Monodepth2 (ResNet-18 at a quarter
+of its channel width, from random initialisation: no ImageNet weights offline) on triples 0.5 s apart (frame_interval 1 at
+2 Hz; the paper's 20 frames are a camera-rate choice, and 2 s of motion with turns of up to 60 degrees proved too hard to
+learn from scratch in this budget), Adam lr 3e-4, depth units [0.01, 10] (see MONODEPTH2_OVERRIDES), batch 12, 16
+epochs with StepLR at 12 (Monodepth2's 20 and 15, shortened); AVS-Net as in echo_scale_ablation.py. Such a Monodepth2
+learns little shape in minutes of CPU: compare its GT-median reference row with a constant prediction's (printed) to see
+how much. The scaled rows share its shape, so their differences come from the scale alone.
+--quick is sized for 20 minutes on 2 otherwise idle CPU cores (each lane's CPU time is printed; on a shared machine the
+wall-clock time is longer).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from echo_scale_ablation import config_for  # noqa: E402
+
+from avs_depth_core.cli import main as avs_depth  # noqa: E402
+from avs_depth_core.data.datasets import SupervisedBagDataset  # noqa: E402
+from avs_depth_core.evaluation import TABLE_METRICS  # noqa: E402
+from avs_depth_core.evaluation.scaling_cli import REFERENCE_ROW, ROWS, evaluate_scaling, load_avsnets, markdown_table  # noqa: E402
+from avs_depth_core.relative import RelativeDepthModel  # noqa: E402
+from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
+
+# Per setting: the simulated bag, the Monodepth2 run and the AVS-Net runs.
+SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick": {
+        "sim": {"sequences": 60, "frames": 20, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
+        "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 16, "scheduler_step_size": 12},
+        "avsnet": {"steps": 800},
+    },
+    "full": {
+        "sim": {"sequences": 200, "frames": 30, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
+        "monodepth2": {"frame_interval": 1, "encoder_width": 32, "num_epochs": 20, "scheduler_step_size": 15},
+        "avsnet": {"steps": 4000},
+    },
+}
+# Deviations from config/monodepth2.yaml for a small network trained from random initialisation on CPU.
+MONODEPTH2_OVERRIDES = {
+    # Monodepth2's 1e-4 is for an ImageNet-initialised encoder; from random initialisation 3e-4 learns faster and stays
+    # stable (1e-3 collapsed to a constant disparity in trials).
+    "learning_rate": 3e-4,
+    # Depth units: PoseNet's translations start near 0.01 (its x0.01 output scale); with Monodepth2's [0.1, 100] range the
+    # initial depth (0.2 units, sigmoid 0.5) then implies ten times too little parallax for 0.5 s of indoor motion and the
+    # disparity saturates at its maximum. [0.01, 10] starts at a plausible parallax; the output is relative either way.
+    "min_depth": 0.01,
+    "max_depth": 10.0,
+    "batch_size": 12,  # Monodepth2
+}
+QUICK_BUDGET_S = 20 * 60
+MAX_DEPTH = {"bv1": 12.0, "bv2": 30.0}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the 20-minute CPU setting (default: the full setting)")
+    p.add_argument("--preset", default="bv1", help="simulator preset (bv1: offices, 12 m; bv2: halls, 30 m)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the simulated world and of training")
+    p.add_argument("--out", type=Path, default=None, help="write the three rows as JSON here (and R.details.json beside it)")
+    p.add_argument("--work", type=Path, default=None,
+                   help="bag, caches and runs (default runs/scaling_ablation/<preset>-seed<S>-<setting>); "
+                        "finished runs are reused")
+    p.add_argument("--avsnet-steps", type=int, default=None, help="override the AVS-Net optimiser steps of the setting")
+    p.add_argument("--md2-epochs", type=int, default=None, help="override the Monodepth2 epochs of the setting")
+    p.add_argument("--figures", type=int, default=0, metavar="N", help="also write N Fig.-5 PNGs to <work>/figures")
+    return p.parse_args(argv)
+
+
+def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    code = avs_depth(["simulate", "--preset", preset, "--sequences", str(s["sequences"]), "--frames", str(s["frames"]),
+                      "--seed", str(seed), "--out", str(bag), "--height", str(s["height"]), "--width", str(s["width"]),
+                      "--rate", str(s["rate_hz"]), "--scale-ambiguous", "--splits", *map(str, s["splits"])])
+    if code != 0:
+        raise SystemExit(f"simulation failed (exit {code})")
+    return time.perf_counter() - start
+
+
+def monodepth2_config(preset: str, seed: int, setting: dict[str, Any], cache: Path) -> dict[str, Any]:
+    sim, md2 = setting["sim"], dict(setting["monodepth2"])
+    width = md2.pop("encoder_width")
+    # Monodepth2's decoder widths [16, 32, 64, 128, 256] at the encoder's fraction of 64 channels, at least 4.
+    decoder = [max(4, c * width // 64) for c in (16, 32, 64, 128, 256)]
+    model = {"height": sim["height"], "width": sim["width"], "encoder_width": width, "decoder_channels": decoder,
+             **MONODEPTH2_OVERRIDES, **md2}
+    return {"model": model,
+            "train": {"seed": seed, "num_workers": 0, "validate": False, "log_every": 25},
+            # Monodepth2 never reads the echo, but the bag cache decodes it; a clipped one (a box right at the speaker)
+            # is then dropped and counted instead of stopping the run.
+            "data": {"max_depth": MAX_DEPTH.get(preset, 30.0), "cache_dir": str(cache), "skip_bad": True}}
+
+
+def finished(run_dir: Path, key: dict[str, Any]) -> bool:
+    """A run of this exact setting completed earlier (its key file matches and it wrote summary.json)."""
+    key_file = run_dir / "benchmark_key.json"
+    return (run_dir / "summary.json").is_file() and key_file.is_file() and \
+        json.loads(key_file.read_text()) == json.loads(json.dumps(key))
+
+
+def clear_run(run_dir: Path) -> None:
+    """An unfinished or differently configured run is started afresh (the trainers refuse to overwrite a run)."""
+    if run_dir.exists():
+        print(f"removing {run_dir}: not a finished run of this setting", file=sys.stderr)
+        shutil.rmtree(run_dir)
+
+
+def start_monodepth2(bag: Path, run_dir: Path, config: dict[str, Any], key: dict[str, Any]) -> subprocess.Popen | None:
+    """Lane 1: `avs-depth train --model monodepth2` in a single-threaded subprocess; None when a finished run is reused."""
+    if finished(run_dir, key):
+        print(f"reusing {run_dir}", file=sys.stderr)
+        return None
+    clear_run(run_dir)
+    run_dir.mkdir(parents=True)
+    config_path = run_dir.parent / "monodepth2_benchmark.yaml"
+    config_path.write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    log = (run_dir.parent / "monodepth2_train.log").open("w")
+    cmd = [sys.executable, "-m", "avs_depth_core.cli", "train", "--model", "monodepth2", "--bag", str(bag), "--config",
+           str(config_path), "--out", str(run_dir), "--device", "cpu"]
+    print(f"lane 1: {' '.join(cmd[2:])} (log {log.name})", file=sys.stderr)
+    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
+
+
+def train_avsnets(bag: Path, work: Path, preset: str, seed: int, s: dict[str, Any], steps: int,
+                  key: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Lane 2: RGB-Echoes then Only-RGB AVS-Net in this process (one thread)."""
+    summaries = {}
+    for name, use_echo in (("rgb_echo", True), ("rgb", False)):
+        run_dir = work / f"run_avsnet_{name}"
+        run_key = {**key, "use_echo": use_echo}
+        if finished(run_dir, run_key):
+            print(f"reusing {run_dir}", file=sys.stderr)
+            summaries[name] = json.loads((run_dir / "summary.json").read_text())
+            continue
+        clear_run(run_dir)
+        config = config_for(preset, seed, s, steps, use_echo, work / "cache", [])
+        cpu = time.process_time()
+        summaries[name] = train_avsnet(config, bag, run_dir, device="cpu")
+        summaries[name]["cpu_seconds"] = time.process_time() - cpu
+        (run_dir / "summary.json").write_text(json.dumps(summaries[name], indent=2) + "\n")
+        (run_dir / "benchmark_key.json").write_text(json.dumps(run_key))
+    return summaries
+
+
+def wait_monodepth2(proc: subprocess.Popen | None, run_dir: Path, key: dict[str, Any]) -> dict[str, Any]:
+    """The lane-1 summary, with the subprocess's CPU seconds (kept in the run folder for reuse)."""
+    if proc is not None:
+        code = proc.wait()
+        if code != 0:
+            raise SystemExit(f"Monodepth2 training failed (exit {code}); see {run_dir.parent / 'monodepth2_train.log'}")
+        usage = os.times()
+        (run_dir / "benchmark_cpu.json").write_text(json.dumps({"cpu_seconds": usage.children_user + usage.children_system}))
+        (run_dir / "benchmark_key.json").write_text(json.dumps(key))
+    summary = json.loads((run_dir / "summary.json").read_text())
+    cpu_file = run_dir / "benchmark_cpu.json"
+    summary["cpu_seconds"] = json.loads(cpu_file.read_text())["cpu_seconds"] if cpu_file.is_file() else math.nan
+    return summary
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    name = "quick" if args.quick else "full"
+    setting = json.loads(json.dumps(SETTINGS[name]))
+    if args.avsnet_steps:
+        setting["avsnet"]["steps"] = args.avsnet_steps
+    if args.md2_epochs:
+        setting["monodepth2"]["num_epochs"] = args.md2_epochs
+    work = args.work or ROOT / "runs" / "scaling_ablation" / f"{args.preset}-seed{args.seed}-{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    timings: dict[str, float] = {}
+    bag = work / "bag"
+    sim_key = {"preset": args.preset, "seed": args.seed, **setting["sim"]}
+    bag_key = work / "bag_key.json"
+    if bag.exists() and bag_key.is_file() and json.loads(bag_key.read_text()) == sim_key:
+        print(f"reusing {bag}", file=sys.stderr)
+    else:
+        if bag.exists():
+            raise SystemExit(f"{bag} was simulated with other settings; remove it (and the runs beside it) or use another --work")
+        timings["simulate_s"] = simulate(bag, args.preset, args.seed, setting["sim"])
+        bag_key.write_text(json.dumps(sim_key))
+    md2_dir = work / "run_monodepth2"
+    md2_config = monodepth2_config(args.preset, args.seed, setting, work / "cache")
+    md2_key = {**sim_key, "config": md2_config}
+    t0 = time.perf_counter()
+    proc = start_monodepth2(bag, md2_dir, md2_config, md2_key)
+    avsnets = train_avsnets(bag, work, args.preset, args.seed, setting["sim"], setting["avsnet"]["steps"],
+                            {**sim_key, **setting["avsnet"]})
+    timings["lane2_avsnet_s"] = time.perf_counter() - t0
+    monodepth2 = wait_monodepth2(proc, md2_dir, md2_key)
+    timings["lane1_monodepth2_s"] = time.perf_counter() - t0
+    timings["train_wall_s"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    device = torch.device("cpu")
+    echo_net, rgb_net = load_avsnets(work / "run_avsnet_rgb_echo" / "checkpoints" / "last",
+                                     work / "run_avsnet_rgb" / "checkpoints" / "last", device)
+    # A constant map as a second "relative model": its GT-median row is the no-shape baseline for Monodepth2's.
+    relative = {"monodepth2": RelativeDepthModel.monodepth2(md2_dir / "checkpoints" / "last", device),
+                "constant (reference)": RelativeDepthModel.from_callable(lambda x: torch.ones_like(x[:, :1]), "depth",
+                                                                         name="constant")}
+    cfg = echo_net.cfg
+    test = SupervisedBagDataset(bag, split="test", image_size=cfg.image_size, max_depth=cfg.max_depth, echo_size=cfg.echo_size,
+                                stft=cfg.stft, speed_of_sound=cfg.speed_of_sound, sample_rate=cfg.sample_rate,
+                                cache_dir=work / "cache", skip_bad=True, verbose=False)
+    figure_indices = tuple(round(i * (len(test) - 1) / max(1, args.figures - 1)) for i in range(args.figures))
+    results, records = evaluate_scaling(test, relative, echo_net, rgb_net, device, cfg.min_depth, cfg.max_depth,
+                                        batch_size=16, figure_indices=figure_indices)
+    if records:
+        from avs_depth_core.evaluation.scaling_cli import save_scaling_figure
+
+        for rec in records:
+            save_scaling_figure(work / "figures" / f"{rec['index']:05d}.png", rec, "monodepth2", cfg.min_depth, cfg.max_depth)
+    timings["evaluate_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    cpu = {"lane1_monodepth2_cpu_s": monodepth2["cpu_seconds"],
+           "lane2_avsnet_cpu_s": sum(s.get("cpu_seconds", math.nan) for s in avsnets.values()),
+           "main_process_cpu_s": time.process_time()}
+    rows = results["monodepth2"]
+    details = {"preset": args.preset, "seed": args.seed, "setting": name, **setting, "test_images": rows["none"]["images"],
+               "monodepth2_config": md2_config, "timings": {k: round(v, 1) for k, v in timings.items()},
+               "cpu_times": {k: round(v, 1) for k, v in cpu.items()},
+               "delta1_gain_echo_over_rgb": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
+               "rows": rows, "monodepth2_summary": monodepth2, "avsnet_summaries": avsnets, "work": str(work)}
+    return {"rows": {row: {m: rows[row][m] for m in (*TABLE_METRICS, "scale_log_error", "fallbacks")} for row in ROWS},
+            "reference": rows[REFERENCE_ROW], "table": markdown_table(results), "details": details,
+            "constant": results["constant (reference)"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    result = run(args)
+    d = result["details"]
+    sim, md2 = d["sim"], d["monodepth2_config"]["model"]
+    print(f"\nScaling ablation (Table 2): preset {d['preset']}, seed {d['seed']}, {d['setting']} setting, {sim['sequences']} "
+          f"sequences x {sim['frames']} frames at {sim['height']}x{sim['width']}, {d['test_images']} test images from held-out "
+          f"sequences; relative model Monodepth2 ({md2['num_epochs']} epochs, {d['monodepth2_summary']['steps']} steps), "
+          f"AVS-Net {d['avsnet']['steps']} steps each")
+    print(result["table"])
+    print(f"RGB-Echoes over RGB scaling: delta1 {d['delta1_gain_echo_over_rgb']:+.3f}; mean |log scale error| none "
+          f"{result['rows']['none']['scale_log_error']:.3f}, rgb {result['rows']['rgb']['scale_log_error']:.3f}, rgb_echo "
+          f"{result['rows']['rgb_echo']['scale_log_error']:.3f}")
+    print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["timings"].items()))
+    print("CPU time: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["cpu_times"].items()))
+    if args.quick and max(d["cpu_times"]["lane1_monodepth2_cpu_s"], d["cpu_times"]["lane2_avsnet_cpu_s"]) > QUICK_BUDGET_S:
+        print(f"warning: a --quick lane used more than its {QUICK_BUDGET_S} s of CPU", file=sys.stderr)
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result["rows"], indent=2) + "\n")
+        details_path = args.out.with_name(args.out.stem + ".details.json")
+        details_path.write_text(json.dumps({**d, "reference_row": result["reference"], "constant_rows": result["constant"]},
+                                           indent=2, default=str) + "\n")
+        print(f"wrote {args.out} and {details_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

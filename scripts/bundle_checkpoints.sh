@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Recipe for the checkpoints bundled in avs_depth_core/checkpoints/ (used by `make demo` and by the depth node by default).
+# Everything comes from the project's own commands: simulate a scale-ambiguous bv2 world, train AVS-Net RGB-Echoes (the
+# pseudo-metric depth Mp) and AVS-Net Only-RGB (the default relative / zero-shot model R) on it, then copy the best
+# checkpoints into the package. About 25 minutes on 2 CPU cores. Usage: scripts/bundle_checkpoints.sh [WORK_DIR]
+# Optional, not bundled: BUNDLE_MONODEPTH2=1 also trains the self-supervised Monodepth2 relative model (at this CPU budget
+# it is still poor on the simulator: median-scaled Abs Rel about 0.4 on bv1 and about 1 on bv2).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+WORK=${1:-out/bundle}
+AVS=".venv/bin/avs-depth"
+export OMP_NUM_THREADS=1
+mkdir -p "$WORK"
+kinds="avsnet avsnet_rgb"
+
+# 1. data: 120 scenes x 12 frames at the sim camera's 256x512, each scene scaled by a random factor in [0.5, 2]
+[ -d "$WORK/bv2_amb" ] || $AVS simulate --preset bv2 --scale-ambiguous --sequences 120 --frames 12 --seed 101 \
+  --out "$WORK/bv2_amb"
+
+# 2. AVS-Net RGB-Echoes and Only-RGB, same data and budget (config/avsnet_bundled.yaml)
+[ -f "$WORK/avsnet/checkpoints/best.safetensors" ] || \
+  $AVS train --bag "$WORK/bv2_amb" --config config/avsnet_bundled.yaml --out "$WORK/avsnet" --device cpu --num-workers 0
+[ -f "$WORK/avsnet_rgb/checkpoints/best.safetensors" ] || \
+  $AVS train --bag "$WORK/bv2_amb" --config config/avsnet_bundled.yaml --no-echo --out "$WORK/avsnet_rgb" --device cpu \
+  --num-workers 0
+
+# 3. optional: self-supervised Monodepth2 on frame triples (60 sequences x 20 frames at 2 Hz, as benchmarks/scaling_ablation.py)
+if [ "${BUNDLE_MONODEPTH2:-0}" = 1 ]; then
+  kinds="$kinds monodepth2"
+  [ -d "$WORK/bv2_seq" ] || $AVS simulate --preset bv2 --sequences 60 --frames 20 --rate 2 --height 128 --width 256 \
+    --splits 0.9 0.0 0.1 --seed 202 --out "$WORK/bv2_seq"
+  [ -f "$WORK/monodepth2/checkpoints/last.safetensors" ] || \
+    $AVS train --model monodepth2 --bag "$WORK/bv2_seq" --config config/monodepth2_bundled.yaml --out "$WORK/monodepth2" \
+    --device cpu --num-workers 0
+  ln -sfn last.safetensors "$WORK/monodepth2/checkpoints/best.safetensors"
+  ln -sfn last.json "$WORK/monodepth2/checkpoints/best.json"
+fi
+
+# 4. into the package
+for kind in $kinds; do
+  mkdir -p "avs_depth_core/checkpoints/$kind"
+  cp "$WORK/$kind/checkpoints/best.safetensors" "avs_depth_core/checkpoints/$kind/default.safetensors"
+  cp "$WORK/$kind/checkpoints/best.json" "avs_depth_core/checkpoints/$kind/default.json"
+done
+du -ch avs_depth_core/checkpoints/*/* | tail -1
