@@ -32,6 +32,7 @@ from avs_depth_core.train.loop import (
     Runtime,
     autocast,
     barrier,
+    build_splits,
     check_batch_finite,
     check_loss_finite,
     dataclass_from_dict,
@@ -43,6 +44,7 @@ from avs_depth_core.train.loop import (
     save_training_checkpoint,
     seed_everything,
     setup_runtime,
+    start_run,
     teardown,
     to_device,
     wrap_model,
@@ -166,19 +168,9 @@ def _train(model_cfg: AVSNetConfig, train_cfg: TrainConfig, data_cfg: DataConfig
     say = print if runtime.is_main else (lambda *a, **k: None)
     seed_everything(train_cfg.seed + runtime.rank)
     resolved = resolved_dict(model_cfg, train_cfg, data_cfg)
-    if resume is None and (run_dir / "checkpoints" / "last.json").is_file():
-        raise ValueError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(_yaml(resolved))
-
-    # Data: rank 0 builds the bag cache first, the other ranks then read it.
-    if not runtime.is_main:
-        barrier(runtime)
-    train_set = build_dataset(bag, data_cfg.train_split, model_cfg, data_cfg, runtime.is_main)
-    val_set = build_dataset(bag, data_cfg.val_split, model_cfg, data_cfg, runtime.is_main) if train_cfg.validate else None
-    if runtime.is_main:
-        barrier(runtime)
+    start_run(run_dir, resolved, resume, runtime, "avs-depth train")
+    train_set, val_set = build_splits(lambda split, verbose: build_dataset(bag, split, model_cfg, data_cfg, verbose),
+                                      data_cfg.train_split, data_cfg.val_split if train_cfg.validate else None, runtime)
     loader = make_loader(train_set, train_cfg.batch_size, runtime, shuffle=True, seed=train_cfg.seed,
                          num_workers=train_cfg.num_workers, drop_last=len(train_set) >= train_cfg.batch_size * runtime.world_size)
     val_loader = None
@@ -299,9 +291,3 @@ def _train(model_cfg: AVSNetConfig, train_cfg: TrainConfig, data_cfg: DataConfig
     if runtime.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
-
-
-def _yaml(data: dict[str, Any]) -> str:
-    import yaml
-
-    return "# resolved configuration of this run (avs-depth train)\n" + yaml.safe_dump(data, sort_keys=False)

@@ -9,7 +9,7 @@ import json
 import math
 import os
 import random
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -404,3 +404,27 @@ def resume_path(resume: str | Path, run_dir: Path) -> Path:
     if not json_path.is_file():
         raise FileNotFoundError(f"{json_path}: no checkpoint to resume from")
     return weights
+
+
+def start_run(run_dir: Path, resolved: dict[str, Any], resume: str | Path | None, runtime: Runtime, command: str) -> None:
+    """Refuse to start over an existing run unless resuming; rank 0 creates the run dir and saves the resolved config."""
+    if resume is None and (run_dir / "checkpoints" / "last.json").is_file():
+        raise ValueError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
+    if runtime.is_main:
+        import yaml
+
+        run_dir.mkdir(parents=True, exist_ok=True)
+        header = f"# resolved configuration of this run ({command})\n"
+        (run_dir / "config.yaml").write_text(header + yaml.safe_dump(resolved, sort_keys=False))
+
+
+def build_splits(build: Callable[[str, bool], Dataset], train_split: str, val_split: str | None,
+                 runtime: Runtime) -> tuple[Dataset, Dataset | None]:
+    """Train (and val) datasets; rank 0 builds the bag cache first, the other ranks then read it."""
+    if not runtime.is_main:
+        barrier(runtime)
+    train_set = build(train_split, runtime.is_main)
+    val_set = build(val_split, runtime.is_main) if val_split is not None else None
+    if runtime.is_main:
+        barrier(runtime)
+    return train_set, val_set

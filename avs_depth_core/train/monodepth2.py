@@ -60,6 +60,7 @@ from avs_depth_core.train.loop import (
     apply_overrides,
     autocast,
     barrier,
+    build_splits,
     check_batch_finite,
     check_loss_finite,
     dataclass_from_dict,
@@ -71,6 +72,7 @@ from avs_depth_core.train.loop import (
     save_training_checkpoint,
     seed_everything,
     setup_runtime,
+    start_run,
     teardown,
     to_device,
     wrap_model,
@@ -349,19 +351,9 @@ def _train(model_cfg: Monodepth2Config, train_cfg: TrainConfig, data_cfg: DataCo
     say = print if runtime.is_main else (lambda *a, **k: None)
     seed_everything(train_cfg.seed + runtime.rank)
     resolved = resolved_dict(model_cfg, train_cfg, data_cfg)
-    if resume is None and (run_dir / "checkpoints" / "last.json").is_file():
-        raise ValueError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
-    if runtime.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(_yaml(resolved))
-
-    # Data: rank 0 builds the bag cache first, the other ranks then read it.
-    if not runtime.is_main:
-        barrier(runtime)
-    train_set = build_dataset(bag, data_cfg.train_split, model_cfg, data_cfg, runtime.is_main)
-    val_set = build_dataset(bag, data_cfg.val_split, model_cfg, data_cfg, runtime.is_main) if train_cfg.validate else None
-    if runtime.is_main:
-        barrier(runtime)
+    start_run(run_dir, resolved, resume, runtime, "avs-depth train --model monodepth2")
+    train_set, val_set = build_splits(lambda split, verbose: build_dataset(bag, split, model_cfg, data_cfg, verbose),
+                                      data_cfg.train_split, data_cfg.val_split if train_cfg.validate else None, runtime)
     batch_size = model_cfg.batch_size
     loader = make_loader(train_set, batch_size, runtime, shuffle=True, seed=train_cfg.seed, num_workers=train_cfg.num_workers,
                          drop_last=len(train_set) >= batch_size * runtime.world_size)
@@ -558,9 +550,3 @@ def run(args: argparse.Namespace) -> int:
         speed = f" ({rate:.1f} triples/s in training steps)" if rate and math.isfinite(rate) else ""
         print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s{speed}; checkpoints: last {summary['last']}{best}")
     return 0
-
-
-def _yaml(data: dict[str, Any]) -> str:
-    import yaml
-
-    return "# resolved configuration of this run (avs-depth train --model monodepth2)\n" + yaml.safe_dump(data, sort_keys=False)
