@@ -25,8 +25,13 @@ class SSIM(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.pad = nn.ReflectionPad2d(1)
-        self.pool = nn.AvgPool2d(3, 1)
         self.C1, self.C2 = 0.01**2, 0.03**2
+
+    @staticmethod
+    def pool(x: torch.Tensor) -> torch.Tensor:
+        """3x3 mean over valid windows (= AvgPool2d(3, 1)), separably: about 3x faster on CPU, where it dominated a step."""
+        x = (x[..., :-2] + x[..., 1:-1] + x[..., 2:]) / 3
+        return (x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]) / 3
 
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         x, y = self.pad(x), self.pad(y)

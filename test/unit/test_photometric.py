@@ -140,3 +140,8 @@ def test_loss_rejects_missing_frames_intrinsics_and_bad_shapes():
         loss(target[..., :32], sources, disps, poses, K_full, inv_K)
     with pytest.raises(ValueError, match="poses for offsets"):
         loss(target, sources, disps, {-1: poses[-1]}, K_full, inv_K)
+
+
+def test_ssim_box_mean_equals_avgpool():
+    x = torch.rand(2, 3, 17, 23)
+    torch.testing.assert_close(SSIM.pool(x), torch.nn.AvgPool2d(3, 1)(x), rtol=0, atol=1e-6)
