@@ -204,10 +204,10 @@ def write_figures(snapshots: list[Snapshot], folder: Path, max_depth: float | No
 
 def run_bringup(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    from rclpy.executors import ExternalShutdownException
     from rclpy.parameter import Parameter
 
-    from avs_depth_ros.runner import CONFIG_ERRORS
+    from avs_depth_ros.runner import CONFIG_ERRORS, make_executor
 
     params_file = Path(args.params_file) if args.params_file else default_params_file()
     if not params_file.is_file():
@@ -241,7 +241,7 @@ def run_bringup(args: argparse.Namespace) -> int:
         rclpy.try_shutdown(context=context)
         return 1
 
-    executor = MultiThreadedExecutor(num_threads=args.threads, context=context)
+    executor = make_executor(args.threads, context)
     for node in nodes:
         executor.add_node(node)
     failure: list[BaseException] = []
@@ -281,6 +281,8 @@ def run_bringup(args: argparse.Namespace) -> int:
             raise failure[0]
         log.fatal(str(failure[0]))
         status = 1
+    if any(getattr(node, "error", None) is not None for node in nodes):
+        status = 1  # a node's own thread (inference, sensor driver) stopped it; its fatal line is in the log above
     print(summary, flush=True)
     if args.figures and monitor.snapshots:
         paths = write_figures(monitor.snapshots, Path(args.figures))
@@ -410,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument("--figures", help="write a few depth figures (PNG) into this folder at the end")
     bringup.add_argument("--figure-count", type=int, default=4, help="how many figures (default 4)")
     bringup.add_argument("--device", help="override depth_node's device (auto, cpu, cuda, cuda:N)")
-    bringup.add_argument("--threads", type=int, default=4, help="executor threads (default 4)")
+    bringup.add_argument("--threads", type=int, default=1,
+                         help="executor threads: 1 = SingleThreadedExecutor (default; inference and the sensors run in "
+                              "their own threads), more = MultiThreadedExecutor")
     bringup.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"])
     record = sub.add_parser("record", help="record the sensor topics into a rosbag2")
     record.add_argument("--out", required=True, help="output bag folder (must not exist)")

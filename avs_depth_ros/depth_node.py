@@ -8,11 +8,12 @@ Topics (relative names, remappable):
        image's CameraInfo under the same header), avs/pseudo_metric_depth and avs/relative_depth (optional),
        avs/scale (ScaleEstimate), /diagnostics (rate, latency from the image stamp, dropped and rejected frames)
 
-Threads: inputs are taken in one callback group, inference runs in its own (a guard condition wakes it), so a slow
-model never blocks the inputs. Only the newest image waits for the model: a newer one replaces it (counted as dropped),
-nothing queues. Nothing is computed while no one subscribes to an output. Echoes are paired with images by the core
-pairing rule (avs_depth_core.data.pairing): through a message_filters Cache where message_filters is installed,
-through EchoBuffer otherwise, with the same result.
+Threads: the input callbacks (one callback group) only check and store; inference runs in the node's own worker thread
+(avs_depth_ros.workers.LatestFrameWorker), so a slow model never blocks the inputs, the parameter services or the
+executor, whichever executor spins the node. Only the newest image waits for the model: a newer one replaces it
+(counted as dropped), nothing queues. Nothing is computed while no one subscribes to an output. Echoes are paired with
+images by the core pairing rule (avs_depth_core.data.pairing): through a message_filters Cache where message_filters is
+installed, through EchoBuffer otherwise, with the same result.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import rclpy
 import torch
 from avs_depth_msgs.msg import EchoStamped, ScaleEstimate
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -41,6 +43,7 @@ from avs_depth_ros.params import DEPTH_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output, sensor_input
 from avs_depth_ros.runner import run_node
 from avs_depth_ros.stats import RateMeter, Summary, ThrottledReporter
+from avs_depth_ros.workers import LatestFrameWorker
 
 try:  # a full ROS 2 install has it; the PyPI wheels do not
     import message_filters
@@ -140,14 +143,11 @@ class DepthNode(Node):
         self.counters = Counters()
         self._in_rate, self._out_rate = RateMeter(), RateMeter()
         self._latency_ms, self._forward_ms, self._node_ms = Summary(), Summary(), Summary()
-        self._lock = threading.Lock()
-        self._pending: Image | None = None  # the newest image not yet taken by the model
         self._camera_info: CameraInfo | None = None
         self._last_result: DepthResult | None = None
         self._last_echo_stamp_ns: int | None = None
 
         inputs = MutuallyExclusiveCallbackGroup()
-        inference = MutuallyExclusiveCallbackGroup()
         self.create_subscription(Image, IMAGE_TOPIC, self._on_image, sensor_input(1), callback_group=inputs,
                                  qos_overriding_options=overridable())
         self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info, sensor_input(1),
@@ -179,7 +179,7 @@ class DepthNode(Node):
         self._pub_diag = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, QoSProfile(depth=10))
         self._outputs = [pub for pub in (self._pub_metric, self._pub_info, self._pub_pseudo, self._pub_relative,
                                          self._pub_scale) if pub is not None]
-        self._work = self.create_guard_condition(self._on_work, callback_group=inference)
+        self._worker: LatestFrameWorker[Image] = LatestFrameWorker("depth-inference", self._process, self._fail)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=inputs)
         log.info(f"pairing echoes with {'message_filters.Cache' if message_filters else 'EchoBuffer'}, tolerance "
                  f"{p['echo_tolerance_s']:g} s; listening on {self._image_topic} and {self._echo_topic}")
@@ -198,11 +198,8 @@ class DepthNode(Node):
         if not self.has_subscribers():
             self.counters.idle += 1
             return
-        with self._lock:
-            if self._pending is not None:
-                self.counters.dropped_stale += 1
-            self._pending = msg
-        self._work.trigger()
+        if self._worker.submit(msg):
+            self.counters.dropped_stale += 1
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         self._camera_info = msg
@@ -236,12 +233,15 @@ class DepthNode(Node):
         self.counters.reject(reason)
         self._report(reason, text)
 
-    # -- inference (own callback group) ----------------------------------------------------------------------------
-    def _on_work(self) -> None:
-        with self._lock:
-            msg, self._pending = self._pending, None
-        if msg is not None:
-            self._process(msg)
+    # -- inference (the worker thread) ---------------------------------------------------------------------------
+    def _fail(self, err: BaseException) -> None:
+        # A bug, not bad input (that is rejected per frame): end the node loudly, as an executor callback would.
+        self.get_logger().fatal(f"depth inference stopped: {type(err).__name__}: {err}")
+        rclpy.try_shutdown(context=self.context)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._worker.error
 
     def _process(self, msg: Image) -> None:
         start = time.perf_counter()
@@ -345,6 +345,11 @@ class DepthNode(Node):
                                   hardware_id=str(self.pipeline.device),
                                   values=[KeyValue(key=k, value=v) for k, v in values.items()])
         self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
+
+    def destroy_node(self) -> None:
+        if getattr(self, "_worker", None) is not None:
+            self._worker.stop()  # the frame in progress finishes and is published before the publishers go
+        super().destroy_node()
 
 
 def main(args: list[str] | None = None) -> int:

@@ -13,6 +13,7 @@ import sys
 import time
 from typing import Any
 
+import rclpy
 from avs_depth_msgs.msg import EchoStamped
 from rclpy.node import Node
 
@@ -25,6 +26,7 @@ from avs_depth_ros.qos import overridable, reliable_output
 from avs_depth_ros.runner import run_node
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.stats import ThrottledReporter
+from avs_depth_ros.workers import DriverThread
 
 ECHO_TOPIC = "audio/echo"
 POLL_PERIOD_S = 0.01  # how often finished windows are collected: adds at most this much to the publish delay
@@ -67,12 +69,23 @@ class EchoNode(Node):
             self.speed_of_sound = world.acoustics.c
             log.info(f"simulated echoes ({p['sim_preset']}, seed {p['sim_seed']}, sequence {p['sim_sequence']}) every "
                      f"{1 / p['chirp_rate']:.3f} s")
-        self.create_timer(POLL_PERIOD_S, self._poll)
+        # Collected and published from its own thread, as audio drivers do (see avs_depth_ros.workers: not an rclpy timer).
+        self._driver = DriverThread("echo-capture", self._poll, self._fail)
+        self._driver.start()
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _poll(self) -> None:
+    def _fail(self, err: BaseException) -> None:
+        self.get_logger().fatal(f"echo capture stopped: {err}")
+        rclpy.try_shutdown(context=self.context)
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._driver.error
+
+    def _poll(self) -> float:
+        """Publish the echoes whose windows are complete; seconds until the next look."""
         if self._recorder is not None:
             ros_minus_system_ns = self._now_ns() - time.time_ns()
             captures = self._recorder.poll()
@@ -85,6 +98,9 @@ class EchoNode(Node):
                                        capture.emission_offset, self.speed_of_sound, self.params["channel_order"],
                                        header(capture.stamp_ns + ros_minus_system_ns, self.params["frame_id"])))
             self.published += 1
+        if self._sim is not None:
+            return (self._sim.next_event_ns() - self._now_ns()) / 1e9
+        return POLL_PERIOD_S
 
     def _check(self, capture: EchoCapture) -> None:
         problem = echo_problem(capture.samples)
@@ -102,6 +118,8 @@ class EchoNode(Node):
                        f"times put it (tolerance {self.params['direct_path_tolerance_ms']:g} ms); {action}")
 
     def destroy_node(self) -> None:
+        if getattr(self, "_driver", None) is not None:
+            self._driver.stop()
         if self._recorder is not None:
             self._recorder.close()
         if self._frames is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import sys
 from typing import Any
 
+import rclpy
 from avs_depth_msgs.msg import EchoStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
@@ -21,12 +22,12 @@ from avs_depth_ros.params import SIM_SENSORS_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output
 from avs_depth_ros.runner import run_node
 from avs_depth_ros.sim_source import FrameCache, SimSensors
+from avs_depth_ros.workers import DriverThread
 
 IMAGE_TOPIC = "camera/color/image_raw"
 CAMERA_INFO_TOPIC = "camera/color/camera_info"
 DEPTH_TOPIC = "camera/depth/image"
 ECHO_TOPIC = "audio/echo"
-TICK_S = 0.01  # scheduling granularity of captures and echo releases (stamps stay on the exact grid)
 FIRST_FRAME_TIMEOUT_S = 120.0
 
 
@@ -52,7 +53,9 @@ class SimSensorsNode(Node):
         self._pub_depth = publisher(Image, DEPTH_TOPIC, 5) if p["publish_depth"] else None
         self._pub_echo = publisher(EchoStamped, ECHO_TOPIC, 10)
         self.published = {"image": 0, "echo": 0}
-        self.create_timer(TICK_S, self._tick)
+        # Published from its own thread, as a camera driver does (see avs_depth_ros.workers for why not an rclpy timer).
+        self._driver = DriverThread("sim-sensors", self._tick, self._fail)
+        self._driver.start()
         log.info(f"simulating {p['preset']} (seed {p['seed']}, sequence {p['sequence']}): {p['width']}x{p['height']} "
                  f"{p['encoding']} at {p['camera_rate']:g} Hz, echoes at {p['chirp_rate']:g} Hz, looping "
                  f"{p['loop_frames']} frames")
@@ -60,7 +63,12 @@ class SimSensorsNode(Node):
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
 
-    def _tick(self) -> None:
+    def _fail(self, err: BaseException) -> None:
+        self.get_logger().fatal(f"simulated sensors stopped: {err}")
+        rclpy.try_shutdown(context=self.context)
+
+    def _tick(self) -> float:
+        """Publish what is due now; seconds until the next capture, chirp or echo release."""
         p = self.params
         captures, echoes = self.sensors.step(self._now_ns())
         for capture in captures:
@@ -76,8 +84,14 @@ class SimSensorsNode(Node):
             self._pub_echo.publish(echo_msg(echo.samples, echo.sample_rate, echo.chirp, echo.emission_offset,
                                             self.speed_of_sound, "left,right", header(echo.stamp_ns, p["mic_frame_id"])))
             self.published["echo"] += 1
+        return (self.sensors.next_event_ns() - self._now_ns()) / 1e9
+
+    @property
+    def error(self) -> BaseException | None:
+        return self._driver.error
 
     def destroy_node(self) -> None:
+        self._driver.stop()
         self.frames.close()
         super().destroy_node()
 

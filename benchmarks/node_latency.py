@@ -4,6 +4,7 @@
     .venv/bin/python benchmarks/node_latency.py                         # config/avs_depth.yaml's models (bundled defaults)
     .venv/bin/python benchmarks/node_latency.py --tiny                  # random tiny AVS-Net pair at 64x128, no checkpoints
     .venv/bin/python benchmarks/node_latency.py --rates 2 5 10 --seconds 10 --device cpu
+    .venv/bin/python benchmarks/node_latency.py --tiny --threads 1 4      # Single- vs MultiThreadedExecutor, one run
 
 One process, as `avs-depth-ros bringup --sim` runs it: sim_sensors_node (camera at each --rates value, echoes at 10 Hz),
 depth_node (the pipeline injected, so the models load once) and a listener on the camera and the depth.
@@ -11,6 +12,8 @@ Figures per input rate: output rate, dropped frames, latency from the image stam
 share: depth arrival - image arrival (at the same listener) - the pipeline call for that frame, i.e. what the node adds
 over the bare forward (decode, pairing, message building, publishing, the depth's transport, and any wait for the model
 when the input outruns it). Target (issue 5): at most 5 ms added at input rates the model keeps up with.
+--threads picks the executor (1: SingleThreadedExecutor, as the nodes and bringup spin by default; N: MultiThreaded
+with N threads); several values are measured one after the other in the same run.
 """
 
 from __future__ import annotations
@@ -80,13 +83,13 @@ def bare_forward_ms(pipeline: Any, frames: list[Any], iters: int) -> tuple[float
 
 def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[int, int], threads: int) -> dict[str, Any]:
     import rclpy
-    from rclpy.executors import MultiThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
     from avs_depth_core.data.messages import stamp_to_ns
     from avs_depth_ros.depth_node import DepthNode
+    from avs_depth_ros.runner import make_executor
     from avs_depth_ros.sim_sensors_node import SimSensorsNode
 
     context = rclpy.Context()
@@ -106,7 +109,7 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     listener.create_subscription(Image, "avs/metric_depth",
                                  lambda m: depth_rx.__setitem__(stamp_to_ns(m.header.stamp), time.time_ns()), 10)
     sim.frames.wait_for(19, 120.0)  # all 20 frames rendered before timing starts
-    executor = MultiThreadedExecutor(num_threads=threads, context=context)
+    executor = make_executor(threads, context)
     for node in (depth_node, sim, listener):
         executor.add_node(node)
     thread = threading.Thread(target=executor.spin, daemon=True)
@@ -130,7 +133,8 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     added = [(depth_rx[s] - image_rx[s]) / 1e6 - pipeline.forward_ms[s] for s in outputs
              if s in image_rx and s in pipeline.forward_ms]
     return {
-        "rate": rate, "in_hz": images / elapsed, "out_hz": (len(depth_rx) - out_before) / elapsed,
+        "executor": "single" if threads == 1 else f"multi x{threads}", "rate": rate, "in_hz": images / elapsed,
+        "out_hz": (len(depth_rx) - out_before) / elapsed,
         "dropped": counters.dropped_stale - dropped_before, "images": images,
         "latency_p50": _pct(latency, 50), "latency_p95": _pct(latency, 95),
         "forward_p50": _pct([pipeline.forward_ms[s] for s in outputs if s in pipeline.forward_ms], 50),
@@ -152,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured seconds per rate")
     parser.add_argument("--size", default="256x512", help="camera image HxW (default 256x512)")
     parser.add_argument("--iters", type=int, default=10, help="bare forward repetitions")
-    parser.add_argument("--threads", type=int, default=4, help="executor threads")
+    parser.add_argument("--threads", type=int, nargs="+", default=[1], help="executor threads per run (1 = single)")
     args = parser.parse_args(argv)
 
     import torch
@@ -186,11 +190,12 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.tracker.reset()
     print(f"bare pipeline call {call_ms:.1f} ms (networks alone {net_ms:.1f} ms): at most {1000 / call_ms:.1f} Hz")
 
-    rows = [run_rate(pipeline, rate, args.seconds, (h, w), args.threads) for rate in args.rates]
-    print(f"\n{'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} {'forward p50':>12} "
+    rows = [run_rate(pipeline, rate, args.seconds, (h, w), threads) for threads in args.threads for rate in args.rates]
+    print(f"\n{'executor':>10} {'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} {'forward p50':>12} "
           f"{'added p50':>10} {'p90':>7} {'node ms':>8}")
     for r in rows:
-        print(f"{r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} {r['latency_p50']:10.1f}ms {r['latency_p95']:5.1f}ms "
+        print(f"{r['executor']:>10} {r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} {r['latency_p50']:10.1f}ms "
+              f"{r['latency_p95']:5.1f}ms "
               f"{r['forward_p50']:10.1f}ms {r['added_p50']:8.1f}ms {r['added_p90']:5.1f}ms {r['node_ms']:6.2f}ms")
     print("\nlatency: image stamp -> depth received; added: depth received - image received - pipeline call (the node's "
           "share, waits included); node ms: the node's own work per frame, waits excluded")

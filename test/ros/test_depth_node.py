@@ -256,6 +256,27 @@ def test_stale_frames_are_dropped_not_queued_and_inputs_flow_during_inference(sp
     assert node.counters.dropped_stale == 3 and node.counters.frames_out == 2
 
 
+def test_a_bug_in_inference_ends_the_node_with_a_fatal_line(spinner, ros_context, tiny_checkpoints):
+    """Bad input is rejected per frame; anything else raised in the inference thread stops the node, never silently."""
+    from avs_depth_core.pipeline import DepthPipeline
+
+    class BrokenPipeline(GatedPipeline):
+        def __call__(self, rgb, echo, stamp_ns, **kwargs):
+            raise KeyError("a bug in the model code")
+
+    broken = BrokenPipeline(DepthPipeline.from_checkpoints(tiny_checkpoints["avsnet_checkpoint"], "avsnet_rgb",
+                                                           tiny_checkpoints["relative_checkpoint"], device="cpu"))
+    node = make_depth_node(ros_context, {}, pipeline=broken)
+    feeder, listener = Feeder(ros_context), Listener(ros_context)
+    connect(spinner, node, feeder, listener)
+    feeder.image(feeder.now_ns())
+    deadline = time.monotonic() + 10
+    while ros_context.ok() and time.monotonic() < deadline:  # the spinner ends with the context: poll, do not spin
+        time.sleep(0.02)
+    assert not ros_context.ok(), "the node shut its context down"
+    assert isinstance(node.error, KeyError) and node.counters.frames_out == 0
+
+
 def test_no_work_while_nobody_subscribes(spinner, ros_context, tiny_checkpoints):
     node = make_depth_node(ros_context, tiny_checkpoints)
     feeder = Feeder(ros_context)

@@ -1,0 +1,115 @@
+"""Threads that keep slow or frequent work out of the rclpy executor.
+
+Why: an rclpy executor callback costs about 1 ms of Python while holding the GIL (measured here with rclpy Kilted:
+0.8 ms SingleThreadedExecutor, 1.2 ms MultiThreadedExecutor per no-op timer callback), and the MultiThreadedExecutor
+re-offers callbacks it has queued but not yet started, so it spins while a long callback runs. With the sensors polled
+by a 100 Hz timer and inference in an executor callback, `avs-depth-ros bringup --sim` (all nodes in one process) ran
+the tiny model at 2-4 Hz with frames held up to 2 s, where it runs at the camera's 10 Hz once the work moved here
+(figures in benchmarks/node_latency.py and the issue notes). ROS callbacks now only store and signal.
+
+- DriverThread: a sensor driver's loop (sim_sensors_node, echo_node), sleeping until its next event.
+- LatestFrameWorker: depth_node's inference on the newest frame; a frame replaced before it is taken is dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+MIN_SLEEP_S = 0.0005
+MAX_SLEEP_S = 0.05  # wake at least this often, so stop() and clock changes take effect quickly
+
+
+class DriverThread:
+    """Calls step() until stopped; step() does the work due now and returns the seconds until it next has work.
+
+    An exception in step() ends the loop: it is kept in `error` and passed to on_error (the nodes log it and shut their
+    context down, so the process ends with the message rather than publishing nothing in silence).
+    """
+
+    def __init__(self, name: str, step: Callable[[], float], on_error: Callable[[BaseException], None]) -> None:
+        self._step = step
+        self._on_error = on_error
+        self._stop = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                wait_s = self._step()
+            except BaseException as err:  # reported through on_error, never lost in the thread
+                self.error = err
+                self._on_error(err)
+                return
+            self._stop.wait(min(max(wait_s, MIN_SLEEP_S), MAX_SLEEP_S))
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=timeout_s)
+
+
+class LatestFrameWorker(Generic[T]):
+    """Runs process(item) in its own thread on the newest submitted item: keep-last-1, never a queue.
+
+    submit() returns True when it replaced an item the worker had not taken yet (a dropped frame). An exception in
+    process() ends the worker as DriverThread's does (kept in `error`, passed to on_error).
+    """
+
+    def __init__(self, name: str, process: Callable[[T], None], on_error: Callable[[BaseException], None]) -> None:
+        self._process = process
+        self._on_error = on_error
+        self._pending: T | None = None
+        self._busy = False
+        self._stopped = False
+        self._wake = threading.Condition()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def submit(self, item: T) -> bool:
+        with self._wake:
+            replaced = self._pending is not None
+            self._pending = item
+            self._wake.notify()
+        return replaced
+
+    @property
+    def busy(self) -> bool:
+        """Processing an item, or holding one not yet taken."""
+        with self._wake:
+            return self._busy or self._pending is not None
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                self._busy = False
+                while self._pending is None and not self._stopped:
+                    self._wake.wait()
+                if self._stopped:
+                    return
+                item, self._pending = self._pending, None
+                self._busy = True
+            try:
+                self._process(item)
+            except BaseException as err:  # reported through on_error, never lost in the thread
+                self.error = err
+                with self._wake:
+                    self._busy = False
+                self._on_error(err)
+                return
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """Finish the item in progress (if any), drop the pending one, end the thread."""
+        with self._wake:
+            self._stopped = True
+            self._pending = None
+            self._wake.notify()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=timeout_s)
