@@ -241,7 +241,8 @@ def run_bringup(args: argparse.Namespace) -> int:
         rclpy.try_shutdown(context=context)
         return 1
 
-    executor = make_executor(args.threads, context)
+    threads = args.threads or max(getattr(node, "executor_threads", 1) for node in nodes)
+    executor = make_executor(threads, context)
     for node in nodes:
         executor.add_node(node)
     failure: list[BaseException] = []
@@ -412,9 +413,9 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument("--figures", help="write a few depth figures (PNG) into this folder at the end")
     bringup.add_argument("--figure-count", type=int, default=4, help="how many figures (default 4)")
     bringup.add_argument("--device", help="override depth_node's device (auto, cpu, cuda, cuda:N)")
-    bringup.add_argument("--threads", type=int, default=1,
-                         help="executor threads: 1 = SingleThreadedExecutor (default; inference and the sensors run in "
-                              "their own threads), more = MultiThreadedExecutor")
+    bringup.add_argument("--threads", type=int, default=None,
+                         help="executor threads: 1 = SingleThreadedExecutor, more = MultiThreadedExecutor (default: 1, "
+                              "as inference and the sensors run in their own threads; 2 with inference_in: callback_group)")
     bringup.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"])
     record = sub.add_parser("record", help="record the sensor topics into a rosbag2")
     record.add_argument("--out", required=True, help="output bag folder (must not exist)")

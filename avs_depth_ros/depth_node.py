@@ -8,12 +8,14 @@ Topics (relative names, remappable):
        image's CameraInfo under the same header), avs/pseudo_metric_depth and avs/relative_depth (optional),
        avs/scale (ScaleEstimate), /diagnostics (rate, latency from the image stamp, dropped and rejected frames)
 
-Threads: the input callbacks (one callback group) only check and store; inference runs in the node's own worker thread
-(avs_depth_ros.workers.LatestFrameWorker), so a slow model never blocks the inputs, the parameter services or the
-executor, whichever executor spins the node. Only the newest image waits for the model: a newer one replaces it
-(counted as dropped), nothing queues. Nothing is computed while no one subscribes to an output. Echoes are paired with
-images by the core pairing rule (avs_depth_core.data.pairing): through a message_filters Cache where message_filters is
-installed, through EchoBuffer otherwise, with the same result.
+Threads: the input callbacks (one callback group) only check and store. Inference runs apart from them, so a slow model
+never blocks the inputs or the parameter services: by default in the node's own worker thread
+(avs_depth_ros.workers.LatestFrameWorker, whichever executor spins the node); with inference_in: callback_group in a
+MutuallyExclusiveCallbackGroup of its own, woken by a guard condition, for a MultiThreadedExecutor to run. Only the
+newest image waits for the model: a newer one replaces it (counted as dropped), nothing queues. Nothing is computed
+while no one subscribes to an output. Echoes are paired with images by the core pairing rule
+(avs_depth_core.data.pairing): through a message_filters Cache where message_filters is installed, through EchoBuffer
+otherwise, with the same result.
 """
 
 from __future__ import annotations
@@ -122,6 +124,43 @@ class _MessageFiltersEchoStore:
         return found
 
 
+class _GroupSlot:
+    """inference_in: callback_group. The newest image waits here; a guard condition in the inference callback group wakes
+    the executor, and is triggered only while no frame is in progress: a trigger during inference would leave a
+    MultiThreadedExecutor re-offering a callback it cannot run yet, holding the GIL the model needs."""
+
+    def __init__(self, node: DepthNode) -> None:
+        self._node = node
+        self._lock = threading.Lock()
+        self._pending: Image | None = None
+        self._working = False
+        self._guard = node.create_guard_condition(self._on_work, callback_group=MutuallyExclusiveCallbackGroup())
+
+    def submit(self, msg: Image) -> bool:
+        with self._lock:
+            replaced = self._pending is not None
+            self._pending = msg
+            if self._working:
+                return replaced
+            self._working = True
+        self._guard.trigger()
+        return replaced
+
+    def _on_work(self) -> None:
+        while True:
+            with self._lock:
+                msg, self._pending = self._pending, None
+                if msg is None:
+                    self._working = False
+                    return
+            try:
+                self._node._process(msg)
+            except BaseException:
+                with self._lock:
+                    self._working = False
+                raise
+
+
 class DepthNode(Node):
     def __init__(self, *, pipeline: DepthPipeline | None = None, node_name: str = "depth_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -179,7 +218,12 @@ class DepthNode(Node):
         self._pub_diag = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, QoSProfile(depth=10))
         self._outputs = [pub for pub in (self._pub_metric, self._pub_info, self._pub_pseudo, self._pub_relative,
                                          self._pub_scale) if pub is not None]
-        self._worker: LatestFrameWorker[Image] = LatestFrameWorker("depth-inference", self._process, self._fail)
+        self._worker: LatestFrameWorker[Image] | None = None
+        self._group_slot: _GroupSlot | None = None
+        if p["inference_in"] == "worker_thread":
+            self._worker = LatestFrameWorker("depth-inference", self._process, self._fail)
+        else:
+            self._group_slot = _GroupSlot(self)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=inputs)
         log.info(f"pairing echoes with {'message_filters.Cache' if message_filters else 'EchoBuffer'}, tolerance "
                  f"{p['echo_tolerance_s']:g} s; listening on {self._image_topic} and {self._echo_topic}")
@@ -198,7 +242,8 @@ class DepthNode(Node):
         if not self.has_subscribers():
             self.counters.idle += 1
             return
-        if self._worker.submit(msg):
+        queue = self._worker if self._worker is not None else self._group_slot
+        if queue.submit(msg):
             self.counters.dropped_stale += 1
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -241,7 +286,12 @@ class DepthNode(Node):
 
     @property
     def error(self) -> BaseException | None:
-        return self._worker.error
+        return self._worker.error if self._worker is not None else None
+
+    @property
+    def executor_threads(self) -> int:
+        """Executor threads this node needs: a callback group for inference only helps a MultiThreadedExecutor."""
+        return 1 if self._worker is not None else 2
 
     def _process(self, msg: Image) -> None:
         start = time.perf_counter()

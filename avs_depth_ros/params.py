@@ -98,6 +98,10 @@ DEPTH_NODE: list[ParamSpec] = [
     ParamSpec("torch_threads", 1, "torch intra-op threads; 0 = torch's default (all cores). One keeps the model from "
               "fighting the executor and the other nodes for small CPUs (2 cores: 10 Hz with 1, 6.5 Hz with 2, "
               "benchmarks/node_latency.py --tiny); raise it on a many-core CPU without a GPU", (0, 256)),
+    ParamSpec("inference_in", "worker_thread", "where the models run: the node's own thread (any executor; measured "
+              "fastest with rclpy, see avs_depth_ros.workers), or a MutuallyExclusiveCallbackGroup of its own run by a "
+              "MultiThreadedExecutor (the depth_anything_v2_ros2 pattern; bringup --threads 2 or more)", None,
+              ("worker_thread", "callback_group")),
     ParamSpec("scale_method", "median", "scale recovery: median ratio (AVS-Net eq. 3), mean-std, or none (the relative "
               "model is already metric)", None, ("median", "mean-std", "none")),
     ParamSpec("scale_smoothing_alpha", 1.0, "weight of a new scale in log-space smoothing; 1 = none (the paper scales "

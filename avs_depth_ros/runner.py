@@ -43,7 +43,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     node = None
     try:
         node = factory()
-        spin([node])
+        spin([node], threads=getattr(node, "executor_threads", 1))
         return _exit_status(node, name)
     except (KeyboardInterrupt, ExternalShutdownException):
         return 0

@@ -6,6 +6,7 @@ import math
 import threading
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 
 class RateMeter:
@@ -54,16 +55,42 @@ class Summary:
         return self.total / self.n if self.n else math.nan
 
 
+# One call site per severity. rclpy keys a logger's state by the line that calls it and raises "Logger severity cannot
+# be changed between calls" when one line logs at two severities, as a shared helper calling logger.error for one
+# reporter and logger.warning for another would (it stopped bringup's executor once).
+_LOG_AT: dict[str, Callable[[Any, str], None]] = {
+    "debug": lambda logger, text: logger.debug(text),
+    "info": lambda logger, text: logger.info(text),
+    "warning": lambda logger, text: logger.warning(text),
+    "warn": lambda logger, text: logger.warning(text),
+    "error": lambda logger, text: logger.error(text),
+    "fatal": lambda logger, text: logger.fatal(text),
+}
+
+
+def log_at(logger: Any, severity: str) -> Callable[[str], None]:
+    """A function that logs text on an rclpy logger at one severity, from a call site of its own."""
+    if severity not in _LOG_AT:
+        raise ValueError(f"severity must be one of {sorted(_LOG_AT)}, got {severity!r}")
+    emit = _LOG_AT[severity]
+    return lambda text: emit(logger, text)
+
+
 class ThrottledReporter:
     """Reports each kind of problem at most once per `period_s`, saying how many were suppressed since.
 
     A node that rejects input at 30 Hz must keep its log readable and still say that every frame is rejected.
+    emit: a function of the text, or a bound rclpy logger method (logger.warning, logger.error), which is then called
+    through log_at so that reporters of different severities on one logger never share a call site.
     """
 
     def __init__(self, emit: Callable[[str], None], period_s: float = 5.0, clock_ns: Callable[[], int] | None = None
                  ) -> None:
         import time
 
+        owner, name = getattr(emit, "__self__", None), getattr(emit, "__name__", "")
+        if owner is not None and hasattr(owner, "contexts") and name in _LOG_AT:  # an rclpy RcutilsLogger method
+            emit = log_at(owner, name)
         self._emit = emit
         self._period_ns = int(period_s * 1e9)
         self._clock_ns = clock_ns or time.monotonic_ns

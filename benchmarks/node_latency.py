@@ -5,6 +5,7 @@
     .venv/bin/python benchmarks/node_latency.py --tiny                  # random tiny AVS-Net pair at 64x128, no checkpoints
     .venv/bin/python benchmarks/node_latency.py --rates 2 5 10 --seconds 10 --device cpu
     .venv/bin/python benchmarks/node_latency.py --tiny --threads 1 4      # Single- vs MultiThreadedExecutor, one run
+    .venv/bin/python benchmarks/node_latency.py --threads 1 2 --inference-in worker_thread callback_group
 
 One process, as `avs-depth-ros bringup --sim` runs it: sim_sensors_node (camera at each --rates value, echoes at 10 Hz),
 depth_node (the pipeline injected, so the models load once) and a listener on the camera and the depth.
@@ -81,7 +82,8 @@ def bare_forward_ms(pipeline: Any, frames: list[Any], iters: int) -> tuple[float
     return statistics.median(calls), statistics.median(nets)
 
 
-def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[int, int], threads: int) -> dict[str, Any]:
+def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[int, int], threads: int,
+             inference_in: str = "worker_thread") -> dict[str, Any]:
     import rclpy
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -96,6 +98,7 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     rclpy.init(context=context)
     pipeline.forward_ms.clear()
     depth_node = DepthNode(context=context, pipeline=pipeline, parameter_overrides=[
+        Parameter("inference_in", value=inference_in),
         Parameter("warmup_iterations", value=0), Parameter("diagnostics_period_s", value=60.0)])
     sim = SimSensorsNode(context=context, parameter_overrides=[
         Parameter("camera_rate", value=float(rate)), Parameter("height", value=size[0]),
@@ -133,7 +136,8 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     added = [(depth_rx[s] - image_rx[s]) / 1e6 - pipeline.forward_ms[s] for s in outputs
              if s in image_rx and s in pipeline.forward_ms]
     return {
-        "executor": "single" if threads == 1 else f"multi x{threads}", "rate": rate, "in_hz": images / elapsed,
+        "executor": ("single" if threads == 1 else f"multi x{threads}"),
+        "inference": "worker" if inference_in == "worker_thread" else "cb group", "rate": rate, "in_hz": images / elapsed,
         "out_hz": (len(depth_rx) - out_before) / elapsed,
         "dropped": counters.dropped_stale - dropped_before, "images": images,
         "latency_p50": _pct(latency, 50), "latency_p95": _pct(latency, 95),
@@ -157,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="256x512", help="camera image HxW (default 256x512)")
     parser.add_argument("--iters", type=int, default=10, help="bare forward repetitions")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="executor threads per run (1 = single)")
+    parser.add_argument("--inference-in", nargs="+", default=["worker_thread"], choices=["worker_thread", "callback_group"],
+                        help="depth_node's inference_in per run")
     args = parser.parse_args(argv)
 
     import torch
@@ -190,13 +196,14 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.tracker.reset()
     print(f"bare pipeline call {call_ms:.1f} ms (networks alone {net_ms:.1f} ms): at most {1000 / call_ms:.1f} Hz")
 
-    rows = [run_rate(pipeline, rate, args.seconds, (h, w), threads) for threads in args.threads for rate in args.rates]
-    print(f"\n{'executor':>10} {'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} {'forward p50':>12} "
-          f"{'added p50':>10} {'p90':>7} {'node ms':>8}")
+    rows = [run_rate(pipeline, rate, args.seconds, (h, w), threads, where) for where in args.inference_in
+            for threads in args.threads for rate in args.rates]
+    print(f"\n{'inference':>9} {'executor':>10} {'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} "
+          f"{'forward p50':>12} {'added p50':>10} {'p90':>7} {'node ms':>8}")
     for r in rows:
-        print(f"{r['executor']:>10} {r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} {r['latency_p50']:10.1f}ms "
-              f"{r['latency_p95']:5.1f}ms "
-              f"{r['forward_p50']:10.1f}ms {r['added_p50']:8.1f}ms {r['added_p90']:5.1f}ms {r['node_ms']:6.2f}ms")
+        print(f"{r['inference']:>9} {r['executor']:>10} {r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} "
+              f"{r['latency_p50']:10.1f}ms {r['latency_p95']:5.1f}ms {r['forward_p50']:10.1f}ms {r['added_p50']:8.1f}ms "
+              f"{r['added_p90']:5.1f}ms {r['node_ms']:6.2f}ms")
     print("\nlatency: image stamp -> depth received; added: depth received - image received - pipeline call (the node's "
           "share, waits included); node ms: the node's own work per frame, waits excluded")
     kept_up = [r for r in rows if r["dropped"] == 0 and r["out_hz"] > 0]

@@ -194,6 +194,32 @@ def test_bad_input_is_rejected_by_name_and_the_node_keeps_running(spinner, ros_c
     assert (listener.depth[-1].height, listener.depth[-1].width) == (H + 16, W + 32)
 
 
+def test_warnings_and_errors_on_the_node_logger_do_not_collide(spinner, ros_context, tiny_checkpoints):
+    """rclpy raises when one logging call site logs at two severities; the node's warning and error reporters share
+    a logger, so they must not share a call site (this once stopped bringup's executor)."""
+    node = make_depth_node(ros_context, tiny_checkpoints)
+    feeder, listener = Feeder(ros_context), Listener(ros_context)
+    connect(spinner, node, feeder, listener)
+    send_frame(spinner, node, feeder, feeder.now_ns() - 5 * SEC)  # warning: stale image
+    send_frame(spinner, node, feeder, feeder.now_ns(), encoding="bgra8")  # error: encoding
+    send_frame(spinner, node, feeder, feeder.now_ns())  # warning: no echo; depth published (NaN)
+    spinner.wait_for(lambda: listener.depth, 10, "depth after a warning and an error")
+    assert node.error is None and node.counters.rejected["image_encoding"] == 1
+
+
+def test_throttled_reporters_of_two_severities_on_one_rclpy_logger():
+    import rclpy.logging
+
+    from avs_depth_ros.stats import ThrottledReporter, log_at
+
+    logger = rclpy.logging.get_logger("avs_depth_test_reporters")
+    error, warning = ThrottledReporter(logger.error), ThrottledReporter(logger.warning)
+    for k in range(3):
+        assert error(f"e{k}", "an error") and warning(f"w{k}", "a warning")
+    with pytest.raises(ValueError, match="severity"):
+        log_at(logger, "loud")
+
+
 def test_hold_policy_without_fresh_echoes(spinner, ros_context, tiny_checkpoints):
     node = make_depth_node(ros_context, tiny_checkpoints, max_image_age_s=10.0, max_scale_hold_s=1.0)
     feeder, listener = Feeder(ros_context), Listener(ros_context)
@@ -232,12 +258,14 @@ class GatedPipeline:
         return self.inner(rgb, echo, stamp_ns, **kwargs)
 
 
-def test_stale_frames_are_dropped_not_queued_and_inputs_flow_during_inference(spinner, ros_context, tiny_checkpoints):
+@pytest.mark.parametrize("inference_in", ["worker_thread", "callback_group"])
+def test_stale_frames_are_dropped_not_queued_and_inputs_flow_during_inference(spinner, ros_context, tiny_checkpoints,
+                                                                             inference_in):
     from avs_depth_core.pipeline import DepthPipeline
 
     gated = GatedPipeline(DepthPipeline.from_checkpoints(tiny_checkpoints["avsnet_checkpoint"], "avsnet_rgb",
                                                          tiny_checkpoints["relative_checkpoint"], device="cpu"))
-    node = make_depth_node(ros_context, {}, pipeline=gated)
+    node = make_depth_node(ros_context, {}, pipeline=gated, inference_in=inference_in)
     feeder, listener = Feeder(ros_context), Listener(ros_context)
     connect(spinner, node, feeder, listener)
     now = feeder.now_ns()
