@@ -63,7 +63,11 @@ def test_bringup_sim_serves_depth_to_an_independent_subscriber(spinner, ros_cont
         assert depth.header == watcher.camera.get(stamp_to_ns(depth.header.stamp)), "header of a published image"
     finite = [np.isfinite(image_to_depth(d)).mean() for d in watcher.depth]
     first = next(i for i, f in enumerate(finite) if f > 0)
-    assert first <= 2 and min(finite[first:]) == 1.0, (finite, output)  # NaN only until the first echo has arrived
+    after = finite[first:]
+    # NaN until the first echo has arrived; after it "mostly finite": a frame may be NaN only if the scale hold ran out
+    # (no fresh echo for max_scale_hold_s), which a badly overloaded machine can cause, so allow at most one in ten
+    assert first <= 2 and all(f in (0.0, 1.0) for f in after), (finite, output)
+    assert sum(f == 0.0 for f in after) <= max(1, len(after) // 10), (finite, output)
     values = np.concatenate([image_to_depth(d)[np.isfinite(image_to_depth(d))] for d in watcher.depth])
     assert values.min() >= 1e-3 and values.max() <= 30.0  # the model's depth range
     assert "summary after" in output and "with the header of a published camera image" in output
