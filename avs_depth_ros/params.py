@@ -95,9 +95,10 @@ DEPTH_NODE: list[ParamSpec] = [
               "falls back to CPU with a warning"),
     ParamSpec("half", False, "fp16 autocast on CUDA (ignored on CPU, with a warning)"),
     ParamSpec("warmup_iterations", 2, "forward passes on a blank frame at start, so the first frame is not slow", (0, 50)),
-    ParamSpec("torch_threads", 1, "torch intra-op threads; 0 = torch's default (all cores). One keeps the model from "
-              "fighting the executor and the other nodes for small CPUs (2 cores: 10 Hz with 1, 6.5 Hz with 2, "
-              "benchmarks/node_latency.py --tiny); raise it on a many-core CPU without a GPU", (0, 256)),
+    ParamSpec("torch_threads", 1, "torch intra-op threads; 0 = torch's default (all cores). One leaves the other cores to "
+              "the sensor drivers and the robot's other processes; on 2 cores with the bundled models a pipeline call "
+              "takes 43 ms with 1 thread, 36 ms with 2 (benchmarks/node_latency.py --torch-threads); raise it on a "
+              "many-core CPU without a GPU", (0, 256)),
     ParamSpec("inference_in", "worker_thread", "where the models run: the node's own thread (any executor; measured "
               "fastest with rclpy, see avs_depth_ros.workers), or a MutuallyExclusiveCallbackGroup of its own run by a "
               "MultiThreadedExecutor (the depth_anything_v2_ros2 pattern; bringup --threads 2 or more)", None,
