@@ -32,7 +32,7 @@ def test_driver_thread_sleeps_as_long_as_step_asks_and_stops():
     n = len(calls)
     time.sleep(0.1)
     assert len(calls) == n, "no step after stop()"
-    assert 2 <= n <= 14  # about 0.25 s / 0.02 s: it sleeps between steps, no busy loop
+    assert 1 <= n <= 14  # about 0.25 s / 0.02 s: it sleeps between steps, no busy loop
     gaps = [b - a for a, b in itertools.pairwise(calls)]
     assert min(gaps) >= 0.015
 
