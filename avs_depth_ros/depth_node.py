@@ -27,7 +27,6 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-import rclpy
 import torch
 from avs_depth_msgs.msg import EchoStamped, ScaleEstimate
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
@@ -43,9 +42,9 @@ from avs_depth_core.pipeline import DepthPipeline, DepthResult, EchoInput
 from avs_depth_ros.conversions import copy_camera_info, fill, image_msg, stamp_to_ns
 from avs_depth_ros.params import DEPTH_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output, sensor_input
-from avs_depth_ros.runner import run_node
+from avs_depth_ros.runner import run_node, shutdown_on_error
 from avs_depth_ros.stats import RateMeter, Summary, ThrottledReporter
-from avs_depth_ros.workers import LatestFrameWorker
+from avs_depth_ros.workers import LatestFrameWorker, LatestSlot
 
 try:  # a full ROS 2 install has it; the PyPI wheels do not
     import message_filters
@@ -125,40 +124,28 @@ class _MessageFiltersEchoStore:
 
 
 class _GroupSlot:
-    """inference_in: callback_group. The newest image waits here; a guard condition in the inference callback group wakes
-    the executor, and is triggered only while no frame is in progress: a trigger during inference would leave a
+    """inference_in: callback_group. The newest image waits in a LatestSlot; a guard condition in the inference callback
+    group wakes the executor, triggered only while no frame is in progress: a trigger during inference would leave a
     MultiThreadedExecutor re-offering a callback it cannot run yet, holding the GIL the model needs."""
 
     def __init__(self, node: DepthNode) -> None:
-        self._node = node
-        self._lock = threading.Lock()
-        self._pending: Image | None = None
-        self._working = False
+        self._process = node._process
+        self._slot: LatestSlot[Image] = LatestSlot()
         self._guard = node.create_guard_condition(self._on_work, callback_group=MutuallyExclusiveCallbackGroup())
 
     def submit(self, msg: Image) -> bool:
-        with self._lock:
-            replaced = self._pending is not None
-            self._pending = msg
-            if self._working:
-                return replaced
-            self._working = True
-        self._guard.trigger()
+        replaced, wake = self._slot.put(msg)
+        if wake:
+            self._guard.trigger()
         return replaced
 
     def _on_work(self) -> None:
-        while True:
-            with self._lock:
-                msg, self._pending = self._pending, None
-                if msg is None:
-                    self._working = False
-                    return
-            try:
-                self._node._process(msg)
-            except BaseException:
-                with self._lock:
-                    self._working = False
-                raise
+        try:
+            while (msg := self._slot.take()) is not None:
+                self._process(msg)
+        except BaseException:
+            self._slot.clear()
+            raise
 
 
 class DepthNode(Node):
@@ -221,7 +208,9 @@ class DepthNode(Node):
         self._worker: LatestFrameWorker[Image] | None = None
         self._group_slot: _GroupSlot | None = None
         if p["inference_in"] == "worker_thread":
-            self._worker = LatestFrameWorker("depth-inference", self._process, self._fail)
+            self._worker = LatestFrameWorker(
+                # a bug, not bad input (that is rejected per frame): end the node loudly, as a callback's exception would
+                "depth-inference", self._process, shutdown_on_error(self, "depth inference"))
         else:
             self._group_slot = _GroupSlot(self)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=inputs)
@@ -279,11 +268,6 @@ class DepthNode(Node):
         self._report(reason, text)
 
     # -- inference (the worker thread) ---------------------------------------------------------------------------
-    def _fail(self, err: BaseException) -> None:
-        # A bug, not bad input (that is rejected per frame): end the node loudly, as an executor callback would.
-        self.get_logger().fatal(f"depth inference stopped: {type(err).__name__}: {err}")
-        rclpy.try_shutdown(context=self.context)
-
     @property
     def error(self) -> BaseException | None:
         return self._worker.error if self._worker is not None else None

@@ -13,7 +13,6 @@ import sys
 import time
 from typing import Any
 
-import rclpy
 from avs_depth_msgs.msg import EchoStamped
 from rclpy.node import Node
 
@@ -23,7 +22,7 @@ from avs_depth_ros.conversions import echo_msg, header
 from avs_depth_ros.duplex import DuplexEchoRecorder, EchoCapture
 from avs_depth_ros.params import ECHO_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output
-from avs_depth_ros.runner import run_node
+from avs_depth_ros.runner import run_node, shutdown_on_error
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.stats import ThrottledReporter
 from avs_depth_ros.workers import DriverThread
@@ -70,15 +69,11 @@ class EchoNode(Node):
             log.info(f"simulated echoes ({p['sim_preset']}, seed {p['sim_seed']}, sequence {p['sim_sequence']}) every "
                      f"{1 / p['chirp_rate']:.3f} s")
         # Collected and published from its own thread, as audio drivers do (see avs_depth_ros.workers: not an rclpy timer).
-        self._driver = DriverThread("echo-capture", self._poll, self._fail)
+        self._driver = DriverThread("echo-capture", self._poll, shutdown_on_error(self, "echo capture"))
         self._driver.start()
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
-
-    def _fail(self, err: BaseException) -> None:
-        self.get_logger().fatal(f"echo capture stopped: {err}")
-        rclpy.try_shutdown(context=self.context)
 
     @property
     def error(self) -> BaseException | None:

@@ -44,9 +44,8 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     try:
         node = factory()
         spin([node], threads=getattr(node, "executor_threads", 1))
-        return _exit_status(node, name)
     except (KeyboardInterrupt, ExternalShutdownException):
-        return 0
+        pass
     except CONFIG_ERRORS as err:
         rclpy.logging.get_logger(name).fatal(str(err))
         return 1
@@ -54,8 +53,17 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
         if node is not None:
             node.destroy_node()
         rclpy.try_shutdown()
-
-
-def _exit_status(node: Node, name: str) -> int:
-    """1 when one of the node's own threads ended it with an error (already logged), else 0."""
+    # 1 when one of the node's own threads stopped it (shutdown_on_error has logged why)
     return 1 if getattr(node, "error", None) is not None else 0
+
+
+def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], None]:
+    """on_error for a node's own thread (avs_depth_ros.workers): one FATAL line, then the node's context is shut down so
+    the executor returns and the process ends with exit status 1 (run_node and bringup read node.error)."""
+
+    def stop(err: BaseException) -> None:
+        node.get_logger().fatal(f"{what} stopped: {type(err).__name__}: {err}")
+        rclpy.try_shutdown(context=node.context)
+
+    return stop
+

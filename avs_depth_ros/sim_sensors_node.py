@@ -11,7 +11,6 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-import rclpy
 from avs_depth_msgs.msg import EchoStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
@@ -20,7 +19,7 @@ from avs_depth_core.sim.world import SimWorld
 from avs_depth_ros.conversions import camera_info_msg, echo_msg, header, image_msg
 from avs_depth_ros.params import SIM_SENSORS_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output
-from avs_depth_ros.runner import run_node
+from avs_depth_ros.runner import run_node, shutdown_on_error
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.workers import DriverThread
 
@@ -54,7 +53,7 @@ class SimSensorsNode(Node):
         self._pub_echo = publisher(EchoStamped, ECHO_TOPIC, 10)
         self.published = {"image": 0, "echo": 0}
         # Published from its own thread, as a camera driver does (see avs_depth_ros.workers for why not an rclpy timer).
-        self._driver = DriverThread("sim-sensors", self._tick, self._fail)
+        self._driver = DriverThread("sim-sensors", self._tick, shutdown_on_error(self, "simulated sensors"))
         self._driver.start()
         log.info(f"simulating {p['preset']} (seed {p['seed']}, sequence {p['sequence']}): {p['width']}x{p['height']} "
                  f"{p['encoding']} at {p['camera_rate']:g} Hz, echoes at {p['chirp_rate']:g} Hz, looping "
@@ -62,10 +61,6 @@ class SimSensorsNode(Node):
 
     def _now_ns(self) -> int:
         return self.get_clock().now().nanoseconds
-
-    def _fail(self, err: BaseException) -> None:
-        self.get_logger().fatal(f"simulated sensors stopped: {err}")
-        rclpy.try_shutdown(context=self.context)
 
     def _tick(self) -> float:
         """Publish what is due now; seconds until the next capture, chirp or echo release."""

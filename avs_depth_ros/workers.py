@@ -55,8 +55,47 @@ class DriverThread:
             self._thread.join(timeout=timeout_s)
 
 
+class LatestSlot(Generic[T]):
+    """Keep-last-1 hand-over from a producer to one consumer, never a queue.
+
+    put() stores the item and says whether it replaced one not yet taken (a dropped frame) and whether the consumer must
+    be woken (it was idle: nothing pending, nothing in progress). The consumer calls take() until it returns None, which
+    marks it idle again. Both depth_node inference modes use it: the worker thread, and the callback group, whose guard
+    condition must only be triggered while the consumer is idle.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._item: T | None = None
+        self._busy = False
+
+    def put(self, item: T) -> tuple[bool, bool]:
+        with self._lock:
+            replaced, wake = self._item is not None, not self._busy
+            self._item, self._busy = item, True
+        return replaced, wake
+
+    def take(self) -> T | None:
+        with self._lock:
+            item, self._item = self._item, None
+            if item is None:
+                self._busy = False
+        return item
+
+    def clear(self) -> None:
+        """Drop the pending item and mark the consumer idle (it stopped)."""
+        with self._lock:
+            self._item, self._busy = None, False
+
+    @property
+    def busy(self) -> bool:
+        """An item pending or in progress."""
+        with self._lock:
+            return self._busy
+
+
 class LatestFrameWorker(Generic[T]):
-    """Runs process(item) in its own thread on the newest submitted item: keep-last-1, never a queue.
+    """Runs process(item) in its own thread on the newest submitted item (a LatestSlot).
 
     submit() returns True when it replaced an item the worker had not taken yet (a dropped frame). An exception in
     process() ends the worker as DriverThread's does (kept in `error`, passed to on_error).
@@ -65,51 +104,43 @@ class LatestFrameWorker(Generic[T]):
     def __init__(self, name: str, process: Callable[[T], None], on_error: Callable[[BaseException], None]) -> None:
         self._process = process
         self._on_error = on_error
-        self._pending: T | None = None
-        self._busy = False
+        self._slot: LatestSlot[T] = LatestSlot()
+        self._wake = threading.Event()
         self._stopped = False
-        self._wake = threading.Condition()
         self.error: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
     def submit(self, item: T) -> bool:
-        with self._wake:
-            replaced = self._pending is not None
-            self._pending = item
-            self._wake.notify()
+        replaced, wake = self._slot.put(item)
+        if wake:
+            self._wake.set()
         return replaced
 
     @property
     def busy(self) -> bool:
         """Processing an item, or holding one not yet taken."""
-        with self._wake:
-            return self._busy or self._pending is not None
+        return self._slot.busy
 
     def _run(self) -> None:
         while True:
-            with self._wake:
-                self._busy = False
-                while self._pending is None and not self._stopped:
-                    self._wake.wait()
-                if self._stopped:
+            self._wake.wait()
+            self._wake.clear()
+            while not self._stopped and (item := self._slot.take()) is not None:
+                try:
+                    self._process(item)
+                except BaseException as err:  # reported through on_error, never lost in the thread
+                    self.error = err
+                    self._slot.clear()
+                    self._on_error(err)
                     return
-                item, self._pending = self._pending, None
-                self._busy = True
-            try:
-                self._process(item)
-            except BaseException as err:  # reported through on_error, never lost in the thread
-                self.error = err
-                with self._wake:
-                    self._busy = False
-                self._on_error(err)
+            if self._stopped:
                 return
 
     def stop(self, timeout_s: float = 10.0) -> None:
         """Finish the item in progress (if any), drop the pending one, end the thread."""
-        with self._wake:
-            self._stopped = True
-            self._pending = None
-            self._wake.notify()
+        self._stopped = True
+        self._slot.clear()
+        self._wake.set()
         if self._thread.is_alive() and threading.current_thread() is not self._thread:
             self._thread.join(timeout=timeout_s)

@@ -170,3 +170,29 @@ def test_sim_sensors_node_publishes_a_camera_and_echoes(spinner, ros_context):
     received, echo = collector.got["echo"][0]
     assert received - stamp_to_ns(echo.header.stamp) >= (len(echo.data) / 2 - echo.emission_offset) / FS * 1e9
     assert echo.header.frame_id == "mic_array"
+
+
+def test_a_failing_driver_thread_ends_run_node_with_status_1():
+    """A node's own thread that fails (here a driver raising) shuts the node down: run_node returns 1, not 0."""
+    from avs_depth_ros.runner import run_node, shutdown_on_error
+    from avs_depth_ros.workers import DriverThread
+
+    class FailingDriverNode(Node):
+        def __init__(self) -> None:
+            super().__init__("failing_driver")
+            self._driver = DriverThread("failing", self._step, shutdown_on_error(self, "test driver"))
+            self._driver.start()
+
+        @staticmethod
+        def _step() -> float:
+            raise RuntimeError("device unplugged")
+
+        @property
+        def error(self) -> BaseException | None:
+            return self._driver.error
+
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(run_node(FailingDriverNode, "failing_driver", [])))
+    thread.start()
+    thread.join(timeout=30)
+    assert result == [1]
