@@ -153,34 +153,12 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
     return parsed
 
 
-class AVSNet(nn.Module):
-    """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT or None) -> dict of
-    metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H/2,W/2) metres
-    [, probs (B,n_bins,H,W) with return_probs]."""
+class AVSNetInputs:
+    """Input preparation and checks shared by every AVS-Net runtime (the torch module here, the ONNX Runtime session
+    in avs_depth_core.backends): they need only `cfg`, so both backends run the same pre-processing code."""
 
-    def __init__(self, cfg: AVSNetConfig) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.visual = build_visual_backbone(cfg.backbone)
-        if cfg.visual_weights:
-            load_midas_weights(self.visual, cfg.visual_weights)
-        ch = self.visual.channels
-        if cfg.use_echo:
-            self.audio = AudioEncoder(cfg.audio_layers, in_channels=2, width=cfg.audio_width, weights=cfg.audio_weights)
-            self.fusion = CrossModalAttention(ch["bottleneck"], self.audio.channels, cfg.fusion_heads, cfg.fusion_layer_norm)
-        else:
-            self.audio, self.fusion = None, None
-        self.head = MetricBinsHead(
-            ch["bottleneck"], [ch["r4"], ch["r3"], ch["r2"], ch["r1"]], ch["out_conv"], n_bins=cfg.n_bins,
-            bin_centers_type=cfg.bin_centers_type, bin_embedding_dim=cfg.bin_embedding_dim, min_depth=cfg.min_depth,
-            max_depth=cfg.max_depth, n_attractors=cfg.n_attractors, attractor_alpha=cfg.attractor_alpha,
-            attractor_gamma=cfg.attractor_gamma, attractor_kind=cfg.attractor_kind, attractor_type=cfg.attractor_type,
-            min_temp=cfg.min_temp, max_temp=cfg.max_temp, inverse_midas=cfg.inverse_midas)
-        self.register_buffer("norm_mean", torch.tensor(cfg.norm_mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("norm_std", torch.tensor(cfg.norm_std).view(1, 3, 1, 1), persistent=False)
-        self.checkpoint_meta: dict[str, Any] = {}
+    cfg: AVSNetConfig
 
-    # ----------------------------------------------------------------------------------------------------------- forward
     def check_inputs(self, rgb: torch.Tensor, echo: torch.Tensor | None) -> None:
         """Shapes, channel counts, NaN/inf and the [0,1] range; ValueError says what was expected."""
         h, w = self.cfg.image_size
@@ -214,34 +192,6 @@ class AVSNet(nn.Module):
             bad = (~torch.isfinite(echo)).flatten(1).any(1).nonzero().flatten().tolist()
             raise ValueError(f"echo: NaN or inf in batch item(s) {bad}")
 
-    def forward(self, rgb: torch.Tensor, echo: torch.Tensor | None = None, return_probs: bool = False,
-                return_attention: bool = False) -> dict[str, torch.Tensor]:
-        self.check_inputs(rgb, echo)
-        x = (rgb - self.norm_mean.to(rgb.dtype)) / self.norm_std.to(rgb.dtype)
-        feats = self.visual(x)
-        bottleneck = feats["bottleneck"]
-        attention = None
-        if self.fusion is not None:
-            tokens = self.audio(echo)
-            fused = self.fusion(bottleneck, tokens, return_attention=return_attention)
-            bottleneck, attention = fused if return_attention else (fused, None)
-        out = self.head(feats["out_conv"], bottleneck, [feats["r4"], feats["r3"], feats["r2"], feats["r1"]], feats["rel_depth"])
-        result = {"metric_depth": out["metric_depth"], "rel_depth": feats["rel_depth"], "bin_centers": out["bin_centers"]}
-        if return_probs:
-            result["probs"] = out["probs"]
-        if attention is not None:
-            result["attention"] = attention
-        return result
-
-    def train(self, mode: bool = True) -> AVSNet:
-        super().train(mode)
-        if mode and self.cfg.freeze_visual_bn:
-            for m in self.visual.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm):
-                    m.eval()
-        return self
-
-    # ------------------------------------------------------------------------------------------------------- inference
     def echo_input(self, samples: np.ndarray | list, sample_rate: int, emission_offset: int | list[int] = 0) -> torch.Tensor:
         """Raw binaural samples (2, n) or (B, 2, n) -> the network's echo input (B, 2, *echo_size), via audio.echo_features."""
         batch = [np.asarray(s, dtype=np.float32) for s in samples] if isinstance(samples, list) else None
@@ -283,6 +233,69 @@ class AVSNet(nn.Module):
             x = F.interpolate(x, size=self.cfg.image_size, mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
         return x, original
 
+
+class AVSNet(AVSNetInputs, nn.Module):
+    """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT or None) -> dict of
+    metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H/2,W/2) metres
+    [, probs (B,n_bins,H,W) with return_probs]."""
+
+    def __init__(self, cfg: AVSNetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.visual = build_visual_backbone(cfg.backbone)
+        if cfg.visual_weights:
+            load_midas_weights(self.visual, cfg.visual_weights)
+        ch = self.visual.channels
+        if cfg.use_echo:
+            self.audio = AudioEncoder(cfg.audio_layers, in_channels=2, width=cfg.audio_width, weights=cfg.audio_weights)
+            self.fusion = CrossModalAttention(ch["bottleneck"], self.audio.channels, cfg.fusion_heads, cfg.fusion_layer_norm)
+        else:
+            self.audio, self.fusion = None, None
+        self.head = MetricBinsHead(
+            ch["bottleneck"], [ch["r4"], ch["r3"], ch["r2"], ch["r1"]], ch["out_conv"], n_bins=cfg.n_bins,
+            bin_centers_type=cfg.bin_centers_type, bin_embedding_dim=cfg.bin_embedding_dim, min_depth=cfg.min_depth,
+            max_depth=cfg.max_depth, n_attractors=cfg.n_attractors, attractor_alpha=cfg.attractor_alpha,
+            attractor_gamma=cfg.attractor_gamma, attractor_kind=cfg.attractor_kind, attractor_type=cfg.attractor_type,
+            min_temp=cfg.min_temp, max_temp=cfg.max_temp, inverse_midas=cfg.inverse_midas)
+        self.register_buffer("norm_mean", torch.tensor(cfg.norm_mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("norm_std", torch.tensor(cfg.norm_std).view(1, 3, 1, 1), persistent=False)
+        self.checkpoint_meta: dict[str, Any] = {}
+
+    # ----------------------------------------------------------------------------------------------------------- forward
+    def forward(self, rgb: torch.Tensor, echo: torch.Tensor | None = None, return_probs: bool = False,
+                return_attention: bool = False) -> dict[str, torch.Tensor]:
+        self.check_inputs(rgb, echo)
+        return self.forward_unchecked(rgb, echo, return_probs, return_attention)
+
+    def forward_unchecked(self, rgb: torch.Tensor, echo: torch.Tensor | None = None, return_probs: bool = False,
+                          return_attention: bool = False) -> dict[str, torch.Tensor]:
+        """forward without check_inputs: no data-dependent branch, so torch.onnx.export traces it (avs_depth_core.export)."""
+        x = (rgb - self.norm_mean.to(rgb.dtype)) / self.norm_std.to(rgb.dtype)
+        feats = self.visual(x)
+        bottleneck = feats["bottleneck"]
+        attention = None
+        if self.fusion is not None:
+            tokens = self.audio(echo)
+            fused = self.fusion(bottleneck, tokens, return_attention=return_attention)
+            bottleneck, attention = fused if return_attention else (fused, None)
+        out = self.head(feats["out_conv"], bottleneck, [feats["r4"], feats["r3"], feats["r2"], feats["r1"]], feats["rel_depth"],
+                        return_probs=return_probs)
+        result = {"metric_depth": out["metric_depth"], "rel_depth": feats["rel_depth"], "bin_centers": out["bin_centers"]}
+        if return_probs:
+            result["probs"] = out["probs"]
+        if attention is not None:
+            result["attention"] = attention
+        return result
+
+    def train(self, mode: bool = True) -> AVSNet:
+        super().train(mode)
+        if mode and self.cfg.freeze_visual_bn:
+            for m in self.visual.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    # ------------------------------------------------------------------------------------------------------- inference
     @torch.inference_mode()
     def predict(self, rgb: np.ndarray | torch.Tensor, echo_samples: np.ndarray | list | None = None,
                 sample_rate: int | None = None, emission_offset: int | list[int] = 0, fp16: bool = False,

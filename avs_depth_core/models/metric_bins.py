@@ -143,18 +143,25 @@ class AttractorLayerUnnormed(_Attractor):
         return b_new, b_new
 
 
+def log_binomial_coefficients(n_classes: int, device: torch.device | str | None = None,
+                              dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """log C(K-1, k) for k = 0..K-1 in ZoeDepth's Stirling form n ln n - k ln k - (n-k) ln(n-k+1e-7), with 1e-7 added to
+    n and k. Shape (K,)."""
+    k = torch.arange(n_classes, device=device, dtype=dtype)
+    n = torch.full_like(k, n_classes - 1) + 1e-7
+    kk = k + 1e-7
+    return n * torch.log(n) - kk * torch.log(kk) - (n - kk) * torch.log(n - kk + 1e-7)
+
+
 def log_binomial(p: torch.Tensor, n_classes: int, temperature: torch.Tensor | float = 1.0, eps: float = 1e-4) -> torch.Tensor:
     """softmax over k of [log C(K-1, k) + k log p + (K-1-k) log(1-p)] / t, for p (B,1,h,w) or (B,h,w) -> (B,K,h,w).
 
-    log C uses ZoeDepth's Stirling form n ln n - k ln k - (n-k) ln(n-k+1e-7), with 1e-7 added to n and k;
-    p and 1-p are clamped to [eps, 1].
+    log C as log_binomial_coefficients; p and 1-p are clamped to [eps, 1].
     """
     if p.ndim == 3:
         p = p.unsqueeze(1)
     k = torch.arange(n_classes, device=p.device, dtype=p.dtype).view(1, -1, 1, 1)
-    n = torch.full_like(k, n_classes - 1) + 1e-7
-    kk = k + 1e-7
-    log_comb = n * torch.log(n) - kk * torch.log(kk) - (n - kk) * torch.log(n - kk + 1e-7)
+    log_comb = log_binomial_coefficients(n_classes, p.device, p.dtype).view(1, -1, 1, 1)
     y = log_comb + k * torch.log(p.clamp(eps, 1)) + (n_classes - 1 - k) * torch.log((1 - p).clamp(eps, 1))
     return torch.softmax(y / temperature, dim=1)
 
@@ -164,6 +171,7 @@ class ConditionalLogBinomial(nn.Module):
 
     MLP: Conv1x1(in+cond, (in+cond)//bottleneck_factor)-GELU-Conv1x1(.,4)-Softplus; p = (o0+eps)/(o0+o1+2eps),
     t = min_temp + (max_temp-min_temp) * (o2+eps)/(o2+o3+2eps).
+    forward() is ZoeDepth's computation (the reference); expected_depth() gives the same depth for less work.
     """
 
     def __init__(self, in_features: int, condition_dim: int, n_classes: int = 256, bottleneck_factor: int = 2,
@@ -173,23 +181,68 @@ class ConditionalLogBinomial(nn.Module):
         hidden = (in_features + condition_dim) // bottleneck_factor
         self.mlp = nn.Sequential(nn.Conv2d(in_features + condition_dim, hidden, 1), nn.GELU(), nn.Conv2d(hidden, 4, 1),
                                  nn.Softplus())
+        # rows log C(K-1, k) and k: logits (B,H,W,K) = [1/t, log(p/(1-p))/t] @ basis in one matmul. Not in state dicts.
+        basis = torch.stack((log_binomial_coefficients(n_classes), torch.arange(n_classes, dtype=torch.float32)))
+        self.register_buffer("logit_basis", basis, persistent=False)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def probability_and_temperature(self, pt: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The MLP's 4 outputs (B,4,H,W) -> p (B,H,W) and t (B,1,H,W), in fp32."""
         # fp32 from here: the logits are divided by temperatures down to ~0.02, which fp16 rounding would not survive
-        pt = self.mlp(torch.cat((x, cond), dim=1)).float() + self.p_eps
+        pt = pt.float() + self.p_eps
         p = pt[:, 0] / (pt[:, 0] + pt[:, 1])
         t = (pt[:, 2] / (pt[:, 2] + pt[:, 3])).unsqueeze(1)
-        t = (self.max_temp - self.min_temp) * t + self.min_temp
+        return p, (self.max_temp - self.min_temp) * t + self.min_temp
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        p, t = self.probability_and_temperature(self.mlp(torch.cat((x, cond), dim=1)))
         return log_binomial(p, self.n_classes, t)
+
+    def expected_depth(self, features: list[torch.Tensor], embedding: torch.Tensor, centers: torch.Tensor,
+                       return_probs: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """sum_k forward(x, resize(embedding))_k * resize(centers)_k at x's resolution, x = cat(features) ->
+        ((B,1,H,W), probs (B,K,H,W) or None). The same depth as the reference up to float rounding, for less work:
+
+        - the 1x1 conv over cat(x, cond) is sum_i W_i features_i + W_c cond + b, and W_c commutes with bilinear resizing
+          (its weights sum to 1): the condition's half runs at the embedding's resolution, and no 161-channel map is
+          built (a conv per feature map, summed, also lets ONNX Runtime fuse the sums into its blocked convs);
+        - k log p + (K-1-k) log(1-p) = k log(p/(1-p)) + a term constant in k, which the softmax cancels: the logits are
+          one matmul with the fixed basis, bins last (contiguous softmax and dot product per pixel);
+        - the centers are resized channels-last, so the per-pixel dot product reads them in place.
+        """
+        size = features[0].shape[-2:]
+        conv = self.mlp[0]
+        n_x = sum(f.shape[1] for f in features)
+        # contiguous weight slices: a strided weight sends the conv to a slow generic kernel on the CPU
+        hidden = resize(F.conv2d(embedding, conv.weight[:, n_x:].contiguous(), conv.bias), size)
+        start = 0
+        for part in features:
+            hidden = hidden.add_(F.conv2d(part, conv.weight[:, start:start + part.shape[1]].contiguous()))
+            start += part.shape[1]
+        p, t = self.probability_and_temperature(self.mlp[1:](hidden))
+        with torch.autocast(device_type=embedding.device.type, enabled=False):  # fp32: see probability_and_temperature
+            log_odds = torch.log(p.clamp(self.p_eps, 1.0)) - torch.log((1 - p).clamp(self.p_eps, 1.0))
+            inv_t = 1.0 / t[:, 0]
+            logits = torch.stack((inv_t, log_odds * inv_t), dim=-1) @ self.logit_basis  # (B,H,W,K)
+            probs = torch.softmax(logits, dim=-1)
+            centers = resize(centers.float().contiguous(memory_format=torch.channels_last), size).permute(0, 2, 3, 1)
+            if torch.onnx.is_in_onnx_export():  # ONNX Runtime runs a batch of 1x64 matmuls slowly, Mul + ReduceSum fast
+                metric = (probs * centers).sum(dim=-1).unsqueeze(1)
+            else:  # torch: one batched dot product, no (B,H,W,K) temporary
+                metric = (probs.unsqueeze(-2) @ centers.unsqueeze(-1)).view(probs.shape[0], 1, *size)
+        return metric, (probs.permute(0, 3, 1, 2) if return_probs else None)
 
 
 class MetricBinsHead(nn.Module):
     """ZoeDepth's head after the MiDaS core (zoedepth_v1.ZoeDepth minus the core), with ZoeD_N's defaults.
 
     forward(out_conv, bottleneck, levels [r4, r3, r2, r1], rel_depth) -> dict(metric_depth (B,1,H,W),
-    bin_centers (B,n_bins,h1,w1) at the last attractor's resolution, probs (B,n_bins,H,W)). The bottleneck may already be
-    fused with the echo; conv2 is ZoeDepth's 1x1 bottleneck conv.
+    bin_centers (B,n_bins,h1,w1) at the last attractor's resolution, probs (B,n_bins,H,W) unless return_probs=False).
+    The bottleneck may already be fused with the echo; conv2 is ZoeDepth's 1x1 bottleneck conv.
+    The final stage (log-binomial over the bins, expected depth) runs ConditionalLogBinomial.expected_depth; set
+    reference_final_stage = True on an instance for ZoeDepth's literal computation (same outputs, kept for comparison).
     """
+
+    reference_final_stage: bool = False
 
     def __init__(self, bottleneck_channels: int, level_channels: list[int] | tuple[int, ...], out_conv_channels: int = 32,
                  n_bins: int = 64, bin_centers_type: str = "softplus", bin_embedding_dim: int = 128, min_depth: float = 1e-3,
@@ -217,7 +270,7 @@ class MetricBinsHead(nn.Module):
                                                                min_temp=min_temp, max_temp=max_temp)
 
     def forward(self, out_conv: torch.Tensor, bottleneck: torch.Tensor, levels: list[torch.Tensor],
-                rel_depth: torch.Tensor) -> dict[str, torch.Tensor]:
+                rel_depth: torch.Tensor, return_probs: bool = True) -> dict[str, torch.Tensor]:
         x = self.conv2(bottleneck)
         _, seed_centers = self.seed_bin_regressor(x)
         if self.bin_centers_type in ("normed", "hybrid2"):
@@ -233,7 +286,16 @@ class MetricBinsHead(nn.Module):
             # ZoeDepth normalises over the whole batch tensor, not per image
             rel_depth = 1.0 / (rel_depth + 1e-6)
             rel_depth = (rel_depth - rel_depth.min()) / (rel_depth.max() - rel_depth.min())
-        last = torch.cat([out_conv, resize(rel_depth, out_conv.shape[-2:])], dim=1)
-        probs = self.conditional_log_binomial(last, resize(prev_embedding, last.shape[-2:]))
-        metric = torch.sum(probs * resize(centers, probs.shape[-2:]), dim=1, keepdim=True)
-        return {"metric_depth": metric, "bin_centers": centers, "probs": probs}
+        if rel_depth.shape[-2:] != out_conv.shape[-2:]:
+            rel_depth = resize(rel_depth, out_conv.shape[-2:])
+        features = [out_conv, rel_depth]
+        if self.reference_final_stage:
+            last = torch.cat(features, dim=1)
+            probs = self.conditional_log_binomial(last, resize(prev_embedding, last.shape[-2:]))
+            metric = torch.sum(probs * resize(centers, probs.shape[-2:]), dim=1, keepdim=True)
+        else:
+            metric, probs = self.conditional_log_binomial.expected_depth(features, prev_embedding, centers, return_probs)
+        out = {"metric_depth": metric, "bin_centers": centers}
+        if probs is not None:
+            out["probs"] = probs
+        return out
