@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate-scaling": ("avs_depth_core.evaluation.scaling_cli", "evaluate relative depth with echo scaling (Table 2)"),
     "infer": ("avs_depth_core.inference", "metric depth for one image + echo"),
     "gradcam": ("avs_depth_core.gradcam", "Grad-CAM over the echo spectrogram and the image"),
+    "export": ("avs_depth_core.export", "export AVS-Net or Monodepth2 to ONNX (ONNX Runtime, TensorRT) with its metadata"),
 }
 
 

@@ -136,26 +136,28 @@ class DepthPipeline:
     def from_checkpoints(cls, avsnet_checkpoint: str | Path | None = None, relative_model: str = "avsnet_rgb",
                          relative_checkpoint: str | Path | None = None, device: str = "auto", half: bool = False,
                          scale_method: str = "median", smoothing_alpha: float = 1.0, hold_s: float = 1.0,
-                         out_of_range: str = "clip", warn: Callable[[str], None] = log.warning) -> DepthPipeline:
-        """Load AVS-Net and the relative model ('' or None = the bundled defaults) onto the resolved device."""
-        from avs_depth_core.models.avsnet import AVSNet
-        from avs_depth_core.relative import RelativeDepthModel
+                         out_of_range: str = "clip", warn: Callable[[str], None] = log.warning, backend: str = "torch",
+                         onnx_providers: str = "auto") -> DepthPipeline:
+        """Load AVS-Net and the relative model ('' or None = the bundled defaults) onto the resolved device, as torch
+        modules or ONNX Runtime sessions (backend; avs_depth_core.backends)."""
+        from avs_depth_core.backends import check_backend, load_avsnet, load_relative
 
         if relative_model not in RELATIVE_KINDS:
             raise ValueError(f"relative_model must be one of {RELATIVE_KINDS}, got {relative_model!r}")
+        check_backend(backend)
         torch_device = resolve_device(device, warn=warn)
-        avsnet = AVSNet.from_checkpoint(find_checkpoint(avsnet_checkpoint, "avsnet", "avsnet_checkpoint"), torch_device)
-        if relative_model == "torchscript":
-            if not relative_checkpoint:
-                raise FileNotFoundError("relative_checkpoint: relative_model 'torchscript' needs the path of the model file")
-            relative = RelativeDepthModel.from_torchscript(relative_checkpoint, "depth", device=torch_device)
-        else:
-            path = find_checkpoint(relative_checkpoint, relative_model, "relative_checkpoint")
-            relative = getattr(RelativeDepthModel, relative_model)(path, device=torch_device)
+        avsnet = load_avsnet(find_checkpoint(avsnet_checkpoint, "avsnet", "avsnet_checkpoint"), backend, torch_device,
+                             onnx_providers, half, warn)
+        if relative_model == "torchscript" and not relative_checkpoint:
+            raise FileNotFoundError("relative_checkpoint: relative_model 'torchscript' needs the path of the model file")
+        path = relative_checkpoint if relative_model == "torchscript" else \
+            find_checkpoint(relative_checkpoint, relative_model, "relative_checkpoint")
+        relative = load_relative(relative_model, path, backend, torch_device, onnx_providers, half, warn)
         cfg = avsnet.cfg
         scaling = ScalingConfig(method=scale_method, min_depth=cfg.min_depth, max_depth=cfg.max_depth, fallback="nan",
                                 smoothing_alpha=smoothing_alpha, hold_s=hold_s)
-        return cls(avsnet, relative, scaling, torch_device, half, out_of_range, warn)
+        # fp16 autocast is the torch backend's; ONNX Runtime runs the fp32 graph (TensorRT: fp16 engines with half)
+        return cls(avsnet, relative, scaling, torch_device, half and backend == "torch", out_of_range, warn)
 
     @classmethod
     def from_config(cls, params: Mapping[str, Any], warn: Callable[[str], None] = log.warning) -> DepthPipeline:
@@ -164,7 +166,8 @@ class DepthPipeline:
             params.get("avsnet_checkpoint") or None, params.get("relative_model", "avsnet_rgb"),
             params.get("relative_checkpoint") or None, params.get("device", "auto"), bool(params.get("half", False)),
             params.get("scale_method", "median"), float(params.get("scale_smoothing_alpha", 1.0)),
-            float(params.get("max_scale_hold_s", 1.0)), params.get("out_of_range", "clip"), warn)
+            float(params.get("max_scale_hold_s", 1.0)), params.get("out_of_range", "clip"), warn,
+            params.get("backend", "torch"), params.get("onnx_providers", "auto"))
 
     # -- per frame --------------------------------------------------------------------------------------------------
     @property

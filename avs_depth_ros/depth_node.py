@@ -158,7 +158,7 @@ class DepthNode(Node):
         if p["torch_threads"]:
             torch.set_num_threads(p["torch_threads"])
         self.pipeline = pipeline if pipeline is not None else DepthPipeline.from_config(p, warn=log.warning)
-        log.info(f"models on {self.pipeline.device}"
+        log.info(f"{p['backend']} backend, models on {self.pipeline.device}"
                  f"{' (fp16)' if self.pipeline.half else ''}, input {self.pipeline.cfg.image_size[1]}x"
                  f"{self.pipeline.cfg.image_size[0]}, depth range {self.pipeline.cfg.min_depth:g}-"
                  f"{self.pipeline.cfg.max_depth:g} m, echoes {'fused' if self.pipeline.uses_echo else 'not used'}")

@@ -93,12 +93,19 @@ DEPTH_NODE: list[ParamSpec] = [
     ParamSpec("relative_checkpoint", "", "checkpoint of the relative model; '' = the bundled default for relative_model"),
     ParamSpec("device", "auto", "torch device: auto (CUDA if available), cpu, cuda or cuda:N; CUDA requested but absent "
               "falls back to CPU with a warning"),
-    ParamSpec("half", False, "fp16 autocast on CUDA (ignored on CPU, with a warning)"),
+    ParamSpec("half", False, "fp16 autocast on CUDA (ignored on CPU, with a warning); with backend onnxruntime, fp16 "
+              "TensorRT engines"),
+    ParamSpec("backend", "torch", "inference runtime: torch (the checkpoints' modules) or onnxruntime (their ONNX "
+              "export: avs-depth export, or made once into ~/.cache/avs_depth when a checkpoint is a .safetensors file; "
+              "faster than torch on CPUs: benchmarks/avsnet_speed.py --paper-size). Pre- and post-processing are the same "
+              "code for both", None, ("torch", "onnxruntime")),
+    ParamSpec("onnx_providers", "auto", "backend onnxruntime: execution providers, auto (TensorRT then CUDA for a cuda "
+              "device when this onnxruntime build has them, else CPU) or a comma list of tensorrt, cuda, cpu"),
     ParamSpec("warmup_iterations", 2, "forward passes on a blank frame at start, so the first frame is not slow", (0, 50)),
-    ParamSpec("torch_threads", 1, "torch intra-op threads; 0 = torch's default (all cores). One leaves the other cores to "
-              "the sensor drivers and the robot's other processes; on 2 cores with the bundled models a pipeline call "
-              "takes 43 ms with 1 thread, 36 ms with 2 (benchmarks/node_latency.py --torch-threads); raise it on a "
-              "many-core CPU without a GPU", (0, 256)),
+    ParamSpec("torch_threads", 1, "torch (and ONNX Runtime) intra-op threads; 0 = torch's default (all cores). One "
+              "leaves the other cores to the sensor drivers and the robot's other processes; on 2 cores with the bundled "
+              "models a pipeline call takes 43 ms with 1 thread, 36 ms with 2 (benchmarks/node_latency.py "
+              "--torch-threads); raise it on a many-core CPU without a GPU", (0, 256)),
     ParamSpec("inference_in", "worker_thread", "where the models run: the node's own thread (any executor; measured "
               "fastest with rclpy, see avs_depth_ros.workers), or a MutuallyExclusiveCallbackGroup of its own run by a "
               "MultiThreadedExecutor (the depth_anything_v2_ros2 pattern; bringup --threads 2 or more)", None,
