@@ -1,4 +1,4 @@
-"""ZoeDepth's metric bins module (zoedepth/models/layers/*.py, zoedepth_v1.py; method_spec 1.1-1.2), layer by layer.
+"""ZoeDepth's metric bins module (zoedepth/models/layers/*.py, zoedepth/models/zoedepth/zoedepth_v1.py), layer by layer.
 
 Seed bins from the bottleneck, refined by attractors at each decoder level, and a per-pixel log-binomial distribution over
 the final bins, conditioned on the last decoder features and the relative depth. Metric depth = sum_k p_k * c_k.
