@@ -197,10 +197,10 @@ def load_inputs(args: argparse.Namespace, model: nn.Module) -> tuple[torch.Tenso
 
 
 def run(args: argparse.Namespace) -> int:
+    from avs_depth_core.device import resolve_device
     from avs_depth_core.models.avsnet import AVSNet
-    from avs_depth_core.train.loop import select_device
 
-    model = AVSNet.from_checkpoint(args.checkpoint, select_device(args.device))
+    model = AVSNet.from_checkpoint(args.checkpoint, resolve_device(args.device))
     rgb, echo, title = load_inputs(args, model)
     result = gradcam(model, rgb, echo, args.region)
     path = save_gradcam_figure(args.out, rgb, echo, result, model.cfg, args.region, title=title)

@@ -73,14 +73,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from avs_depth_core.device import resolve_device
     from avs_depth_core.models.avsnet import AVSNet
-    from avs_depth_core.train.loop import select_device
     from avs_depth_core.visualise import save_depth_png
 
     suffix = args.out.suffix.lower()
     if suffix not in (".npy", ".png"):
         raise ValueError(f"--out {args.out}: expected a .npy (float32 metres) or .png (colourised) file name")
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     if args.half and device.type != "cuda":
         raise ValueError(f"--half needs a CUDA device; this run uses {device}")
     model = AVSNet.from_checkpoint(args.checkpoint, device)

@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from avs_depth_core.data.messages import echo_problem
+from avs_depth_core.device import resolve_device
 from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
 
 log = logging.getLogger(__name__)
@@ -34,33 +35,6 @@ RELATIVE_KINDS = ("avsnet_rgb", "monodepth2", "torchscript")
 OUT_OF_RANGE = ("clip", "nan")
 # Checkpoints shipped with the package: avs_depth_core/checkpoints/<kind>/<name>.safetensors + <name>.json.
 BUNDLED_KINDS = {"avsnet": "avsnet", "avsnet_rgb": "avsnet_rgb", "monodepth2": "monodepth2"}
-
-
-def resolve_device(requested: str, cuda_available: bool | None = None, device_count: int | None = None,
-                   warn: Callable[[str], None] = log.warning) -> torch.device:
-    """'auto' -> CUDA if available else CPU; 'cpu'; 'cuda' / 'cuda:N' -> that GPU, or CPU with a warning when CUDA is
-    absent. Any other text, or a GPU index that does not exist, is a ValueError."""
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
-    if device_count is None:
-        device_count = torch.cuda.device_count() if cuda_available else 0
-    text = requested.strip().lower()
-    if text == "auto":
-        return torch.device("cuda:0" if cuda_available else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or text.startswith("cuda:"):
-        index_text = text.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise ValueError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
-        if not cuda_available:
-            warn(f"device {requested!r} requested but CUDA is not available (torch {torch.__version__}, "
-                 f"CUDA build: {torch.version.cuda or 'none'}); running on the CPU")
-            return torch.device("cpu")
-        if int(index_text) >= device_count:
-            raise ValueError(f"device {requested!r}: only {device_count} CUDA device(s) present")
-        return torch.device(f"cuda:{int(index_text)}")
-    raise ValueError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def bundled_checkpoint(kind: str) -> Path | None:

@@ -19,8 +19,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from avs_depth_core.guards import check_batch_finite
 from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator
-from avs_depth_core.train.loop import check_batch_finite
 
 # The seven columns of the AVS-Net paper's Table 1, in its order.
 TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")

@@ -25,8 +25,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from avs_depth_core.device import resolve_device
 from avs_depth_core.evaluation import TABLE_METRICS, evaluate_model
-from avs_depth_core.train.loop import select_device
 
 GT_RESOLUTIONS = ("native", "network")
 HEADERS = {"abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
     for bag in args.bag:
         if not bag.exists():
             raise FileNotFoundError(f"{bag}: bag not found")
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     rows = []
     for checkpoint in args.checkpoint:
         model = AVSNet.from_checkpoint(checkpoint, device)

@@ -44,11 +44,11 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from avs_depth_core.device import resolve_device
 from avs_depth_core.evaluation import TABLE_METRICS, check_batch
 from avs_depth_core.metrics import MetricAccumulator
 from avs_depth_core.relative import RelativeDepthModel
 from avs_depth_core.scaling import ScaleError, ScaleResult, apply_scale, recover_scale_batch
-from avs_depth_core.train.loop import select_device
 
 ROWS = ("none", "rgb", "rgb_echo")
 REFERENCE_ROW = "gt_median"
@@ -333,7 +333,7 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--figures must be >= 0, --batch-size and --min-pixels >= 1")
     if not args.bag.exists():
         raise FileNotFoundError(f"{args.bag}: bag not found")
-    device = select_device(args.device)
+    device = resolve_device(args.device)
     start = time.perf_counter()
     echo_net, rgb_net = load_avsnets(args.avsnet, args.avsnet_rgb, device)
     relatives = load_relative_models(args, device)

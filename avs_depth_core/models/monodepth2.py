@@ -18,11 +18,15 @@ import yaml
 from torch import nn
 
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
-from avs_depth_core.config import check_fields, dataclass_from_dict
+from avs_depth_core.config import check_fields, dataclass_from_dict, read_sections
 from avs_depth_core.geometry import transformation_from_parameters
 from avs_depth_core.models.resnet import ResNetEncoder
 
 CHECKPOINT_KIND = "monodepth2"
+
+# A config file's train: keys that set Monodepth2Config's optimisation keys (the names every trainer's train: section uses).
+TRAIN_KEYS = {"epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
+              "scheduler_step_size": "scheduler_step_size", "scheduler_gamma": "scheduler_gamma"}
 
 # ResnetEncoder.forward: (x - 0.45) / 0.225, for the depth and the pose encoder alike.
 INPUT_MEAN, INPUT_STD = 0.45, 0.225
@@ -99,10 +103,13 @@ class Monodepth2Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Monodepth2Config:
+        """A training config file: its model: section with the train: keys of TRAIN_KEYS (or the older flat form)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: monodepth2 config not found")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {}, source=str(path))
+        sections = read_sections(yaml.safe_load(path.read_text()) or {}, str(path), flat="model")
+        train = {model_key: sections["train"][key] for key, model_key in TRAIN_KEYS.items() if key in sections["train"]}
+        return cls.from_dict({**sections["model"], **train}, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

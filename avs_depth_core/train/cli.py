@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import os
 import time
 from pathlib import Path
@@ -20,10 +21,13 @@ from typing import Any
 
 import yaml
 
-from avs_depth_core.train.loop import apply_overrides
+from avs_depth_core.config import apply_overrides, read_sections
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
-DEFAULT_CONFIGS = {"avsnet": "avsnet_bv2.yaml", "monodepth2": "monodepth2.yaml"}
+# --model -> (trainer module, its training function, the config it reads by default)
+TRAINERS = {"avsnet": ("avs_depth_core.train.avsnet", "train_avsnet", "avsnet_bv2.yaml"),
+            "monodepth2": ("avs_depth_core.train.monodepth2", "train_monodepth2", "monodepth2.yaml")}
+DEFAULT_CONFIGS = {model: default for model, (_, _, default) in TRAINERS.items()}
 
 
 def find_config(name: str | Path) -> Path:
@@ -43,7 +47,7 @@ def find_config(name: str | Path) -> Path:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", required=True, type=Path, help="rosbag2 folder with images, depth and echoes (and sequences)")
-    parser.add_argument("--model", choices=("avsnet", "monodepth2"), default="avsnet",
+    parser.add_argument("--model", choices=tuple(TRAINERS), default="avsnet",
                         help="avsnet: supervised metric depth (default); monodepth2: self-supervised relative depth")
     parser.add_argument("--config", default=None,
                         help="YAML config (path or name in config/); default avsnet_bv2.yaml or monodepth2.yaml")
@@ -59,14 +63,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="override any config key, value parsed as YAML (repeatable), e.g. --set model.n_bins=32")
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
                         help="continue a run: a checkpoint written with training state, or (no value) <out>/checkpoints/last")
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (default auto: CUDA when available)")
 
 
 def load_config(path: Path) -> dict[str, Any]:
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a mapping with model:, train: and data: sections")
-    return data
+    """A training config file as {"model", "train", "data"} (a flat file's keys are the model section's)."""
+    return read_sections(yaml.safe_load(path.read_text()) or {}, str(path), flat="model")
 
 
 def cli_overrides(args: argparse.Namespace) -> list[str]:
@@ -95,26 +97,20 @@ def resolve_run_dir(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     if not args.bag.exists():
         raise FileNotFoundError(f"{args.bag}: bag not found")
-    if args.model == "monodepth2":
-        try:
-            trainer = importlib.import_module("avs_depth_core.train.monodepth2")
-        except ModuleNotFoundError as err:
-            if err.name != "avs_depth_core.train.monodepth2":
-                raise
-            raise ValueError("--model monodepth2: the self-supervised trainer (avs_depth_core.train.monodepth2) is not "
-                             "installed in this version") from None
-        return int(trainer.run(args) or 0)
-
-    from avs_depth_core.train.avsnet import train_avsnet
-
+    if args.no_echo and args.model != "avsnet":
+        raise ValueError(f"--no-echo applies to --model avsnet; {args.model} never uses the echo")
+    module_name, function, default_config = TRAINERS[args.model]
     run_dir = resolve_run_dir(args)
     if args.config is None and args.resume is not None and (run_dir / "config.yaml").is_file():
         config_path = run_dir / "config.yaml"  # a resumed run keeps its own configuration
     else:
-        config_path = find_config(args.config or DEFAULT_CONFIGS["avsnet"])
+        config_path = find_config(args.config or default_config)
     config = apply_overrides(load_config(config_path), [*cli_overrides(args), *args.overrides])
-    summary = train_avsnet(config, args.bag, run_dir, resume=args.resume, device=args.device)
+    train = getattr(importlib.import_module(module_name), function)
+    summary = train(config, args.bag, run_dir, resume=args.resume, device=args.device)
     if int(os.environ.get("RANK", "0")) == 0:
         best = f", best {summary['best']}" if summary["best"] else ""
-        print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s; checkpoints: last {summary['last']}{best}")
+        rate = summary["train_samples_per_s"]
+        speed = f" ({rate:.1f} {summary['samples']}/s in training steps)" if rate and math.isfinite(rate) else ""
+        print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s{speed}; checkpoints: last {summary['last']}{best}")
     return 0

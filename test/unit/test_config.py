@@ -6,12 +6,11 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from avs_depth_core.config import check_fields, coerce, dataclass_from_dict
+from avs_depth_core.config import check_fields, coerce, dataclass_from_dict, section_from_dict
 from avs_depth_core.models.avsnet import AVSNetConfig
 from avs_depth_core.models.monodepth2 import Monodepth2Config
 from avs_depth_core.scaling import ScalingConfig
 from avs_depth_core.train.avsnet import DataConfig, TrainConfig
-from avs_depth_core.train.loop import dataclass_from_dict as loop_dataclass_from_dict
 
 
 @dataclass
@@ -65,7 +64,7 @@ def test_unknown_keys_name_the_section_and_list_the_known_ones():
     lambda v: AVSNetConfig.from_dict(v, "m.yaml model"),
     lambda v: Monodepth2Config.from_dict(v, "m.yaml model"),
     lambda v: ScalingConfig.from_dict(v, "m.yaml model"),
-    lambda v: loop_dataclass_from_dict(DataConfig, v, "model"),
+    lambda v: section_from_dict(DataConfig, v, "model"),
 ])
 def test_every_section_follows_the_same_rule(parse):
     with pytest.raises(ValueError, match=r"unknown key\(s\) \['(model\.)?min_dpeth'\]; known keys: \[.*'max_depth'"):
@@ -75,8 +74,8 @@ def test_every_section_follows_the_same_rule(parse):
 
 
 def test_loop_sections_default_and_coerce():
-    assert loop_dataclass_from_dict(TrainConfig, None, "train") == TrainConfig()
-    cfg = loop_dataclass_from_dict(DataConfig, {"image_size": [32, 64], "max_depth": 8}, "data")
+    assert section_from_dict(TrainConfig, None, "train") == TrainConfig()
+    cfg = section_from_dict(DataConfig, {"image_size": [32, 64], "max_depth": 8}, "data")
     assert cfg.image_size == (32, 64) and cfg.max_depth == 8.0 and isinstance(cfg.max_depth, float)
     with pytest.raises(ValueError, match=r"config: train.epochs: expected int, got 'two' \(str\)"):
-        loop_dataclass_from_dict(TrainConfig, {"epochs": "two"}, "train")
+        section_from_dict(TrainConfig, {"epochs": "two"}, "train")

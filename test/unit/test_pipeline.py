@@ -12,8 +12,9 @@ import torch
 
 from avs_depth_core import pipeline as pipeline_module
 from avs_depth_core.checkpoint import save_checkpoint
+from avs_depth_core.device import resolve_device
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
-from avs_depth_core.pipeline import DepthPipeline, EchoInput, find_checkpoint, resolve_device
+from avs_depth_core.pipeline import DepthPipeline, EchoInput, find_checkpoint
 from avs_depth_core.scaling import ScalingConfig
 
 SEC = 1_000_000_000

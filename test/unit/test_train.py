@@ -20,11 +20,12 @@ import yaml
 from avs_depth_core.audio import BATVISION_CHIRP, synthesize_chirp
 from avs_depth_core.checkpoint import load_checkpoint, load_checkpoint_extra
 from avs_depth_core.cli import main
+from avs_depth_core.config import apply_overrides, section_from_dict
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
 from avs_depth_core.models.avsnet import AVSNet
-from avs_depth_core.train.loop import apply_overrides, read_csv
+from avs_depth_core.train.logs import read_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 H, W = 32, 64  # recorded = network size, so the dataset does not resize
@@ -184,7 +185,7 @@ def test_only_rgb_and_overrides(tmp_path, capsys):
     ("train.learning_rate=0.1", "train.learning_rate"),
     ("model.n_binz=3", "n_binz"),
     ("train.epochs=two", "train.epochs: expected int"),
-    ("train.optimizer=sgd", "train.optimizer 'sgd' is not implemented"),
+    ("train.optimizer=sgd", "train.optimizer is fixed: AVS-Net trains with AdamW"),
     ("data.image_size=[64, 128]", "data.image_size"),
 ])
 def test_config_errors_name_the_key(tmp_path, capsys, override, message):
@@ -197,9 +198,8 @@ def test_apply_overrides_parses_yaml_values():
     cfg = apply_overrides({"model": {"n_bins": 64}}, ["model.n_bins=32", "train.lr=1e-3", "model.image_size=[32, 64]"])
     assert cfg == {"model": {"n_bins": 32, "image_size": [32, 64]}, "train": {"lr": "1e-3"}}  # YAML 1.1 reads 1e-3 as text
     from avs_depth_core.train.avsnet import TrainConfig
-    from avs_depth_core.train.loop import dataclass_from_dict
 
-    assert dataclass_from_dict(TrainConfig, cfg["train"], "train").lr == 1e-3
+    assert section_from_dict(TrainConfig, cfg["train"], "train").lr == 1e-3
     with pytest.raises(ValueError, match="section.key=value"):
         apply_overrides({}, ["n_bins"])
     with pytest.raises(ValueError, match="must name its section"):
@@ -221,7 +221,7 @@ def test_frame_without_valid_depth_is_reported(tmp_path, capsys):
 
 
 def test_nan_in_batch_names_step_and_stamps():
-    from avs_depth_core.train.loop import check_batch_finite, check_loss_finite
+    from avs_depth_core.guards import check_batch_finite, check_loss_finite
 
     batch = {"rgb": torch.zeros(2, 3, 4, 4), "stamp_ns": torch.tensor([11, 22])}
     batch["rgb"][1, 0, 0, 0] = float("nan")

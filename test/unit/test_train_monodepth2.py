@@ -21,7 +21,7 @@ from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
 from avs_depth_core.data.messages import image_fields
 from avs_depth_core.models.monodepth2 import Monodepth2Config, load_monodepth2
-from avs_depth_core.train.loop import read_csv
+from avs_depth_core.train.logs import read_csv
 from avs_depth_core.train.monodepth2 import (
     augment,
     color_jitter,
@@ -79,7 +79,7 @@ def test_one_epoch_writes_checkpoints_logs_and_curve(sim_bag, tmp_path, capsys):
     for name in ("last.safetensors", "last.json", "last.extra.safetensors", "best.safetensors", "best.json"):
         assert (ckpt / name).is_file(), name
     _, config, kind, meta = load_checkpoint(ckpt / "last")
-    assert kind == "monodepth2" and meta["epoch"] == 1 and meta["step"] == 2 and meta["train_triples"] == 8
+    assert kind == "monodepth2" and meta["epoch"] == 1 and meta["step"] == 2 and meta["train_samples"] == 8
     assert config["frame_interval"] == INTERVAL and config["height"] == H
     assert {"loss", "abs_rel", "delta1", "scale_ratio_median"} <= set(meta["val"])  # the bag has depth: median-scaled metrics
     loaded = load_monodepth2(ckpt / "best", with_pose=True)
@@ -129,7 +129,7 @@ def test_config_sections_and_aliases(tmp_path):
     assert data.max_depth == 30.0
     # YAML 1.1 reads 1e-4 as a string; the section coercion turns it into a number.
     assert resolve_config({"model": {"learning_rate": "1e-4"}})[0].learning_rate == 1e-4
-    # The shipped config is flat and resolves to Monodepth2's defaults.
+    # The shipped config (sections, the optimisation keys under train:) resolves to Monodepth2's defaults.
     shipped = Path(__file__).resolve().parents[2] / "config" / "monodepth2.yaml"
     assert resolve_config(sectioned_config(yaml.safe_load(shipped.read_text()), str(shipped)))[0] == Monodepth2Config()
     with pytest.raises(ValueError, match="model.hieght"):
@@ -140,7 +140,7 @@ def test_config_sections_and_aliases(tmp_path):
         resolve_config({"model": {"width": 100}})
     with pytest.raises(ValueError, match="source_offsets.*-1 and \\+1"):
         resolve_config({"model": {"source_offsets": [-2, 1]}})
-    with pytest.raises(ValueError, match="both a model: section and top-level"):
+    with pytest.raises(ValueError, match=r"x.yaml: unknown section\(s\) \['height'\]"):
         sectioned_config({"model": {}, "height": 64}, "x.yaml")
 
 
