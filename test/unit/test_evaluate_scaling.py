@@ -17,7 +17,7 @@ from test_train_monodepth2 import MAX_DEPTH, H, W, sim_bag, train_args, write_co
 
 from avs_depth_core.cli import main
 from avs_depth_core.evaluation import TABLE_METRICS
-from avs_depth_core.evaluation.scaling_cli import REFERENCE_ROW, ROWS, evaluate_scaling
+from avs_depth_core.evaluation.echo_scaling import REFERENCE_ROW, ROWS, evaluate_scaling
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
 from avs_depth_core.relative import RelativeDepthModel
 

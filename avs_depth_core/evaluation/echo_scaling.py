@@ -1,4 +1,4 @@
-"""`avs-depth evaluate-scaling`: relative depth models made metric by AVS-Net's scale (AVS-Net paper, Table 2 and Fig. 5).
+"""Relative depth models made metric by AVS-Net's scale (AVS-Net paper, Table 2 and Fig. 5); `avs-depth evaluate-scaling`.
 
     avs-depth evaluate-scaling --bag bv1/ --relative runs/md2/checkpoints/best --avsnet runs/bv1/checkpoints/best \
         --avsnet-rgb runs/bv1-rgb/checkpoints/best --out results/scaling --figures 4
@@ -28,11 +28,9 @@ Writes <out>/scaling.json and <out>/scaling.md, and with --figures N, N PNGs per
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import re
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,7 +43,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from avs_depth_core.device import resolve_device
-from avs_depth_core.evaluation import TABLE_METRICS, check_batch
+from avs_depth_core.evaluation import HEADERS, TABLE_METRICS, check_batch, checkpoint_label
 from avs_depth_core.metrics import MetricAccumulator
 from avs_depth_core.relative import RelativeDepthModel
 from avs_depth_core.scaling import ScaleError, ScaleResult, apply_scale, recover_scale_batch
@@ -53,49 +51,35 @@ from avs_depth_core.scaling import ScaleError, ScaleResult, apply_scale, recover
 ROWS = ("none", "rgb", "rgb_echo")
 REFERENCE_ROW = "gt_median"
 ROW_LABELS = {"none": "No", "rgb": "RGB", "rgb_echo": "RGB-Echoes", REFERENCE_ROW: "GT median (reference)"}
-HEADERS = {"abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
-           "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑"}
 FALLBACKS = ("unit", "raise")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--bag", required=True, type=Path, help="rosbag2 folder with images, depth, echoes and a test split")
-    parser.add_argument("--relative", nargs="+", default=[], type=Path, metavar="CKPT",
-                        help="Monodepth2 checkpoint(s) (avs-depth train --model monodepth2)")
-    parser.add_argument("--relative-torchscript", nargs="+", default=[], type=Path, metavar="FILE",
-                        help="other relative/zero-shot models as TorchScript files: rgb (B,3,h,w) in [0,1] -> (B,1,h,w)")
-    parser.add_argument("--torchscript-output", choices=("depth", "disparity"), default="depth",
-                        help="what the TorchScript models return; disparity is inverted (1/d, see scaling.disparity_to_depth)")
-    parser.add_argument("--torchscript-size", type=int, nargs=2, default=None, metavar=("H", "W"),
-                        help="input size of the TorchScript models (default: the evaluation image size)")
-    parser.add_argument("--zero-shot-avsnet", nargs="+", default=[], type=Path, metavar="CKPT",
-                        help="Only-RGB AVS-Net checkpoints used as zero-shot metric models (their 'No' row is metric)")
-    parser.add_argument("--avsnet", required=True, type=Path, help="RGB-Echoes AVS-Net checkpoint (use_echo true)")
-    parser.add_argument("--avsnet-rgb", required=True, type=Path, help="Only-RGB AVS-Net checkpoint (use_echo false)")
-    parser.add_argument("--split", default="test", help="train, val, test or all (default test)")
-    parser.add_argument("--out", type=Path, default=Path("results"), help="folder for scaling.json, scaling.md, figures/")
-    parser.add_argument("--figures", type=int, default=0, metavar="N",
-                        help="N frames (evenly spaced over the split) per relative model as PNGs in the layout of Fig. 5")
-    parser.add_argument("--min-depth", type=float, default=None, help="evaluation range (default: the AVS-Net's)")
-    parser.add_argument("--max-depth", type=float, default=None, help="evaluation range (default: the AVS-Net's)")
-    parser.add_argument("--min-pixels", type=int, default=100,
-                        help="fewest usable pixels for a scale; fewer is a fallback (default 100)")
-    parser.add_argument("--fallback", choices=FALLBACKS, default="unit",
-                        help="a frame without a usable scale: score it unscaled and count it (unit, default) or stop (raise)")
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--num-workers", type=int, default=0)
-    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: CUDA when available)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="bag cache folder (default $AVS_DEPTH_CACHE)")
-    parser.add_argument("--tolerance", type=float, default=0.05, help="echo-frame pairing tolerance in seconds")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip and count frames whose messages cannot be used (e.g. a clipped echo) instead of stopping")
+@dataclass(frozen=True)
+class RelativeSources:
+    """The relative (or zero-shot) models to scale: Monodepth2 checkpoints, TorchScript files, Only-RGB AVS-Nets."""
+
+    monodepth2: tuple[Path, ...] = ()
+    torchscript: tuple[Path, ...] = ()
+    torchscript_output: str = "depth"  # what the TorchScript models return: depth or disparity (inverted, 1/d)
+    torchscript_size: tuple[int, int] | None = None  # their input size (None: the evaluation image size)
+    zero_shot_avsnet: tuple[Path, ...] = ()
 
 
-def checkpoint_label(path: Path) -> str:
-    """runs/NAME/checkpoints/best(.safetensors) -> NAME/best; anything else -> its stem."""
-    stem = path.name.removesuffix(".safetensors").removesuffix(".json")
-    parent = path.parent
-    return f"{parent.parent.name}/{stem}" if parent.name == "checkpoints" and parent.parent.name else stem
+@dataclass(frozen=True)
+class ScalingEvalOptions:
+    """How `evaluate_scaling_on_bag` reads the bag and scores it (the command-line defaults)."""
+
+    split: str = "test"
+    figures: int = 0  # frames (evenly spaced over the split) per relative model as PNGs in Fig. 5's layout
+    min_depth: float | None = None  # evaluation range (None: the AVS-Net's)
+    max_depth: float | None = None
+    min_pixels: int = 100  # fewest usable pixels for a scale; fewer is a fallback
+    fallback: str = "unit"  # a frame without a usable scale: scored unscaled and counted (unit), or an error (raise)
+    batch_size: int = 8
+    num_workers: int = 0
+    cache_dir: Path | None = None
+    tolerance_s: float = 0.05  # echo-frame pairing tolerance
+    skip_bad: bool = False  # skip and count frames whose messages cannot be used instead of stopping
 
 
 @dataclass
@@ -132,7 +116,7 @@ def load_avsnets(avsnet: Path, avsnet_rgb: Path, device: torch.device) -> tuple[
     return echo_net, rgb_net
 
 
-def load_relative_models(args: argparse.Namespace, device: torch.device) -> dict[str, RelativeDepthModel]:
+def load_relative_models(sources: RelativeSources, device: torch.device) -> dict[str, RelativeDepthModel]:
     models: dict[str, RelativeDepthModel] = {}
 
     def add(name: str, model: RelativeDepthModel) -> None:
@@ -141,13 +125,13 @@ def load_relative_models(args: argparse.Namespace, device: torch.device) -> dict
             label, n = f"{name} ({n})", n + 1
         models[label] = model
 
-    for path in args.relative:
+    for path in sources.monodepth2:
         add(f"monodepth2 {checkpoint_label(path)}", RelativeDepthModel.monodepth2(path, device))
-    for path in args.relative_torchscript:
-        size = tuple(args.torchscript_size) if args.torchscript_size else None
-        add(f"torchscript {path.name}", RelativeDepthModel.from_torchscript(path, args.torchscript_output, input_size=size,
+    for path in sources.torchscript:
+        size = tuple(sources.torchscript_size) if sources.torchscript_size else None
+        add(f"torchscript {path.name}", RelativeDepthModel.from_torchscript(path, sources.torchscript_output, input_size=size,
                                                                              device=device))
-    for path in args.zero_shot_avsnet:
+    for path in sources.zero_shot_avsnet:
         add(f"avsnet-rgb {checkpoint_label(path)}", RelativeDepthModel.avsnet_rgb(path, device))
     if not models:
         raise ValueError("no relative model: give --relative CKPT (Monodepth2), --relative-torchscript FILE and/or "
@@ -326,49 +310,48 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", text).strip("_")
 
 
-def run(args: argparse.Namespace) -> int:
+def evaluate_scaling_on_bag(bag: Path, avsnet: Path, avsnet_rgb: Path, sources: RelativeSources, out: Path,
+                            options: ScalingEvalOptions = ScalingEvalOptions(),
+                            device: str | torch.device | None = None) -> tuple[dict[str, Any], str]:
+    """Table 2 for `bag`: writes <out>/scaling.json, <out>/scaling.md and the figures. -> (report, markdown table)."""
     from avs_depth_core.data.datasets import SupervisedBagDataset
 
-    if args.figures < 0 or args.batch_size < 1 or args.min_pixels < 1:
+    o = options
+    if o.figures < 0 or o.batch_size < 1 or o.min_pixels < 1:
         raise ValueError("--figures must be >= 0, --batch-size and --min-pixels >= 1")
-    if not args.bag.exists():
-        raise FileNotFoundError(f"{args.bag}: bag not found")
-    device = resolve_device(args.device)
+    if not bag.exists():
+        raise FileNotFoundError(f"{bag}: bag not found")
+    device = resolve_device(device)
     start = time.perf_counter()
-    echo_net, rgb_net = load_avsnets(args.avsnet, args.avsnet_rgb, device)
-    relatives = load_relative_models(args, device)
+    echo_net, rgb_net = load_avsnets(avsnet, avsnet_rgb, device)
+    relatives = load_relative_models(sources, device)
     cfg = echo_net.cfg
-    min_depth = cfg.min_depth if args.min_depth is None else args.min_depth
-    max_depth = cfg.max_depth if args.max_depth is None else args.max_depth
+    min_depth = cfg.min_depth if o.min_depth is None else o.min_depth
+    max_depth = cfg.max_depth if o.max_depth is None else o.max_depth
     if not 0 <= min_depth < max_depth:
         raise ValueError(f"need 0 <= --min-depth < --max-depth, got {min_depth}, {max_depth}")
-    dataset = SupervisedBagDataset(args.bag, split=args.split, image_size=cfg.image_size, max_depth=cfg.max_depth,
-                                   echo_size=cfg.echo_size, stft=cfg.stft, speed_of_sound=cfg.speed_of_sound,
-                                   sample_rate=cfg.sample_rate, tolerance_s=args.tolerance, cache_dir=args.cache_dir,
-                                   skip_bad=args.skip_bad)
+    dataset = SupervisedBagDataset.for_model(bag, o.split, cfg, tolerance_s=o.tolerance_s, cache_dir=o.cache_dir,
+                                             skip_bad=o.skip_bad)
     n = len(dataset)
-    indices = tuple(sorted({int(round(x)) for x in np.linspace(0, n - 1, min(args.figures, n))})) if args.figures else ()
+    indices = tuple(sorted({int(round(x)) for x in np.linspace(0, n - 1, min(o.figures, n))})) if o.figures else ()
     results, records = evaluate_scaling(dataset, relatives, echo_net, rgb_net, device, min_depth, max_depth,
-                                        batch_size=args.batch_size, num_workers=args.num_workers, min_pixels=args.min_pixels,
-                                        fallback=args.fallback, figure_indices=indices)
+                                        batch_size=o.batch_size, num_workers=o.num_workers, min_pixels=o.min_pixels,
+                                        fallback=o.fallback, figure_indices=indices)
     saved = []
     for name in relatives:
         for rec in records:
-            path = args.out / "figures" / f"{_slug(name)}_{rec['index']:05d}_{rec['stamp_ns']}.png"
+            path = out / "figures" / f"{_slug(name)}_{rec['index']:05d}_{rec['stamp_ns']}.png"
             saved.append(str(save_scaling_figure(path, rec, name, min_depth, max_depth)))
-    caption = (f"{args.bag.name} [{args.split}], {n} frames with echo and depth; metrics averaged per image over valid "
+    caption = (f"{bag.name} [{o.split}], {n} frames with echo and depth; metrics averaged per image over valid "
                f"pixels ({min_depth:g} < gt < {max_depth:g} m), predictions clamped to that range. Scale: per-image median "
                f"ratio (AVS-Net eq. 3); fallbacks = frames without a usable scale, scored unscaled. GT median is Monodepth2's "
                f"ground-truth median scaling, for reference.")
     table = markdown_table(results, caption)
-    report = {"bag": str(args.bag), "split": args.split, "frames": n, "excluded": dataset.report,
-              "min_depth": min_depth, "max_depth": max_depth, "avsnet": str(args.avsnet), "avsnet_rgb": str(args.avsnet_rgb),
-              "scale": {"method": "median", "median_over": "shared", "min_pixels": args.min_pixels, "fallback": args.fallback},
+    report = {"bag": str(bag), "split": o.split, "frames": n, "excluded": dataset.report,
+              "min_depth": min_depth, "max_depth": max_depth, "avsnet": str(avsnet), "avsnet_rgb": str(avsnet_rgb),
+              "scale": {"method": "median", "median_over": "shared", "min_pixels": o.min_pixels, "fallback": o.fallback},
               "models": results, "figures": saved, "seconds": round(time.perf_counter() - start, 3)}
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "scaling.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
-    (args.out / "scaling.md").write_text(table)
-    print(table)
-    print(f"wrote {args.out / 'scaling.json'} and {args.out / 'scaling.md'}"
-          + (f" and {len(saved)} figures in {args.out / 'figures'}" if saved else ""), file=sys.stderr)
-    return 0
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "scaling.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+    (out / "scaling.md").write_text(table)
+    return report, table

@@ -1,4 +1,4 @@
-"""`avs-depth simulate`: render synthetic audio-visual sequences into a rosbag2.
+"""Render synthetic audio-visual sequences into a rosbag2 (the library of `avs-depth simulate`, cli/simulate.py).
 
 Per frame the bag gets camera/color/image_raw (rgb8), camera/color/camera_info, camera/depth/image (32FC1 metres, NaN
 invalid) and audio/echo (EchoStamped). Image, depth and camera_info share header.stamp; the simulated rig is synchronised,
@@ -12,9 +12,9 @@ Splits are by sequence, in index order (train first, then val, then test), sized
 
 from __future__ import annotations
 
-import argparse
 import math
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,7 +22,7 @@ from tqdm import tqdm
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
-from avs_depth_core.sim.world import PRESETS, SimFrame, SimSequence, SimWorld
+from avs_depth_core.sim.world import SimFrame, SimSequence, SimWorld
 
 EPOCH_NS = 1_700_000_000 * 1_000_000_000  # 2023-11-14T22:13:20Z: a fixed start so bags are reproducible
 GAP_S = 1.0
@@ -56,35 +56,6 @@ def split_counts(n: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     return counts[0], counts[1], counts[2]
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="bv2",
-                        help="bv1: offices, depth clipped at 12 m; bv2: larger halls, 30 m (default bv2)")
-    parser.add_argument("--sequences", type=positive_int, default=10, help="number of sequences (scenes) (default 10)")
-    parser.add_argument("--frames", type=positive_int, default=200, help="frames per sequence (default 200)")
-    parser.add_argument("--seed", type=int, default=0, help="random seed; the output is a function of all arguments (default 0)")
-    parser.add_argument("--out", type=Path, required=True, help="output rosbag2 folder (must not exist)")
-    parser.add_argument("--storage", choices=("mcap", "sqlite3"), default="mcap", help="rosbag2 storage plugin (default mcap)")
-    parser.add_argument("--height", type=positive_int, default=256, help="image height in pixels (default 256)")
-    parser.add_argument("--width", type=positive_int, default=512, help="image width in pixels (default 512)")
-    parser.add_argument("--rate", type=float, default=10.0, help="frame (and chirp) rate in Hz (default 10)")
-    parser.add_argument("--scale-ambiguous", action="store_true",
-                        help="scale each scene, its textures, lights and camera path by a random factor so the RGB holds "
-                             "no absolute-scale cue while depth and echo delays scale")
-    parser.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"), default=None,
-                        help="with --scale-ambiguous: the scale factor is log-uniform in [LO, HI] (default 0.5 2)")
-    parser.add_argument("--splits", type=float, nargs=3, metavar=("TRAIN", "VAL", "TEST"), default=(0.8, 0.1, 0.1),
-                        help="fractions of the sequences per split, by sequence; each split with a positive fraction "
-                             "gets at least one sequence when there are enough (2 -> train, test; 3 -> train, val, test) "
-                             "(default 0.8 0.1 0.1)")
-
-
 def write_frame(writer: BagWriter, frame: SimFrame, stamp_ns: int, speed_of_sound: float) -> None:
     """The frame's four messages, all stamped stamp_ns (the synchronised rig emits its chirp at the camera's capture)."""
     height, width = frame.depth.shape
@@ -114,44 +85,73 @@ def write_sequence(writer: BagWriter, seq: SimSequence, frames: int, start_ns: i
     return stamp
 
 
-def run(args: argparse.Namespace) -> int:
-    if args.scale_range is not None and not args.scale_ambiguous:
+@dataclass(frozen=True)
+class RecordedBag:
+    """What record_bag wrote."""
+
+    path: Path
+    storage: str
+    preset: str
+    sequences: int
+    frames: int  # per sequence
+    split_counts: tuple[int, int, int]  # sequences in train, val, test
+    messages: int
+    topics: int
+    seconds: float
+    size_mb: float
+
+    def describe(self) -> str:
+        total = self.sequences * self.frames
+        train, val, test = self.split_counts
+        return (f"wrote {self.path} ({self.storage}, {self.size_mb:.1f} MB): preset {self.preset}, {self.sequences} sequences "
+                f"(train {train}, val {val}, test {test}) x {self.frames} frames = {total} frames, {self.messages} messages "
+                f"on {self.topics} topics, {self.seconds:.1f} s ({total / self.seconds:.1f} frames/s)")
+
+
+def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, frames: int = 200, seed: int = 0,
+               height: int = 256, width: int = 512, rate_hz: float = 10.0, scale_ambiguous: bool = False,
+               scale_range: tuple[float, float] | None = None, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+               storage: str = "mcap") -> RecordedBag:
+    """Simulate `sequences` sequences of `frames` frames of the `preset` world into the new rosbag2 `out`.
+
+    scale_ambiguous: each scene, its textures, lights and camera path scaled by a log-uniform factor in scale_range
+    (default (0.5, 2)) so the RGB holds no absolute-scale cue; splits: fractions of the sequences (split_counts).
+    """
+    if scale_range is not None and not scale_ambiguous:
         raise ValueError("--scale-range only applies with --scale-ambiguous")
-    if not (args.rate > 0 and math.isfinite(args.rate)):
-        raise ValueError(f"--rate must be a positive number of Hz, got {args.rate}")
-    if args.seed < 0:
-        raise ValueError(f"--seed must be non-negative, got {args.seed}")
-    scale_range = tuple(args.scale_range) if args.scale_range is not None else (0.5, 2.0)
+    if not (rate_hz > 0 and math.isfinite(rate_hz)):
+        raise ValueError(f"--rate must be a positive number of Hz, got {rate_hz}")
+    if seed < 0:
+        raise ValueError(f"--seed must be non-negative, got {seed}")
+    scale_range = tuple(scale_range) if scale_range is not None else (0.5, 2.0)
     if not 0 < scale_range[0] <= scale_range[1]:
         raise ValueError(f"--scale-range needs 0 < LO <= HI, got {list(scale_range)}")
-    if args.height < 8 or args.width < 8:
-        raise ValueError(f"--height and --width must be at least 8 pixels, got {args.height}x{args.width}")
-    counts = split_counts(args.sequences, tuple(args.splits))
-    out = Path(args.out)
+    if height < 8 or width < 8:
+        raise ValueError(f"--height and --width must be at least 8 pixels, got {height}x{width}")
+    if sequences < 1 or frames < 1:
+        raise ValueError(f"need at least one sequence of at least one frame, got {sequences} x {frames}")
+    counts = split_counts(sequences, tuple(splits))
+    out = Path(out)
     if out.exists():
         raise ValueError(f"{out}: output bag already exists; remove it or choose another --out")
-    world = SimWorld(args.preset, seed=args.seed, height=args.height, width=args.width, scale_ambiguous=args.scale_ambiguous,
-                     scale_range=scale_range, rate_hz=args.rate)
-    splits = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
-    period_ns = round(1e9 / args.rate)
+    world = SimWorld(preset, seed=seed, height=height, width=width, scale_ambiguous=scale_ambiguous,
+                     scale_range=scale_range, rate_hz=rate_hz)
+    split_names = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
+    period_ns = round(1e9 / rate_hz)
     started = time.perf_counter()
-    total = args.sequences * args.frames
-    with BagWriter(out, storage=args.storage) as writer, \
-            tqdm(total=total, unit="frame", desc=f"simulate {args.preset}", dynamic_ncols=True) as progress:
+    with BagWriter(out, storage=storage) as writer, \
+            tqdm(total=sequences * frames, unit="frame", desc=f"simulate {preset}", dynamic_ncols=True) as progress:
         start_ns = EPOCH_NS
-        for index, split in enumerate(splits):
+        for index, split in enumerate(split_names):
             seq = world.sequence(index)
             progress.set_postfix_str(f"{seq.name} ({split}, scale {seq.scale:.2f})")
-            last_ns = write_sequence(writer, seq, args.frames, start_ns, progress)
+            last_ns = write_sequence(writer, seq, frames, start_ns, progress)
             end_ns = last_ns + period_ns
-            writer.add_sequence(seq.name, split, start_ns, end_ns, scene=seq.scene.name, scale=seq.scale, preset=args.preset,
-                                index=index, frames=args.frames, seed=args.seed, rate_hz=args.rate, max_depth=world.max_depth,
-                                scale_ambiguous=args.scale_ambiguous, room_size_m=[round(float(x), 3) for x in seq.scene.size])
+            writer.add_sequence(seq.name, split, start_ns, end_ns, scene=seq.scene.name, scale=seq.scale, preset=preset,
+                                index=index, frames=frames, seed=seed, rate_hz=rate_hz, max_depth=world.max_depth,
+                                scale_ambiguous=scale_ambiguous, room_size_m=[round(float(x), 3) for x in seq.scene.size])
             start_ns = end_ns + round(GAP_S * 1e9)
-        messages = sum(writer.counts.values())
-    elapsed = time.perf_counter() - started
+        messages, topics_written = sum(writer.counts.values()), len(writer.counts)
     size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
-    print(f"wrote {out} ({args.storage}, {size_mb:.1f} MB): preset {args.preset}, {args.sequences} sequences "
-          f"(train {counts[0]}, val {counts[1]}, test {counts[2]}) x {args.frames} frames = {total} frames, "
-          f"{messages} messages on {len(writer.counts)} topics, {elapsed:.1f} s ({total / elapsed:.1f} frames/s)")
-    return 0
+    return RecordedBag(out, storage, preset, sequences, frames, counts, messages, topics_written,
+                       time.perf_counter() - started, size_mb)
