@@ -167,5 +167,6 @@ def warp_image(source: torch.Tensor, grid: torch.Tensor, align_corners: bool = T
 
     align_corners=True matches Project3D's u / (W - 1) normalisation and torch 0.4.1, the version Monodepth2 was released with;
     the released code calls grid_sample with the default, which became align_corners=False in torch 1.3 (a sub-pixel shift).
+    Kept True as the geometry Monodepth2 meant; False reproduces the released code on current torch (test/golden).
     """
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=align_corners)

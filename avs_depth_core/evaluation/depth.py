@@ -7,10 +7,10 @@ Each bag is read with the checkpoint's own input settings (image size, echo wind
 min_depth < gt < max_depth (default: the checkpoint's depth range, min 1e-3 m, so in effect 0 < gt < max_depth as
 the AVS-Net paper evaluates; --max-depth for another dataset's clip). The ground truth stays at the resolution it was
 recorded at (--gt-resolution native, the default; BatVision V2: 1280x720) and the prediction is resized to it bilinearly
-(align_corners=True, ZoeDepth's compute_metrics) and clamped to the range; --gt-resolution network instead compares at the
-network's input size with the depth nearest-resized as in training. Every metric is averaged per image over the images
-with valid pixels. Native ground truth needs one depth size per bag (so a batch stacks); a bag mixing sizes is an error
-naming the frame.
+with pixel centres aligned (align_corners=False, Monodepth2's trainer; metrics.resize_prediction) and clamped to the range;
+--gt-resolution network instead compares at the network's input size with the depth nearest-resized as in training.
+Every metric is averaged per image over the images with valid pixels. Native ground truth needs one depth size per bag (so
+a batch stacks); a bag mixing sizes is an error naming the frame.
 Writes <out>/results.json and <out>/results.md, and with --figures N the first N images of every row as PNGs.
 """
 

@@ -22,6 +22,7 @@ from avs_depth_core.audio.features import StftSettings, echo_features
 from avs_depth_core.audio.window import echo_window_samples
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
 from avs_depth_core.config import check_fields, dataclass_from_dict
+from avs_depth_core.metrics import resize_prediction
 from avs_depth_core.models.audio_encoder import AudioEncoder
 from avs_depth_core.models.fusion import CrossModalAttention
 from avs_depth_core.models.metric_bins import BIN_CENTERS_TYPES, MetricBinsHead
@@ -48,10 +49,14 @@ class AVSNetConfig:
     bin_centers_type: str = "normed"
     bin_embedding_dim: int = 128
     n_attractors: list[int] = field(default_factory=lambda: [16, 8, 4, 1])
-    attractor_alpha: float = 1000.0  # ZoeD_N JSON (the constructor default 300 is overridden)
+    attractor_alpha: float = 1000.0  # ZoeD_N JSON; ZoeDepth's code never applies it (see apply_attractor_alpha)
     attractor_gamma: int = 2
     attractor_kind: str = "mean"
     attractor_type: str = "inv"
+    # False = ZoeDepth's code (zoedepth/models/layers/attractor.py): the attractor function is called without alpha and
+    # gamma, so its defaults 300 and 2 apply. True = deviation option: apply attractor_alpha and attractor_gamma (the
+    # package's behaviour before this key existed; checkpoints saved without the key load with True, see from_checkpoint).
+    apply_attractor_alpha: bool = False
     min_temp: float = 0.0212
     max_temp: float = 50.0
     inverse_midas: bool = False
@@ -95,6 +100,9 @@ class AVSNetConfig:
             raise ValueError(f"attractor_kind: expected 'mean' or 'sum', got {self.attractor_kind!r}")
         if self.attractor_type not in ("inv", "exp"):
             raise ValueError(f"attractor_type: expected 'inv' or 'exp', got {self.attractor_type!r}")
+        if not self.apply_attractor_alpha and self.attractor_gamma != 2:
+            raise ValueError(f"attractor_gamma: {self.attractor_gamma} has no effect unless apply_attractor_alpha is true "
+                             "(ZoeDepth's attractor layers always use gamma 2); set apply_attractor_alpha: true or gamma 2")
         if len(self.n_attractors) != 4 or any(n < 1 for n in self.n_attractors):
             raise ValueError(f"n_attractors: expected 4 positive counts (one per decoder level r4..r1), got {self.n_attractors}")
         if len(self.norm_mean) != 3 or len(self.norm_std) != 3 or any(s <= 0 for s in self.norm_std):
@@ -157,7 +165,7 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
 
 class AVSNet(nn.Module):
     """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT or None) -> dict of
-    metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H/2,W/2) metres
+    metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H,W) metres
     [, probs (B,n_bins,H,W) with return_probs]."""
 
     def __init__(self, cfg: AVSNetConfig) -> None:
@@ -177,7 +185,8 @@ class AVSNet(nn.Module):
             bin_centers_type=cfg.bin_centers_type, bin_embedding_dim=cfg.bin_embedding_dim, min_depth=cfg.min_depth,
             max_depth=cfg.max_depth, n_attractors=cfg.n_attractors, attractor_alpha=cfg.attractor_alpha,
             attractor_gamma=cfg.attractor_gamma, attractor_kind=cfg.attractor_kind, attractor_type=cfg.attractor_type,
-            min_temp=cfg.min_temp, max_temp=cfg.max_temp, inverse_midas=cfg.inverse_midas)
+            min_temp=cfg.min_temp, max_temp=cfg.max_temp, inverse_midas=cfg.inverse_midas,
+            apply_attractor_alpha=cfg.apply_attractor_alpha)
         self.register_buffer("norm_mean", torch.tensor(cfg.norm_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("norm_std", torch.tensor(cfg.norm_std).view(1, 3, 1, 1), persistent=False)
         self.checkpoint_meta: dict[str, Any] = {}
@@ -313,8 +322,7 @@ class AVSNet(nn.Module):
         result = {}
         for key in ("metric_depth", "rel_depth"):
             value = out[key].float()
-            result[key] = value if tuple(value.shape[-2:]) == size else \
-                F.interpolate(value, size=size, mode="bilinear", align_corners=True)
+            result[key] = resize_prediction(value, size)  # pixel centres: the inverse of image_input's resize
         return result
 
     # ------------------------------------------------------------------------------------------------------- training
@@ -348,6 +356,8 @@ class AVSNet(nn.Module):
         if kind != CHECKPOINT_KIND:
             raise ValueError(f"{path}: checkpoint kind is {kind!r}, expected {CHECKPOINT_KIND!r}")
         config = dict(config, visual_weights=None, audio_weights=None)
+        # saved before apply_attractor_alpha existed: trained with the configured alpha applied, so keep it applied
+        config.setdefault("apply_attractor_alpha", True)
         model = cls(AVSNetConfig.from_dict(config, where=f"{path} config"))
         own = model.state_dict()
         missing = sorted(set(own) - set(state))

@@ -201,7 +201,8 @@ def augment(frames: torch.Tensor, K: torch.Tensor, config: Monodepth2Config,
     """frames (B, N, 3, H, W) in [0, 1], K (B, 3, 3) -> (frames for the loss, frames for the networks, K).
 
     Flip (p hflip_prob) mirrors every frame of a sample and its intrinsics: pixel u goes to W - 1 - u, so cx -> W - 1 - cx
-    (and the skew changes sign). Jitter (p color_jitter_prob) touches only the networks' copy.
+    (and the skew changes sign). Monodepth2 keeps K, right only for cx = (W - 1) / 2; kept here as the correct geometry.
+    Jitter (p color_jitter_prob) touches only the networks' copy.
     """
     b, _, _, _, w = frames.shape
     flip = torch.rand(b, generator=generator) < config.hflip_prob

@@ -104,7 +104,9 @@ def test_metric_bins_head_output_inside_range():
     out = head(torch.rand(2, 32, 32, 64), torch.randn(2, 64, 1, 2), [torch.randn(2, 32, 2, 4), torch.randn(2, 16, 4, 8),
                                                                     torch.randn(2, 8, 8, 16), torch.randn(2, 8, 16, 32)],
                torch.rand(2, 1, 32, 64))
-    assert out["metric_depth"].shape == (2, 1, 32, 64) and out["bin_centers"].shape == (2, 16, 16, 32)
+    assert out["metric_depth"].shape == (2, 1, 32, 64) and out["bin_centers"].shape == (2, 16, 32, 64)
+    # the returned centers are those the depth is the expectation over (ZoeDepth's return_final_centers)
+    torch.testing.assert_close(out["metric_depth"], (out["probs"] * out["bin_centers"]).sum(1, keepdim=True))
     assert (out["metric_depth"] > 1e-3).all() and (out["metric_depth"] < 12.0).all()
     torch.testing.assert_close(out["probs"].sum(1), torch.ones(2, 32, 64))
     assert Projector(8, 16)(torch.randn(1, 8, 2, 2)).shape == (1, 16, 2, 2)
@@ -144,7 +146,7 @@ def test_rgb_echo_and_only_rgb_forward(tiny_models):
         other = echo_model(rgb, echo * 3 + 1)
         base = rgb_model(rgb)
     assert out["metric_depth"].shape == (2, 1, 64, 128) and out["rel_depth"].shape == (2, 1, 64, 128)
-    assert out["bin_centers"].shape == (2, 16, 32, 64) and out["probs"].shape == (2, 16, 64, 128)
+    assert out["bin_centers"].shape == (2, 16, 64, 128) and out["probs"].shape == (2, 16, 64, 128)
     assert base["metric_depth"].shape == (2, 1, 64, 128)
     for o in (out, base):
         assert (o["metric_depth"] > 1e-3).all() and (o["metric_depth"] < 12.0).all()
