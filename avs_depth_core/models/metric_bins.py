@@ -93,7 +93,8 @@ class _Attractor(nn.Module):
         """Total shift of each center (B,n_bins,h,w) towards the attractors (B,n_attr,h,w): mean or sum over attractors."""
         attract, dx = ATTRACTORS[self.attractor_type], attractors.unsqueeze(2) - centers.unsqueeze(1)
         # ZoeDepth's layers store alpha and gamma but call the function without them, so its defaults (300, 2) apply;
-        # apply_alpha=True uses the configured ones instead (a deviation, and this package's behaviour before issue 17).
+        # apply_alpha=True uses the configured ones instead (a deviation, and this package's behaviour before it followed
+        # ZoeDepth here).
         delta = attract(dx, self.alpha, self.gamma) if self.apply_alpha else attract(dx)
         return delta.mean(dim=1) if self.kind == "mean" else delta.sum(dim=1)
 
