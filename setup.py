@@ -11,7 +11,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 CORE_COMMANDS = [
-    "simulate", "convert-batvision", "train", "evaluate", "evaluate-scaling", "infer", "gradcam", "bag-info",
+    "simulate", "convert-batvision", "train", "evaluate", "evaluate-scaling", "infer", "gradcam", "bag-info", "export",
 ]
 ROS_NODES = ["echo_node", "sim_sensors_node", "depth_node"]
 HERE = Path(__file__).resolve().parent

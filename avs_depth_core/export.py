@@ -1,5 +1,5 @@
-"""`avs-depth export`: AVS-Net (RGB-Echoes, Only-RGB) and Monodepth2 checkpoints to ONNX, for ONNX Runtime (the depth
-node's `backend: onnxruntime`), TensorRT and other runtimes.
+"""AVS-Net (RGB-Echoes, Only-RGB) and Monodepth2 checkpoints to ONNX, for ONNX Runtime (the depth node's
+`backend: onnxruntime`), TensorRT and other runtimes (command line: avs_depth_core.cli.export).
 
     avs-depth export --checkpoint runs/avs_bv2/checkpoints/best --format onnx --out avsnet_bv2.onnx
     avs-depth export --checkpoint runs/md2_bv1/checkpoints/best --format onnx --out monodepth2_bv1.onnx
@@ -25,7 +25,6 @@ torch's within --tolerance (metres for AVS-Net, disparity for Monodepth2).
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import time
@@ -258,23 +257,3 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if "kind" not in metadata:
         raise ValueError(f"{path}: no avs_depth metadata; export the model with `avs-depth export`")
     return metadata
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path,
-                        help="AVS-Net (RGB-Echoes or Only-RGB) or Monodepth2 checkpoint (.safetensors + .json beside it)")
-    parser.add_argument("--format", default="onnx", choices=FORMATS, help="output format")
-    parser.add_argument("--out", required=True, type=Path, help="model file to write (.onnx)")
-    parser.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
-    parser.add_argument("--exporter", default="torchscript", choices=EXPORTERS,
-                        help="torch.onnx exporter: torchscript (default: exact, fast) or dynamo (needs onnxscript)")
-    parser.add_argument("--tolerance", type=float, default=1e-3,
-                        help="largest accepted |ONNX Runtime - torch| on the check input (m for AVS-Net)")
-    parser.add_argument("--no-check", action="store_true", help="write without running ONNX Runtime against torch")
-
-
-def run(args: argparse.Namespace) -> int:
-    report = export_onnx(args.checkpoint, args.out, args.opset, args.exporter, None if args.no_check else args.tolerance)
-    checked = ", ".join(f"{name} max |ORT - torch| {d:.2e}" for name, d in report.max_abs_diff.items()) or "not checked"
-    print(f"{report.path}: {report.kind}, {report.size_bytes / 1e6:.1f} MB, {checked}, {report.seconds:.1f} s")
-    return 0

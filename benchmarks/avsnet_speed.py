@@ -4,12 +4,12 @@
     .venv/bin/python benchmarks/avsnet_speed.py --iters 3 --batch-sizes 1 --devices cpu
     .venv/bin/python benchmarks/avsnet_speed.py --paper-size --out R.json   # backends side by side (see below)
 
-Default mode: Only-RGB (ZoeDepth) vs RGB-Echo at 256x512. Targets (issue 3, H100): midas_small AVS-Net >= 200 frames/s at
+Default mode: Only-RGB (ZoeDepth) vs RGB-Echo at 256x512. Targets (H100): midas_small AVS-Net >= 200 frames/s at
 batch 1 in fp16; the echo branch adds <= 15 % over Only-RGB. Timed: AVSNet.forward under torch.inference_mode (input checks
 included), inputs already on the device; median of --iters. fp16-autocast keeps fp32 weights (what AVSNet.predict(fp16=True)
 does); fp16 converts the weights to half.
 
---paper-size (issue 14): the paper-size RGB-Echoes model (midas_small, 256x512) on a simulated frame, batch 1, rows
+--paper-size: the paper-size RGB-Echoes model (midas_small, 256x512) on a simulated frame, batch 1, rows
 torch_reference (today's forward: ZoeDepth's literal final stage), torch_fast (ConditionalLogBinomial.expected_depth),
 onnxruntime (the fast model exported by avs_depth_core.export, CPU provider) and onnxruntime_reference_head (the
 reference exported, for the record), each with latency_ms, cpu_ms and max_abs_diff_m against torch_reference; with a GPU
@@ -342,7 +342,7 @@ def print_paper_report(report: dict[str, Any]) -> None:
             print(f"  {module:<40} {ms:8.1f}")
     t = report["target"]
     best = next(r for r in report["rows"] if r["name"] == t["best_cpu_row"] and r["device"] == "cpu")
-    print(f"\ntarget (issue 14): >= {t['speedup']}x today's torch forward on {report['threads']} CPU threads, outputs within "
+    print(f"\ntarget: >= {t['speedup']}x today's torch forward on {report['threads']} CPU threads, outputs within "
           f"{t['max_abs_diff_m']:g} m: {best['name']} {best['speedup']:.2f}x, {best['max_abs_diff_m']:.1e} m -> "
           f"{'met' if t['met'] else 'NOT met'}; load {report['loadavg_start'][0]:.2f} -> {report['loadavg_end'][0]:.2f}")
     gpu = [r for r in report["rows"] if r["device"] == "cuda"]
@@ -375,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--devices", nargs="+", choices=["cpu", "cuda"], help="default: cpu, and cuda when available")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
-    paper = parser.add_argument_group("--paper-size: backends side by side (issue 14)")
+    paper = parser.add_argument_group("--paper-size: backends side by side")
     paper.add_argument("--paper-size", action="store_true", help="compare torch reference / fast / ONNX Runtime")
     paper.add_argument("--out", type=Path, help="--paper-size: write the report as JSON here")
     paper.add_argument("--repeats", type=int, default=15, help="--paper-size: interleaved rounds (one forward per row)")

@@ -5,21 +5,28 @@
     .venv/bin/python benchmarks/node_latency.py --tiny                  # random tiny AVS-Net pair at 64x128, no checkpoints
     .venv/bin/python benchmarks/node_latency.py --rates 2 5 10 --seconds 10 --device cpu
     .venv/bin/python benchmarks/node_latency.py --tiny --threads 1 4      # Single- vs MultiThreadedExecutor, one run
-    .venv/bin/python benchmarks/node_latency.py --threads 1 2 --inference-in worker_thread callback_group
+    .venv/bin/python benchmarks/node_latency.py --paper-size runs/paper_size --backends torch onnxruntime \
+        --torch-threads 2 --rates 2 --seconds 30 --out R.json           # paper-size models, both backends side by side
 
 One process, as `avs-depth-ros bringup --sim` runs it: sim_sensors_node (camera at each --rates value, echoes at 10 Hz),
 depth_node (the pipeline injected, so the models load once) and a listener on the camera and the depth.
 Figures per input rate: output rate, dropped frames, latency from the image stamp to the depth's arrival, and the node's
 share: depth arrival - image arrival (at the same listener) - the pipeline call for that frame, i.e. what the node adds
 over the bare forward (decode, pairing, message building, publishing, the depth's transport, and any wait for the model
-when the input outruns it). Target (issue 5): at most 5 ms added at input rates the model keeps up with.
+when the input outruns it). Target: at most 5 ms added at input rates the model keeps up with.
 --threads picks the executor (1: SingleThreadedExecutor, as the nodes and bringup spin by default; N: MultiThreaded
 with N threads); several values are measured one after the other in the same run.
+--paper-size DIR takes the checkpoints of scripts/make_paper_size_checkpoints.py (AVS-Net RGB-Echoes at 256x512 and the
+--relative-model, Monodepth2 by default); --backends measures each inference backend in turn, the bare calls interleaved.
+CPU ms per frame is the process's CPU time over the measured window (nodes, simulator and models) per depth frame out:
+on a shared machine it stays meaningful where the wall-clock rate does not.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import sys
 import tempfile
@@ -64,31 +71,34 @@ class TimedPipeline:
         return result
 
 
-def bare_forward_ms(pipeline: Any, frames: list[Any], iters: int) -> tuple[float, float]:
-    """Median ms of the pipeline call (networks + scale + resize + copy to host) and of the networks alone."""
+def bare_forward_ms(pipelines: dict[str, Any], frames: list[Any], iters: int) -> dict[str, dict[str, float]]:
+    """Per pipeline, median wall and CPU ms of the pipeline call (networks + scale + resize + copy to host) and wall ms of
+    the networks alone; the pipelines take turns, so a load change hits them alike."""
     from avs_depth_core.pipeline import EchoInput
 
-    calls, nets = [], []
+    samples: dict[str, dict[str, list[float]]] = {name: {"call": [], "cpu": [], "nets": []} for name in pipelines}
     for i in range(iters):
         f = frames[i % len(frames)]
         echo = EchoInput(f.echo, f.sample_rate, f.emission_offset, i)
-        start = time.perf_counter()
-        pipeline(f.rgb, echo, i + 1)
-        calls.append((time.perf_counter() - start) * 1000.0)
-        start = time.perf_counter()
-        _, relative, _ = pipeline._networks(f.rgb, echo)
-        relative.cpu()
-        nets.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(calls), statistics.median(nets)
+        for name, pipeline in pipelines.items():
+            start, cpu = time.perf_counter(), time.process_time()
+            pipeline(f.rgb, echo, i + 1)
+            samples[name]["call"].append((time.perf_counter() - start) * 1000.0)
+            samples[name]["cpu"].append((time.process_time() - cpu) * 1000.0)
+            start = time.perf_counter()
+            _, relative, _ = pipeline._networks(f.rgb, echo)
+            relative.cpu()
+            samples[name]["nets"].append((time.perf_counter() - start) * 1000.0)
+    return {name: {k: statistics.median(v) for k, v in s.items()} for name, s in samples.items()}
 
 
-def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[int, int], threads: int,
-             inference_in: str = "worker_thread") -> dict[str, Any]:
+def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[int, int], threads: int) -> dict[str, Any]:
     import rclpy
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from avs_depth_core.data import topics
     from avs_depth_core.data.messages import stamp_to_ns
     from avs_depth_ros.depth_node import DepthNode
     from avs_depth_ros.runner import make_executor
@@ -98,7 +108,6 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     rclpy.init(context=context)
     pipeline.forward_ms.clear()
     depth_node = DepthNode(context=context, pipeline=pipeline, parameter_overrides=[
-        Parameter("inference_in", value=inference_in),
         Parameter("warmup_iterations", value=0), Parameter("diagnostics_period_s", value=60.0)])
     sim = SimSensorsNode(context=context, parameter_overrides=[
         Parameter("camera_rate", value=float(rate)), Parameter("height", value=size[0]),
@@ -106,10 +115,10 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     listener = rclpy.create_node("latency_listener", context=context)
     image_rx: dict[int, int] = {}
     depth_rx: dict[int, int] = {}
-    listener.create_subscription(Image, "camera/color/image_raw",
+    listener.create_subscription(Image, topics.relative(topics.IMAGE),
                                  lambda m: image_rx.__setitem__(stamp_to_ns(m.header.stamp), time.time_ns()),
                                  QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT))
-    listener.create_subscription(Image, "avs/metric_depth",
+    listener.create_subscription(Image, topics.relative(topics.METRIC_DEPTH),
                                  lambda m: depth_rx.__setitem__(stamp_to_ns(m.header.stamp), time.time_ns()), 10)
     sim.frames.wait_for(19, 120.0)  # all 20 frames rendered before timing starts
     executor = make_executor(threads, context)
@@ -118,11 +127,11 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     thread = threading.Thread(target=executor.spin, daemon=True)
     thread.start()
     time.sleep(2.0)  # discovery and the first echo
-    start_ns = time.time_ns()
+    start_ns, start_cpu = time.time_ns(), time.process_time()
     images_before, out_before = depth_node.counters.images_in, len(depth_rx)
     dropped_before = depth_node.counters.dropped_stale
     time.sleep(seconds)
-    elapsed = (time.time_ns() - start_ns) / 1e9
+    elapsed, cpu_s = (time.time_ns() - start_ns) / 1e9, time.process_time() - start_cpu
     images = depth_node.counters.images_in - images_before
     outputs = [s for s in depth_rx if s >= start_ns - 1_000_000_000]
     counters = depth_node.counters
@@ -135,10 +144,12 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     latency = [(depth_rx[s] - s) / 1e6 for s in outputs]
     added = [(depth_rx[s] - image_rx[s]) / 1e6 - pipeline.forward_ms[s] for s in outputs
              if s in image_rx and s in pipeline.forward_ms]
+    frames_out = len(depth_rx) - out_before
+    stamped_by_camera = sum(s in image_rx for s in depth_rx)  # every depth header is a camera image's header
     return {
-        "executor": ("single" if threads == 1 else f"multi x{threads}"),
-        "inference": "worker" if inference_in == "worker_thread" else "cb group", "rate": rate, "in_hz": images / elapsed,
-        "out_hz": (len(depth_rx) - out_before) / elapsed,
+        "executor": ("single" if threads == 1 else f"multi x{threads}"), "rate": rate, "in_hz": images / elapsed,
+        "out_hz": frames_out / elapsed, "cpu_ms_per_frame": 1e3 * cpu_s / max(frames_out, 1),
+        "headers_from_camera": f"{stamped_by_camera}/{len(depth_rx)}",
         "dropped": counters.dropped_stale - dropped_before, "images": images,
         "latency_p50": _pct(latency, 50), "latency_p95": _pct(latency, 95),
         "forward_p50": _pct([pipeline.forward_ms[s] for s in outputs if s in pipeline.forward_ms], 50),
@@ -150,10 +161,44 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
 
 
+def load_pipelines(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, Any], str]:
+    """One TimedPipeline per --backends value, from the params file with the benchmark's overrides."""
+    import torch
+    import yaml
+
+    from avs_depth_core.pipeline import DepthPipeline, PipelineSettings
+
+    params = yaml.safe_load(Path(args.params_file).read_text())["depth_node"]["ros__parameters"]
+    if args.tiny:
+        params.update(tiny_checkpoints(workdir))
+    if args.paper_size:
+        params.update(relative_model=args.relative_model)
+    for key in ("device", "torch_threads"):
+        if getattr(args, key) is not None:
+            params[key] = getattr(args, key)
+    if params.get("torch_threads"):
+        torch.set_num_threads(params["torch_threads"])
+    pipelines = {}
+    for backend in args.backends:
+        if args.paper_size:  # the exported files when there are, else the checkpoints (exported into the cache)
+            suffix = ".onnx" if backend == "onnxruntime" and (args.paper_size / "avsnet.onnx").is_file() else ".safetensors"
+            params.update(avsnet_checkpoint=str(args.paper_size / f"avsnet{suffix}"),
+                          relative_checkpoint=str(args.paper_size / f"{args.relative_model}{suffix}"))
+        params["backend"] = backend
+        pipelines[backend] = TimedPipeline(DepthPipeline.from_settings(PipelineSettings.from_params(params)))
+    models = "random tiny AVS-Net pair" if args.tiny else f"{params['avsnet_checkpoint'] or 'bundled AVS-Net'} + " \
+        f"{params['relative_model']} {params['relative_checkpoint'] or '(bundled)'}"
+    return pipelines, models
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params-file", default=str(ROOT / "config" / "avs_depth.yaml"))
     parser.add_argument("--tiny", action="store_true", help="random tiny AVS-Net pair (64x128) instead of checkpoints")
+    parser.add_argument("--paper-size", type=Path, help="folder of scripts/make_paper_size_checkpoints.py")
+    parser.add_argument("--relative-model", default="monodepth2", choices=["monodepth2", "avsnet_rgb"],
+                        help="--paper-size: the relative model (default monodepth2)")
+    parser.add_argument("--backends", nargs="+", default=["torch"], choices=["torch", "onnxruntime"])
     parser.add_argument("--device", default=None, help="override depth_node's device")
     parser.add_argument("--torch-threads", type=int, default=None, help="override depth_node's torch_threads")
     parser.add_argument("--rates", type=float, nargs="+", default=[2.0, 5.0, 10.0, 20.0], help="camera rates, Hz")
@@ -161,56 +206,54 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="256x512", help="camera image HxW (default 256x512)")
     parser.add_argument("--iters", type=int, default=10, help="bare forward repetitions")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="executor threads per run (1 = single)")
-    parser.add_argument("--inference-in", nargs="+", default=["worker_thread"], choices=["worker_thread", "callback_group"],
-                        help="depth_node's inference_in per run")
+    parser.add_argument("--out", type=Path, help="also write the figures as JSON here")
     args = parser.parse_args(argv)
 
     import torch
-    import yaml
 
-    from avs_depth_core.pipeline import DepthPipeline
     from avs_depth_core.sim.world import SimWorld
 
     h, w = (int(v) for v in args.size.lower().split("x"))
-    params = yaml.safe_load(Path(args.params_file).read_text())["depth_node"]["ros__parameters"]
     workdir = tempfile.TemporaryDirectory()
-    if args.tiny:
-        params.update(tiny_checkpoints(Path(workdir.name)))
-    if args.device:
-        params["device"] = args.device
-    if args.torch_threads is not None:
-        params["torch_threads"] = args.torch_threads
-    if params.get("torch_threads"):
-        torch.set_num_threads(params["torch_threads"])
-    pipeline = TimedPipeline(DepthPipeline.from_config(params))
-    cfg = pipeline.cfg
-    models = "random tiny AVS-Net pair" if args.tiny else f"{params['avsnet_checkpoint'] or 'bundled AVS-Net'} + " \
-        f"{params['relative_model']} {params['relative_checkpoint'] or '(bundled)'}"
-    print(f"models: {models}; input {cfg.image_size[0]}x{cfg.image_size[1]}; device {pipeline.device}; "
-          f"torch threads {torch.get_num_threads()}; camera {h}x{w}")
+    load_start = os.getloadavg()
+    pipelines, models = load_pipelines(args, Path(workdir.name))
+    cfg = next(iter(pipelines.values())).cfg
+    print(f"models: {models}; input {cfg.image_size[0]}x{cfg.image_size[1]}; backends {', '.join(pipelines)}; "
+          f"torch threads {torch.get_num_threads()}; camera {h}x{w}; load average {load_start[0]:.2f}")
     world = SimWorld("bv2", 0, h, w)
     sequence = world.sequence(0)
     frames = [sequence.frame(i) for i in range(5)]
-    pipeline.warmup(2)
-    call_ms, net_ms = bare_forward_ms(pipeline.inner, frames, args.iters)
-    pipeline.tracker.reset()
-    print(f"bare pipeline call {call_ms:.1f} ms (networks alone {net_ms:.1f} ms): at most {1000 / call_ms:.1f} Hz")
+    for pipeline in pipelines.values():
+        pipeline.warmup(2)
+    bare = bare_forward_ms({name: p.inner for name, p in pipelines.items()}, frames, args.iters)
+    for name, b in bare.items():
+        pipelines[name].tracker.reset()
+        print(f"{name}: bare pipeline call {b['call']:.1f} ms, CPU {b['cpu']:.1f} ms (networks alone {b['nets']:.1f} ms): "
+              f"at most {1000 / b['call']:.2f} Hz")
 
-    rows = [run_rate(pipeline, rate, args.seconds, (h, w), threads, where) for where in args.inference_in
-            for threads in args.threads for rate in args.rates]
-    print(f"\n{'inference':>9} {'executor':>10} {'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} "
-          f"{'forward p50':>12} {'added p50':>10} {'p90':>7} {'node ms':>8}")
+    rows = [dict(run_rate(pipeline, rate, args.seconds, (h, w), threads), backend=name)
+            for name, pipeline in pipelines.items() for threads in args.threads for rate in args.rates]
+    print(f"\n{'backend':>11} {'executor':>10} {'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} "
+          f"{'forward p50':>12} {'added p50':>10} {'p90':>7} {'node ms':>8} {'CPU ms/frame':>13} {'headers':>9}")
     for r in rows:
-        print(f"{r['inference']:>9} {r['executor']:>10} {r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} "
+        print(f"{r['backend']:>11} {r['executor']:>10} {r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} "
               f"{r['latency_p50']:10.1f}ms {r['latency_p95']:5.1f}ms {r['forward_p50']:10.1f}ms {r['added_p50']:8.1f}ms "
-              f"{r['added_p90']:5.1f}ms {r['node_ms']:6.2f}ms")
+              f"{r['added_p90']:5.1f}ms {r['node_ms']:6.2f}ms {r['cpu_ms_per_frame']:11.1f}ms {r['headers_from_camera']:>9}")
+    load_end = os.getloadavg()
     print("\nlatency: image stamp -> depth received; added: depth received - image received - pipeline call (the node's "
-          "share, waits included); node ms: the node's own work per frame, waits excluded")
+          "share, waits included); node ms: the node's own work per frame, waits excluded; CPU ms/frame: the process's "
+          f"CPU time per depth frame out; headers: depth frames stamped with a camera image's header. Load average "
+          f"{load_start[0]:.2f} -> {load_end[0]:.2f}")
     kept_up = [r for r in rows if r["dropped"] == 0 and r["out_hz"] > 0]
     if kept_up:
         worst = max(r["added_p50"] for r in kept_up)
         verdict = "meets" if worst <= TARGET_OVERHEAD_MS else "misses"
         print(f"target: node adds <= {TARGET_OVERHEAD_MS:g} ms where the model keeps up: {worst:.1f} ms ({verdict})")
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"models": models, "torch_threads": torch.get_num_threads(), "bare": bare,
+                                        "rows": rows, "loadavg_start": list(load_start), "loadavg_end": list(load_end)},
+                                       indent=2) + "\n")
     workdir.cleanup()
     return 0
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,26 @@ def bv2_sample() -> Path:
     if not (BV2_SAMPLE / "audio_47.wav").is_file():
         pytest.fail(f"BatVision fixture missing at {BV2_SAMPLE}; ../shared must sit beside the project root")
     return BV2_SAMPLE
+
+
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """backend onnxruntime exports checkpoints into AVS_DEPTH_CACHE (avs_depth_core.backends): a fresh folder per test
+    session, never the user's ~/.cache; child processes (bringup) inherit it."""
+    folder = tmp_path_factory.mktemp("avs_depth_cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AVS_DEPTH_CACHE", str(folder))
+        yield folder
+
+
+@pytest.fixture
+def thread_errors() -> Iterator[Callable[[BaseException], None]]:
+    """An on_error for a thread under test (avs_depth_ros.workers): what the thread reports fails the test at its end.
+    (pytest.fail called inside a thread raises there, not in the test: pytest would only warn.)"""
+    errors: list[BaseException] = []
+    yield errors.append
+    if errors:
+        pytest.fail(f"a thread under test failed: {type(errors[0]).__name__}: {errors[0]}", pytrace=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:
