@@ -299,7 +299,7 @@ def run_paper_size(args: argparse.Namespace) -> dict[str, Any]:
 
 def build_reference(model: AVSNet) -> AVSNet:
     reference = copy.deepcopy(model)
-    reference.head.reference_final_stage = True
+    reference.head.reference_forward = True
     return reference
 
 

@@ -98,6 +98,14 @@ class _Attractor(nn.Module):
         delta = attract(dx, self.alpha, self.gamma) if self.apply_alpha else attract(dx)
         return delta.mean(dim=1) if self.kind == "mean" else delta.sum(dim=1)
 
+    @property
+    def preserves_order(self) -> bool:
+        """Whether the shift keeps sorted centers sorted: c -> c + mean_j g(a_j - c) has slope 1 - mean_j g' >= 0 because
+        g'(x) <= 1 for both attractors (inv: (1 - (gamma-1) alpha x^gamma) / (1 + alpha x^gamma)^2 with even gamma; exp:
+        e^(-alpha |x|^gamma) (1 - alpha gamma |x|^gamma)). A sum over several attractors can exceed the slope."""
+        gamma = self.gamma if self.apply_alpha else 2  # ZoeDepth's functions default to gamma 2
+        return (self.kind == "mean" or self.n_attractors == 1) and (self.attractor_type == "exp" or gamma % 2 == 0)
+
     @staticmethod
     def add_previous(x: torch.Tensor, prev_embedding: torch.Tensor | None) -> torch.Tensor:
         return x if prev_embedding is None else x + resize(prev_embedding, x.shape[-2:])
@@ -118,16 +126,18 @@ class AttractorLayer(_Attractor):
         self._net = nn.Sequential(nn.Conv2d(in_features, mlp_dim, 1), nn.ReLU(inplace=True),
                                   nn.Conv2d(mlp_dim, n_attractors * 2, 1), nn.ReLU(inplace=True))
 
-    def forward(self, x: torch.Tensor, b_prev: torch.Tensor, prev_embedding: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, b_prev: torch.Tensor, prev_embedding: torch.Tensor | None = None,
+                sort: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """sort=False skips the sort, for a caller that knows the centers are sorted already (MetricBinsHead)."""
         a = self._net(self.add_previous(x, prev_embedding)) + 1e-3
         n, _, h, w = a.shape
         attractors = a.view(n, self.n_attractors, 2, h, w)[:, :, 0]
         b_prev = resize(b_prev, (h, w))
         b_new = b_prev + self.shift(attractors, b_prev)
         centers = (self.max_depth - self.min_depth) * b_new + self.min_depth
-        centers = torch.sort(centers, dim=1).values.clamp(self.min_depth, self.max_depth)
-        return b_new, centers
+        if sort:
+            centers = torch.sort(centers, dim=1).values
+        return b_new, centers.clamp(self.min_depth, self.max_depth)
 
 
 class AttractorLayerUnnormed(_Attractor):
@@ -140,8 +150,9 @@ class AttractorLayerUnnormed(_Attractor):
         self._net = nn.Sequential(nn.Conv2d(in_features, mlp_dim, 1), nn.ReLU(inplace=True),
                                   nn.Conv2d(mlp_dim, n_attractors, 1), nn.Softplus())
 
-    def forward(self, x: torch.Tensor, b_prev: torch.Tensor, prev_embedding: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, x: torch.Tensor, b_prev: torch.Tensor, prev_embedding: torch.Tensor | None = None,
+                sort: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """sort is accepted for a uniform call and ignored: unbounded centers are never sorted."""
         attractors = self._net(self.add_previous(x, prev_embedding))
         b_prev = resize(b_prev, attractors.shape[-2:])
         b_new = b_prev + self.shift(attractors, b_prev)
@@ -246,11 +257,12 @@ class MetricBinsHead(nn.Module):
     over the bins. The bottleneck may already be fused with the echo; conv2 is ZoeDepth's 1x1 bottleneck conv. With
     apply_attractor_alpha False (default) the attractors run as ZoeDepth's code runs them, with alpha 300 and gamma 2
     whatever attractor_alpha/gamma say.
-    The final stage (log-binomial over the bins, expected depth) runs ConditionalLogBinomial.expected_depth; set
-    reference_final_stage = True on an instance for ZoeDepth's literal computation (same outputs, kept for comparison).
+    The final stage (log-binomial over the bins, expected depth) runs ConditionalLogBinomial.expected_depth, and the
+    attractors' sorts are skipped where they cannot change the order (sorts_are_no_ops); set reference_forward = True on
+    an instance for ZoeDepth's literal computation (the same outputs up to float rounding, kept for comparison).
     """
 
-    reference_final_stage: bool = False
+    reference_forward: bool = False
 
     def __init__(self, bottleneck_channels: int, level_channels: list[int] | tuple[int, ...], out_conv_channels: int = 32,
                  n_bins: int = 64, bin_centers_type: str = "softplus", bin_embedding_dim: int = 128, min_depth: float = 1e-3,
@@ -277,6 +289,7 @@ class MetricBinsHead(nn.Module):
                       apply_alpha=apply_attractor_alpha) for n in n_attractors)
         self.conditional_log_binomial = ConditionalLogBinomial(out_conv_channels + 1, bin_embedding_dim, n_classes=n_bins,
                                                                min_temp=min_temp, max_temp=max_temp)
+        self.sorts_are_no_ops = bin_centers_type == "normed" and all(a.preserves_order for a in self.attractors)
 
     def forward(self, out_conv: torch.Tensor, bottleneck: torch.Tensor, levels: list[torch.Tensor],
                 rel_depth: torch.Tensor, return_probs: bool = True) -> dict[str, torch.Tensor]:
@@ -287,9 +300,12 @@ class MetricBinsHead(nn.Module):
         else:
             b_prev = seed_centers
         prev_embedding = self.seed_projector(x)
+        # Normed seed centers are sorted, bilinear resizing keeps them so, and order-preserving attractors too: the sorts
+        # are then no-ops (up to float rounding) that the fast path skips.
+        sort = self.reference_forward or not self.sorts_are_no_ops
         for projector, attractor, feature in zip(self.projectors, self.attractors, levels, strict=True):
             embedding = projector(feature)
-            b_prev, centers = attractor(embedding, b_prev, prev_embedding)
+            b_prev, centers = attractor(embedding, b_prev, prev_embedding, sort=sort)
             prev_embedding = embedding
         if self.inverse_midas:
             # ZoeDepth normalises over the whole batch tensor, not per image
@@ -298,7 +314,7 @@ class MetricBinsHead(nn.Module):
         if rel_depth.shape[-2:] != out_conv.shape[-2:]:
             rel_depth = resize(rel_depth, out_conv.shape[-2:])
         features = [out_conv, rel_depth]
-        if self.reference_final_stage:
+        if self.reference_forward:
             last = torch.cat(features, dim=1)
             probs = self.conditional_log_binomial(last, resize(prev_embedding, last.shape[-2:]))
             # bin_centers at the depth's resolution, as ZoeDepth returns them: the centers the depth is the expectation over

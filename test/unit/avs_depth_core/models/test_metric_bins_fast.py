@@ -1,5 +1,5 @@
 """The metric-bins head's fast final stage (ConditionalLogBinomial.expected_depth) against ZoeDepth's literal one
-(reference_final_stage): depth, probabilities, centres and gradients on the same weights, and old checkpoints."""
+(reference_forward): depth, probabilities, centres and gradients on the same weights, and old checkpoints."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from avs_depth_core.inference import load_echo, load_rgb
 from avs_depth_core.models.avsnet import AVSNet
-from avs_depth_core.models.metric_bins import MetricBinsHead
+from avs_depth_core.models.metric_bins import AttractorLayer, MetricBinsHead
 from avs_depth_core.pipeline import bundled_checkpoint
 
 
@@ -38,7 +38,7 @@ def head_inputs(batch: int = 2) -> tuple:
 def test_fast_final_stage_gives_the_reference_depth_and_gradients(bin_centers_type):
     head = stressed_head(bin_centers_type)
     reference = copy.deepcopy(head)
-    reference.reference_final_stage = True
+    reference.reference_forward = True
     inputs = head_inputs()
     clb = head.conditional_log_binomial
     last = torch.cat([inputs[0], inputs[3]], 1)
@@ -57,12 +57,37 @@ def test_fast_final_stage_gives_the_reference_depth_and_gradients(bin_centers_ty
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=2e-3, msg=f"gradient of {name}")
 
 
+@pytest.mark.parametrize("attractor_type", ["inv", "exp"])
+@pytest.mark.parametrize("alpha", [300.0, 1000.0, 1e5])
+def test_order_preserving_attractors_keep_sorted_centers_sorted(attractor_type, alpha):
+    # why the fast path may skip the sorts: sorted centers stay sorted under a mean of attractor shifts
+    torch.manual_seed(0)
+    layer = AttractorLayer(8, 32, n_attractors=8, kind="mean", attractor_type=attractor_type, alpha=alpha, gamma=2,
+                           apply_alpha=True, max_depth=30.0)
+    assert layer.preserves_order
+    b_prev = torch.sort(torch.rand(4, 32, 6, 8), dim=1).values
+    b_prev[:, 5:9] = b_prev[:, 5:6]  # ties
+    for _ in range(5):
+        attractors = torch.rand(4, 8, 6, 8)
+        shifted = b_prev + layer.shift(attractors, b_prev)
+        assert shifted.diff(dim=1).min() >= -1e-6
+    unsorted, sorted_ = layer(torch.randn(4, 8, 6, 8), b_prev, sort=False), layer(torch.randn(4, 8, 6, 8), b_prev)
+    assert unsorted[1].shape == sorted_[1].shape
+    # a sum over several attractors can reorder: the head then keeps its sorts
+    assert not AttractorLayer(8, 32, n_attractors=4, kind="sum").preserves_order
+    assert AttractorLayer(8, 32, n_attractors=1, kind="sum").preserves_order
+    assert not AttractorLayer(8, 32, kind="mean", attractor_type="inv", gamma=3, apply_alpha=True).preserves_order
+    sum_head = MetricBinsHead(64, [32, 16, 8, 8], bin_centers_type="normed", attractor_kind="sum", n_attractors=[4, 2, 2, 1])
+    assert not sum_head.sorts_are_no_ops and stressed_head("normed").sorts_are_no_ops
+    assert not stressed_head("hybrid2").sorts_are_no_ops  # unnormed seed bins are not sorted
+
+
 def test_bundled_checkpoint_loads_unchanged_and_gives_the_same_depth_on_the_batvision_sample(bv2_sample):
     path = bundled_checkpoint("avsnet")
     model = AVSNet.from_checkpoint(path)  # strict: the fast stage adds no stored tensors
     assert set(model.state_dict()) == set(load_file(str(path)))
     reference = copy.deepcopy(model)
-    reference.head.reference_final_stage = True
+    reference.head.reference_forward = True
     rgb = model.image_input(load_rgb(bv2_sample / "camera_47.jpeg"))[0]
     echo = model.echo_input(load_echo(bv2_sample / "audio_47.wav", model.cfg.sample_rate), model.cfg.sample_rate)
     with torch.inference_mode():
