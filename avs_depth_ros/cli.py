@@ -80,9 +80,12 @@ class Monitor:
         self.rates = {name: RateMeter() for name in ("image", "echo", "depth")}
         self.latency_ms = Summary()
         self.total_latency_ms = Summary()
-        self.images: dict[int, Any] = {}
+        self.images: dict[int, Any] = {}  # the newest 50 camera images, for the snapshots
+        self.image_frames: dict[int, str] = {}  # stamp -> frame_id of the newest 600, for the header check (slow models)
         self.ground_truth: dict[int, Any] = {}
         self.depth_frames = 0
+        self.first_image_ns: int | None = None
+        self.headers_checked = 0  # depth frames stamped at or after the first camera image this monitor saw
         self.headers_matched = 0
         self.finite_fraction = Summary()
         self.abs_rel = Summary()
@@ -111,9 +114,14 @@ class Monitor:
 
         self._tick("image")
         with self._lock:
-            self.images[stamp_to_ns(msg.header.stamp)] = msg
+            stamp = stamp_to_ns(msg.header.stamp)
+            self.first_image_ns = stamp if self.first_image_ns is None else min(self.first_image_ns, stamp)
+            self.images[stamp] = msg
+            self.image_frames[stamp] = msg.header.frame_id
             while len(self.images) > 50:
                 del self.images[min(self.images)]
+            while len(self.image_frames) > 600:
+                del self.image_frames[min(self.image_frames)]
 
     def _on_ground_truth(self, msg: Any) -> None:
         from avs_depth_core.data.messages import stamp_to_ns
@@ -146,7 +154,10 @@ class Monitor:
         with self._lock:
             image = self.images.get(stamp)
             truth = self.ground_truth.get(stamp)
-        if image is not None and image.header.frame_id == msg.header.frame_id:
+            frame_id = self.image_frames.get(stamp)
+            checkable = self.first_image_ns is not None and stamp >= self.first_image_ns
+        self.headers_checked += checkable
+        if checkable and frame_id is not None and frame_id == msg.header.frame_id:
             self.headers_matched += 1
         truth_m = image_to_depth(truth) if truth is not None else None
         if truth_m is not None and np.isfinite(depth).all() and now >= self._next_metric_ns:
@@ -330,7 +341,8 @@ def run_bringup(args: argparse.Namespace) -> int:
 def summarise(monitor: Monitor, depth_node: Any, elapsed_s: float) -> str:
     lines = [f"summary after {elapsed_s:.1f} s: {monitor.depth_frames} depth images "
              f"({monitor.depth_frames / max(elapsed_s, 1e-9):.2f} Hz over the whole run, start-up included), "
-             f"{monitor.headers_matched} with the header of a published camera image"]
+             f"{monitor.headers_matched} of the {monitor.headers_checked} stamped after the monitor's first camera image "
+             f"with the header of a published camera image"]
     if monitor.depth_frames:
         lines.append(f"  latency from image stamp: mean {monitor.total_latency_ms.mean:.0f} ms, max "
                      f"{monitor.total_latency_ms.max:.0f} ms; finite pixels {100 * monitor.finite_fraction.mean:.1f}%")

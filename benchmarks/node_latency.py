@@ -178,7 +178,7 @@ def load_pipelines(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, A
             params[key] = getattr(args, key)
     if params.get("torch_threads"):
         torch.set_num_threads(params["torch_threads"])
-    pipelines = {}
+    pipelines, models = {}, []
     for backend in args.backends:
         if args.paper_size:  # the exported files when there are, else the checkpoints (exported into the cache)
             suffix = ".onnx" if backend == "onnxruntime" and (args.paper_size / "avsnet.onnx").is_file() else ".safetensors"
@@ -186,9 +186,9 @@ def load_pipelines(args: argparse.Namespace, workdir: Path) -> tuple[dict[str, A
                           relative_checkpoint=str(args.paper_size / f"{args.relative_model}{suffix}"))
         params["backend"] = backend
         pipelines[backend] = TimedPipeline(DepthPipeline.from_settings(PipelineSettings.from_params(params)))
-    models = "random tiny AVS-Net pair" if args.tiny else f"{params['avsnet_checkpoint'] or 'bundled AVS-Net'} + " \
-        f"{params['relative_model']} {params['relative_checkpoint'] or '(bundled)'}"
-    return pipelines, models
+        models.append("random tiny AVS-Net pair" if args.tiny else f"{backend}: {params['avsnet_checkpoint'] or 'bundled'}"
+                      f" + {params['relative_model']} {params['relative_checkpoint'] or '(bundled)'}")
+    return pipelines, "; ".join(models)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -254,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         args.out.write_text(json.dumps({"models": models, "torch_threads": torch.get_num_threads(), "bare": bare,
                                         "rows": rows, "loadavg_start": list(load_start), "loadavg_end": list(load_end)},
                                        indent=2) + "\n")
+    pipelines.clear()  # ONNX Runtime sessions go before the interpreter tears down the threads they use
     workdir.cleanup()
     return 0
 
