@@ -17,7 +17,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
+from avs_depth_core.checkpoint import load_checkpoint, load_torch_weights, save_checkpoint
 from avs_depth_core.config import check_fields, dataclass_from_dict, read_sections
 from avs_depth_core.geometry import transformation_from_parameters
 from avs_depth_core.models.resnet import ResNetEncoder
@@ -280,7 +280,7 @@ def _read_release_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Monodepth2 weights not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_weights(path, "Monodepth2 weights")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state
