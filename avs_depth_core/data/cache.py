@@ -493,10 +493,10 @@ def _what(topic: str) -> str:
 def _store_echo(msg: Any, where: str, slots: list[int], s: CacheSettings, arrays: dict[str, np.ndarray], out: Path,
                 count: int, echo_info: dict[str, Any]) -> None:
     samples = np.array(echo_to_array(msg, where))  # writable copy: torch warns on read-only message buffers
-    window = echo_window_samples(s.max_depth, s.sample_rate, s.speed_of_sound)
+    # window_samples 0: a recording shorter than the echo window is zero-padded (audio.window.echo_window), as before
     if problem := echo_input_problem(samples, int(msg.sample_rate), int(msg.emission_offset), expected_rate=s.sample_rate,
-                                     window_samples=window, channels=None):
-        raise ValueError(f"{where}: echo not usable: {problem}")
+                                     window_samples=0, channels=None):
+        raise ValueError(f"{where}: echo {problem}")
     if s.echo_store == "features":
         value = echo_features(samples, int(msg.sample_rate), expected_rate=s.sample_rate, max_depth=s.max_depth,
                               size=s.echo_size, emission_offset=int(msg.emission_offset), speed_of_sound=s.speed_of_sound,

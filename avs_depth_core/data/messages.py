@@ -149,14 +149,14 @@ def echo_input_problem(samples: np.ndarray, sample_rate: int, emission_offset: i
     """Why an echo cannot feed a model, or None: the one echo validity rule of the live node, the bag datasets (and so
     training and evaluation), `avs-depth infer` and Grad-CAM. The model's sample rate, `channels` channels (None: any),
     `window_samples` samples after the emission (the round trip to the model's max_depth), then `echo_problem`: no NaN
-    or inf, no silent and no clipped channel."""
+    or inf, no silent and no clipped channel. window_samples 0 accepts a short recording (the datasets zero-pad it)."""
     samples = np.asarray(samples)
     if int(sample_rate) != int(expected_rate):
-        return f"sample rate {sample_rate} Hz, the model expects {expected_rate} Hz"
+        return f"sample rate {sample_rate} Hz, expected {expected_rate} Hz"
     if samples.ndim != 2:
         return f"expected (channels, n) samples, got shape {samples.shape}"
     if channels is not None and samples.shape[0] != channels:
-        return f"{samples.shape[0]} channel(s), the model expects {channels} (left, right)"
+        return f"{samples.shape[0]} channel(s), expected {channels} (left, right)"
     if not 0 <= int(emission_offset) <= samples.shape[1]:
         return f"emission offset {emission_offset} lies outside the {samples.shape[1]}-sample recording"
     if samples.shape[1] - int(emission_offset) < window_samples:
