@@ -1,4 +1,4 @@
-"""Depth metrics as ZoeDepth/Monodepth2 compute them (ZoeDepth utils/misc.py compute_errors; method_spec 1.4 and 8).
+"""Depth metrics as ZoeDepth/Monodepth2 compute them (ZoeDepth zoedepth/utils/misc.py compute_errors).
 
 valid = min_depth < gt < max_depth; pred resized to the GT resolution (resize_prediction) and clamped to [min_depth,
 max_depth]. No evaluation crop: ZoeDepth's compute_metrics applies the NYU Eigen crop by default, which is for 480x640 NYU

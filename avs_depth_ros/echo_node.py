@@ -17,6 +17,7 @@ from avs_depth_msgs.msg import EchoStamped
 from rclpy.node import Node
 
 from avs_depth_core.audio.chirp import ChirpSpec, synthesize_chirp
+from avs_depth_core.data import topics
 from avs_depth_core.data.messages import echo_problem
 from avs_depth_ros.conversions import echo_msg, header
 from avs_depth_ros.duplex import DuplexEchoRecorder, EchoCapture
@@ -27,7 +28,7 @@ from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.stats import ThrottledReporter
 from avs_depth_ros.workers import DriverThread
 
-ECHO_TOPIC = "audio/echo"
+ECHO_TOPIC = topics.relative(topics.ECHO)
 POLL_PERIOD_S = 0.01  # how often finished windows are collected: adds at most this much to the publish delay
 
 

@@ -2,8 +2,7 @@
 
 A SingleThreadedExecutor by default: every callback of these nodes only checks and stores, the slow work (inference,
 sensor drivers) runs in the nodes' own threads (avs_depth_ros.workers), and rclpy's MultiThreadedExecutor spins while
-callbacks wait in its pool, taking the GIL from those threads (bringup --sim measured 3-8 Hz with 4 executor threads,
-10 Hz with one).
+callbacks wait in its pool, taking the GIL from those threads (figures: README, Threads).
 """
 
 from __future__ import annotations
@@ -43,7 +42,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     node = None
     try:
         node = factory()
-        spin([node], threads=getattr(node, "executor_threads", 1))
+        spin([node])
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except CONFIG_ERRORS as err:

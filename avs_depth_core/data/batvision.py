@@ -1,4 +1,4 @@
-"""Turn a BatVision V1 or V2 download into one rosbag2 (method_spec section 4).
+"""Turn a BatVision V1 or V2 download into one rosbag2 (AmandineBtto/Batvision-Dataset, IROS 2023).
 
 Layouts read:
 - BV2: <root>/<location>/{train,val,test}.csv with columns `depth path`, `depth file name`, `audio path`,
@@ -68,7 +68,7 @@ DEFAULT_PERIOD_S = 0.1
 DEFAULT_GAP_S = 10.0
 DEFAULT_HFOV_DEG = 90.0  # assumption, see the module docstring
 SAMPLE_RATE = 44_100  # BatVision README: echoes at 44.1 kHz
-SPEED_OF_SOUND = 340.0  # BatVision's loader cut (method_spec section 4), written into each EchoStamped
+SPEED_OF_SOUND = 340.0  # BatVision's loader cut (its dataloader), written into each EchoStamped
 CAMERA_FRAME = "camera_color_optical_frame"
 MIC_FRAME = "binaural_microphones"
 

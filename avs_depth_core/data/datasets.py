@@ -137,7 +137,7 @@ class SupervisedBagDataset(_BagDataset):
     metres with 0 where invalid (NaN, inf, <= 0, >= max_depth), "K": (3, 3) float32 for (H, W) (NaN without CameraInfo
     unless need_intrinsics), "stamp_ns": int}.
     image_size 256x512 and the echo STFT resized to the image resolution follow the AVS-Net paper; max_depth 30 m and
-    speed of sound 340 m/s follow BatVision V2's loader (method_spec section 4). RGB is resized bilinearly with
+    speed of sound 340 m/s follow BatVision V2's loader (AmandineBtto/Batvision-Dataset). RGB is resized bilinearly with
     antialias and rounded to uint8 in the cache; depth by nearest neighbour to (Hd, Wd) = image_size (training), or to
     depth_size=(H, W), or not at all with depth_size="native" (evaluation at the ground truth's resolution: every depth
     map of the bag must then have one size, so items batch; only the selected split is cached).

@@ -5,7 +5,7 @@
 
 Each bag is read with the checkpoint's own input settings (image size, echo window and STFT). Metrics: valid pixels are
 min_depth < gt < max_depth (default: the checkpoint's depth range, min 1e-3 m, so in effect 0 < gt < max_depth as
-method_spec section 8 states; --max-depth for another dataset's clip). The ground truth stays at the resolution it was
+the AVS-Net paper evaluates; --max-depth for another dataset's clip). The ground truth stays at the resolution it was
 recorded at (--gt-resolution native, the default; BatVision V2: 1280x720) and the prediction is resized to it bilinearly
 with pixel centres aligned (align_corners=False, Monodepth2's trainer; metrics.resize_prediction) and clamped to the range;
 --gt-resolution network instead compares at the network's input size with the depth nearest-resized as in training.

@@ -1,4 +1,4 @@
-"""Scale-invariant log loss as ZoeDepth trains with it (zoedepth/trainers/loss.py SILogLoss; method_spec 1.4).
+"""Scale-invariant log loss as ZoeDepth trains with it (zoedepth/trainers/loss.py SILogLoss).
 
 g = log(pred + 1e-7) - log(gt + 1e-7) over the masked pixels of the whole batch (pooled, not per image);
 loss = alpha * sqrt(var(g) + (1 - lambda) * mean(g)^2) with the unbiased variance, alpha 10 and lambda 0.85 (AVS-Net).

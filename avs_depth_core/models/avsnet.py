@@ -38,13 +38,14 @@ class AVSNetConfig:
     """Every architecture number of AVS-Net; defaults are BatVision V2 with MiDaS-small and ZoeD_N's head settings."""
 
     backbone: str = "midas_small"  # midas_small | tiny | dpt_beit_l_384 | dpt_beit_l_512 | dpt_beit_b_384 (DPT needs timm)
-    image_size: tuple[int, int] = (256, 512)  # (H, W) network input; AVS-Net uses 256x512 (method_spec 8)
+    image_size: tuple[int, int] = (256, 512)  # (H, W) network input; AVS-Net uses 256x512 (paper)
     echo_size: tuple[int, int] | None = None  # spectrogram resize (H, W); None = image_size (AVS-Net resizes to the image)
     use_echo: bool = True  # False: Only-RGB baseline (ZoeDepth)
     min_depth: float = 1e-3  # ZoeDepth dataset bounds
-    max_depth: float = 30.0  # BatVision clip: 30 m BV2, 12 m BV1 (method_spec 4)
+    max_depth: float = 30.0  # BatVision clip: 30 m BV2, 12 m BV1 (BatVision dataloader)
     n_bins: int = 64  # ZoeD_N config_zoedepth.json
-    # ZoeD_N uses "softplus"; "normed" (ZoeD_K style) keeps every bin inside [min, max], suggested for BatVision (method_spec 1.3)
+    # ZoeD_N uses "softplus"; "normed" (ZoeD_K style, config_zoedepth_kitti.json) keeps every bin inside [min, max],
+    # suggested for BatVision
     bin_centers_type: str = "normed"
     bin_embedding_dim: int = 128
     n_attractors: list[int] = field(default_factory=lambda: [16, 8, 4, 1])
@@ -59,17 +60,18 @@ class AVSNetConfig:
     min_temp: float = 0.0212
     max_temp: float = 50.0
     inverse_midas: bool = False
-    fusion_heads: int = 8  # not fixed by the paper [method_spec 8 ?]
+    fusion_heads: int = 8  # not fixed by the paper
     fusion_layer_norm: bool = False  # deviation option: LayerNorm before the attention (not in the paper)
     audio_layers: int = 18  # ResNet-18 (the paper)
     audio_width: int = 64  # ResNet stem width (64 = torchvision's; smaller only for test-sized models)
-    # MiDaS-small was trained with ImageNet mean/std; ZoeDepth normalises with 0.5/0.5 for every MiDaS (method_spec 1.5 quirk).
+    # MiDaS-small was trained with ImageNet mean/std; ZoeDepth normalises with 0.5/0.5 for every MiDaS
+    # (zoedepth/models/base_models/midas.py).
     # Match the weights: ImageNet for midas_small, 0.5 for the DPT backbones.
     norm_mean: tuple[float, float, float] = IMAGENET_MEAN
     norm_std: tuple[float, float, float] = IMAGENET_STD
     freeze_visual_bn: bool = True  # ZoeD_N freeze_midas_bn: MiDaS BatchNorm stays in eval mode while training
     sample_rate: int = 44100  # BatVision
-    speed_of_sound: float = 340.0  # BatVision's loader cut (method_spec 4)
+    speed_of_sound: float = 340.0  # BatVision's loader cut (its dataloader)
     n_fft: int = 512  # BatVision STFT: n_fft 512, win 64, hop 16, magnitude
     win_length: int = 64
     hop_length: int = 16

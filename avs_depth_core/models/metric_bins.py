@@ -1,4 +1,4 @@
-"""ZoeDepth's metric bins module (zoedepth/models/layers/*.py, zoedepth_v1.py; method_spec 1.1-1.2), layer by layer.
+"""ZoeDepth's metric bins module (zoedepth/models/layers/*.py, zoedepth/models/zoedepth/zoedepth_v1.py), layer by layer.
 
 Seed bins from the bottleneck, refined by attractors at each decoder level, and a per-pixel log-binomial distribution over
 the final bins, conditioned on the last decoder features and the relative depth. Metric depth = sum_k p_k * c_k.
@@ -93,7 +93,8 @@ class _Attractor(nn.Module):
         """Total shift of each center (B,n_bins,h,w) towards the attractors (B,n_attr,h,w): mean or sum over attractors."""
         attract, dx = ATTRACTORS[self.attractor_type], attractors.unsqueeze(2) - centers.unsqueeze(1)
         # ZoeDepth's layers store alpha and gamma but call the function without them, so its defaults (300, 2) apply;
-        # apply_alpha=True uses the configured ones instead (a deviation, and this package's behaviour before issue 17).
+        # apply_alpha=True uses the configured ones instead (a deviation, and this package's behaviour before it followed
+        # ZoeDepth here).
         delta = attract(dx, self.alpha, self.gamma) if self.apply_alpha else attract(dx)
         return delta.mean(dim=1) if self.kind == "mean" else delta.sum(dim=1)
 

@@ -1,7 +1,7 @@
 """Monodepth2 (Godard et al., ICCV 2019): self-supervised relative depth from monocular video.
 
 DepthNet = ResNet encoder + multi-scale disparity decoder; PoseNet = a separate ResNet over a frame pair, predicting axis-angle
-and translation. Architecture and numbers follow nianticlabs/monodepth2 (networks/*.py, options.py; method_spec section 3).
+and translation. Architecture and numbers follow nianticlabs/monodepth2 (networks/*.py, options.py).
 Parameter names match the released weights (decoder.N.conv.conv.*, net.N.*), so load_monodepth2_release() can read them.
 """
 
@@ -44,7 +44,7 @@ class Monodepth2Config:
     max_depth: float = 100.0
     # Source frames relative to the target, in units of frame_interval: options.py frame_ids [0, -1, 1] without the 0.
     source_offsets: list[int] = field(default_factory=lambda: [-1, 1])
-    # Camera frames between target and source: 20 in the AVS-Net paper (per issue 4); Monodepth2 on KITTI uses adjacent frames.
+    # Camera frames between target and source: 20 in the AVS-Net paper (experiments); Monodepth2 on KITTI uses adjacent frames.
     frame_interval: int = 20
     ssim_weight: float = 0.85
     disparity_smoothness: float = 1e-3

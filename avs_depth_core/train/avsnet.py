@@ -1,8 +1,9 @@
 """Supervised AVS-Net training on a bag: SILog on valid pixels, AdamW + OneCycle with ZoeDepth's parameter groups.
 
-Numbers (config `train:`) follow ZoeD_N's training section (method_spec 1.4): AdamW lr 1.61e-4, weight decay 0.01, MiDaS
-encoder at lr/10, OneCycleLR (pct_start 0.7, div_factor 1, final_div_factor 1e4, momentum 0.85-0.95) stepped every
-iteration, batch 16, 5 epochs, grad-norm clipping 0.1; SILog alpha 10, lambda 0.85 (AVS-Net). AMP (fp16) on CUDA.
+Numbers (config `train:`) follow ZoeD_N's training section (zoedepth/models/zoedepth/config_zoedepth.json "train",
+zoedepth/trainers/): AdamW lr 1.61e-4, weight decay 0.01, MiDaS encoder at lr/10, OneCycleLR (pct_start 0.7,
+div_factor 1, final_div_factor 1e4, momentum 0.85-0.95) stepped every iteration, batch 16, 5 epochs, grad-norm clipping
+0.1; SILog alpha 10, lambda 0.85 (AVS-Net). AMP (fp16) on CUDA.
 After every epoch the model is validated (the seven Table-1 metrics on the val split) and checkpointed as
 <run>/checkpoints/last (with optimiser state, for --resume); the checkpoint with the lowest validation abs_rel (a stated
 choice: the first Table-1 metric, scale-sensitive unlike SILog) is also kept as <run>/checkpoints/best. The loop itself

@@ -1,6 +1,6 @@
 """Self-supervised Monodepth2 training on a bag's frame triples: the relative depth model that AVS-Net's echoes scale.
 
-Numbers follow nianticlabs/monodepth2 (options.py, trainer.py, mono_dataset.py; method_spec section 3) and live in the
+Numbers follow nianticlabs/monodepth2 (options.py, trainer.py, mono_dataset.py) and live in the
 config's model section (config/monodepth2.yaml, Monodepth2Config): 0.85 SSIM + 0.15 L1, per-pixel minimum reprojection
 over the source frames, auto-masking, edge-aware smoothness 1e-3 / 2^s on mean-normalised disparity, scales {1, 1/2, 1/4,
 1/8}, 192x640, Adam lr 1e-4 with StepLR(15, 0.1) stepped per epoch, batch 12, 20 epochs; the sources are the triple's

@@ -6,8 +6,6 @@ import itertools
 import threading
 import time
 
-import pytest
-
 from avs_depth_ros.workers import DriverThread, LatestFrameWorker
 
 
@@ -18,14 +16,14 @@ def wait_until(predicate, timeout_s: float = 5.0) -> None:
         time.sleep(0.005)
 
 
-def test_driver_thread_sleeps_as_long_as_step_asks_and_stops():
+def test_driver_thread_sleeps_as_long_as_step_asks_and_stops(thread_errors):
     calls: list[float] = []
 
     def step() -> float:
         calls.append(time.monotonic())
         return 0.02
 
-    driver = DriverThread("test-driver", step, on_error=pytest.fail)
+    driver = DriverThread("test-driver", step, on_error=thread_errors)
     driver.start()
     time.sleep(0.25)
     driver.stop()
@@ -37,8 +35,8 @@ def test_driver_thread_sleeps_as_long_as_step_asks_and_stops():
     assert min(gaps) >= 0.015
 
 
-def test_driver_thread_caps_long_sleeps_so_stop_is_prompt():
-    driver = DriverThread("test-driver", lambda: 3600.0, on_error=pytest.fail)
+def test_driver_thread_caps_long_sleeps_so_stop_is_prompt(thread_errors):
+    driver = DriverThread("test-driver", lambda: 3600.0, on_error=thread_errors)
     driver.start()
     start = time.monotonic()
     driver.stop()
@@ -59,7 +57,7 @@ def test_driver_thread_reports_an_error_once_and_ends():
     driver.stop()
 
 
-def test_latest_frame_worker_processes_the_newest_item_and_counts_replaced_ones():
+def test_latest_frame_worker_processes_the_newest_item_and_counts_replaced_ones(thread_errors):
     gate, entered = threading.Event(), threading.Event()
     done: list[int] = []
 
@@ -68,7 +66,7 @@ def test_latest_frame_worker_processes_the_newest_item_and_counts_replaced_ones(
         gate.wait(5.0)
         done.append(item)
 
-    worker = LatestFrameWorker("test-worker", process, on_error=pytest.fail)
+    worker = LatestFrameWorker("test-worker", process, on_error=thread_errors)
     assert worker.submit(0) is False
     entered.wait(5.0)
     assert worker.busy
@@ -80,7 +78,7 @@ def test_latest_frame_worker_processes_the_newest_item_and_counts_replaced_ones(
     worker.stop()
 
 
-def test_latest_frame_worker_stop_finishes_the_item_in_progress_and_drops_the_pending_one():
+def test_latest_frame_worker_stop_finishes_the_item_in_progress_and_drops_the_pending_one(thread_errors):
     gate, entered = threading.Event(), threading.Event()
     done: list[str] = []
 
@@ -89,7 +87,7 @@ def test_latest_frame_worker_stop_finishes_the_item_in_progress_and_drops_the_pe
         gate.wait(5.0)
         done.append(item)
 
-    worker = LatestFrameWorker("test-worker", process, on_error=pytest.fail)
+    worker = LatestFrameWorker("test-worker", process, on_error=thread_errors)
     worker.submit("in progress")
     entered.wait(5.0)
     worker.submit("pending")

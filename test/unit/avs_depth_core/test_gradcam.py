@@ -6,8 +6,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_infer import tiny_checkpoint
-from test_train import MAX_DEPTH, write_tiny_bag
 
 from avs_depth_core.cli import main
 from avs_depth_core.gradcam import gradcam, region_mask
@@ -15,9 +13,9 @@ from avs_depth_core.models.avsnet import AVSNet
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tiny_checkpoint, tiny_bag):
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny", image_size=[32, 64], echo_size=[64, 64],
-                           max_depth=MAX_DEPTH)
+                           max_depth=tiny_bag.MAX_DEPTH)
 
 
 def test_maps_have_input_shapes_and_range(checkpoint):
@@ -40,8 +38,8 @@ def test_region_mask():
         region_mask((4, 8), (0.5, 0.0, 0.4, 0.5))
 
 
-def test_cli_bag_sample_and_files(checkpoint, tmp_path, bv2_sample, capsys):
-    bag = write_tiny_bag(tmp_path / "bag", {"test": 2})
+def test_cli_bag_sample_and_files(checkpoint, tmp_path, bv2_sample, capsys, tiny_bag):
+    bag = tiny_bag.write(tmp_path / "bag", {"test": 2})
     out = tmp_path / "cam.png"
     assert main(["gradcam", "--checkpoint", str(checkpoint), "--bag", str(bag), "--index", "1", "--out", str(out),
                  "--device", "cpu", "--cache-dir", str(tmp_path / "cache"), "--region", "0.25", "0.25", "0.75", "0.75"]) == 0

@@ -21,7 +21,7 @@ from avs_depth_ros.params import NODE_PARAMS, ParamSpec, validate
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.stats import RateMeter, Summary, ThrottledReporter
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 FS = 44_100
 
 

@@ -1,7 +1,5 @@
-"""avs-depth train: one epoch on a tiny bag, resume, overrides and config errors, the NaN guard, DDP with 2 gloo processes.
-
-The helpers here (write_tiny_bag, train_args, train_tiny) are shared with test_evaluate.py, test_gradcam.py and test_infer.py.
-"""
+"""avs-depth train: one epoch on a tiny bag, resume, overrides and config errors, the NaN guard, DDP with 2 gloo processes
+(the tiny bag and its arguments: test/unit/conftest.py TinyBag)."""
 
 from __future__ import annotations
 
@@ -12,84 +10,21 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import yaml
 
-from avs_depth_core.audio import BATVISION_CHIRP, synthesize_chirp
 from avs_depth_core.checkpoint import load_checkpoint, load_checkpoint_extra
 from avs_depth_core.cli import main
 from avs_depth_core.config import apply_overrides, section_from_dict
-from avs_depth_core.data import topics
-from avs_depth_core.data.bag import BagWriter, make_msg
-from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
 from avs_depth_core.models.avsnet import AVSNet
 from avs_depth_core.train.logs import read_csv
 
-ROOT = Path(__file__).resolve().parents[2]
-H, W = 32, 64  # recorded = network size, so the dataset does not resize
-K = np.array([[40.0, 0, 32], [0, 40, 16], [0, 0, 1]])
-T0 = 1_000_000_000_000
-PERIOD = 100_000_000
-RATE = 44_100
-MAX_DEPTH = 8.0
-ECHO_LEN = 2400  # covers the 8 m round trip at 340 m/s (2075 samples)
+ROOT = Path(__file__).resolve().parents[4]
 
 
-def write_tiny_bag(path: Path, splits: dict[str, int] | None = None, seed: int = 0, nan_depth_at: tuple[int, ...] = ()) -> Path:
-    """A bag of flat scenes: frame i shows a wall at d_i metres (texture brightness falls with d), its depth, and an echo
-    with a reflection 2 d_i / c after emission. One sequence per split."""
-    splits = splits or {"train": 6, "val": 2, "test": 2}
-    rng = np.random.default_rng(seed)
-    chirp = synthesize_chirp(BATVISION_CHIRP)
-    t, k = T0, 0
-    with BagWriter(path) as w:
-        for split, n in splits.items():
-            start = t
-            for _ in range(n):
-                d = float(rng.uniform(1.0, 6.0))
-                rgb = np.clip(rng.normal(200 / d, 20, (H, W, 3)), 0, 255).astype(np.uint8)
-                depth = np.full((H, W), d, np.float32)
-                depth[:, :4] = np.nan  # invalid pixels
-                if k in nan_depth_at:
-                    depth[:] = np.nan
-                echo = rng.normal(0, 1e-3, (2, ECHO_LEN)).astype(np.float32)
-                echo[:, :chirp.size] += 0.5 * chirp
-                delay = int(2 * d / 340.0 * RATE)
-                echo[:, delay:delay + chirp.size] += 0.3 / d * chirp[:ECHO_LEN - delay]
-                w.write(topics.CAMERA_INFO, make_msg(topics.CAMERA_INFO_TYPE, t, "cam", camera_info_fields(K, W, H)),
-                        topics.CAMERA_INFO_TYPE)
-                w.write(topics.IMAGE, make_msg(topics.IMAGE_TYPE, t, "cam", image_fields(rgb, "rgb8")), topics.IMAGE_TYPE)
-                w.write(topics.DEPTH, make_msg(topics.IMAGE_TYPE, t, "cam", image_fields(depth, "32FC1")), topics.IMAGE_TYPE)
-                w.write(topics.ECHO, make_msg(topics.ECHO_TYPE, t, "mic", echo_fields(echo, RATE, BATVISION_CHIRP)),
-                        topics.ECHO_TYPE)
-                t += PERIOD
-                k += 1
-            w.add_sequence(f"{split}0", split, start, t - PERIOD)
-            t += 2_000_000_000
-    return path
-
-
-def train_args(bag: Path, out: Path, cache: Path, *extra: str) -> list[str]:
-    """`avs-depth train` on the tiny config at 32x64 with a 32x32 echo STFT and an 8 m range."""
-    return ["train", "--bag", str(bag), "--config", "avsnet_tiny", "--out", str(out), "--device", "cpu",
-            "--num-workers", "0", "--batch-size", "2",
-            "--set", "model.image_size=[32, 64]", "--set", "model.echo_size=[32, 32]", "--set", f"model.max_depth={MAX_DEPTH}",
-            "--set", f"data.max_depth={MAX_DEPTH}", "--set", "data.image_size=null", "--set", f"data.cache_dir={cache}",
-            *extra]
-
-
-def train_tiny(tmp_path: Path, *extra: str) -> Path:
-    """Train one epoch on a fresh tiny bag; returns the run directory."""
-    bag = write_tiny_bag(tmp_path / "bag")
-    out = tmp_path / "run"
-    assert main(train_args(bag, out, tmp_path / "cache", *extra)) == 0
-    return out
-
-
-def test_one_epoch_writes_checkpoint_logs_and_curve(tmp_path):
-    run = train_tiny(tmp_path)
+def test_one_epoch_writes_checkpoint_logs_and_curve(tmp_path, tiny_bag):
+    run = tiny_bag.train(tmp_path)
     ckpt = run / "checkpoints"
     for name in ("last.safetensors", "last.json", "last.extra.safetensors", "best.safetensors", "best.json"):
         assert (ckpt / name).is_file(), name
@@ -109,17 +44,17 @@ def test_one_epoch_writes_checkpoint_logs_and_curve(tmp_path):
     assert resolved["model"]["image_size"] == [32, 64] and resolved["train"]["batch_size"] == 2
 
 
-def test_resume_continues_from_last_checkpoint(tmp_path):
-    bag = write_tiny_bag(tmp_path / "bag")
+def test_resume_continues_from_last_checkpoint(tmp_path, tiny_bag):
+    bag = tiny_bag.write(tmp_path / "bag")
     out = tmp_path / "run"
     # 2 epochs of 3 steps; this invocation ends after 4 steps (as a killed run's last checkpoint would).
     common = ("--epochs", "2", "--set", "train.checkpoint_every=2", "--set", "train.log_every=1")
-    assert main(train_args(bag, out, tmp_path / "cache", *common, "--set", "train.stop_after_steps=4")) == 0
+    assert main(tiny_bag.train_args(bag, out, tmp_path / "cache", *common, "--set", "train.stop_after_steps=4")) == 0
     first = load_checkpoint_extra(out / "checkpoints" / "last")
     assert first["progress"]["step"] == 4 and first["progress"]["epoch"] == 1 and first["progress"]["batch"] == 1
     assert first["scheduler"]["total_steps"] == 6
     # The same command with --resume continues at step 4.
-    assert main(train_args(bag, out, tmp_path / "cache", *common, "--resume")) == 0
+    assert main(tiny_bag.train_args(bag, out, tmp_path / "cache", *common, "--resume")) == 0
     second = load_checkpoint_extra(out / "checkpoints" / "last")
     assert second["progress"]["step"] == 6 and second["progress"]["epoch"] == 2 and second["progress"]["batch"] == 0
     assert second["scheduler"]["last_epoch"] == 6
@@ -130,11 +65,11 @@ def test_resume_continues_from_last_checkpoint(tmp_path):
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
 
 
-def test_training_survives_a_kill(tmp_path):
+def test_training_survives_a_kill(tmp_path, tiny_bag):
     """SIGKILL a training process mid-run; the same command with --resume continues from its last checkpoint."""
-    bag = write_tiny_bag(tmp_path / "bag")
+    bag = tiny_bag.write(tmp_path / "bag")
     out = tmp_path / "run"
-    args = train_args(bag, out, tmp_path / "cache", "--epochs", "100", "--set", "train.checkpoint_every=1",
+    args = tiny_bag.train_args(bag, out, tmp_path / "cache", "--epochs", "100", "--set", "train.checkpoint_every=1",
                       "--set", "train.validate=false", "--set", "train.log_every=1")
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "avs_depth_core.cli", *args], env=env, cwd=ROOT,
@@ -158,26 +93,26 @@ def test_training_survives_a_kill(tmp_path):
     assert steps == list(range(1, killed_at + 3))  # nothing logged twice or lost
 
 
-def test_resume_restores_optimizer_state_exactly(tmp_path):
+def test_resume_restores_optimizer_state_exactly(tmp_path, tiny_bag):
     """Training 4 steps straight and 2 + resume + 2 give the same weights."""
-    bag = write_tiny_bag(tmp_path / "bag")
+    bag = tiny_bag.write(tmp_path / "bag")
     common = ("--epochs", "2", "--max-steps", "4", "--set", "train.validate=false")
-    assert main(train_args(bag, tmp_path / "a", tmp_path / "cache", *common)) == 0
+    assert main(tiny_bag.train_args(bag, tmp_path / "a", tmp_path / "cache", *common)) == 0
     # Run b stops after step 2, mid-epoch (schedule for 4 steps); the resumed invocation runs 2 more.
-    assert main(train_args(bag, tmp_path / "b", tmp_path / "cache", *common, "--set", "train.stop_after_steps=2")) == 0
-    assert main(train_args(bag, tmp_path / "b", tmp_path / "cache", *common, "--resume")) == 0
+    assert main(tiny_bag.train_args(bag, tmp_path / "b", tmp_path / "cache", *common, "--set", "train.stop_after_steps=2")) == 0
+    assert main(tiny_bag.train_args(bag, tmp_path / "b", tmp_path / "cache", *common, "--resume")) == 0
     a, _, _, _ = load_checkpoint(tmp_path / "a" / "checkpoints" / "last")
     b, _, _, _ = load_checkpoint(tmp_path / "b" / "checkpoints" / "last")
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
 
 
-def test_only_rgb_and_overrides(tmp_path, capsys):
-    run = train_tiny(tmp_path, "--no-echo", "--set", "model.n_bins=8", "--max-steps", "1")
+def test_only_rgb_and_overrides(tmp_path, capsys, tiny_bag):
+    run = tiny_bag.train(tmp_path, "--no-echo", "--set", "model.n_bins=8", "--max-steps", "1")
     model = AVSNet.from_checkpoint(run / "checkpoints" / "last", "cpu")
     assert not model.cfg.use_echo and model.cfg.n_bins == 8 and model.audio is None
     # The run directory is not overwritten by accident.
-    assert main(train_args(tmp_path / "bag", run, tmp_path / "cache", "--no-echo", "--max-steps", "1")) == 2
+    assert main(tiny_bag.train_args(tmp_path / "bag", run, tmp_path / "cache", "--no-echo", "--max-steps", "1")) == 2
     assert "already holds a run; add --resume" in capsys.readouterr().err
 
 
@@ -188,9 +123,9 @@ def test_only_rgb_and_overrides(tmp_path, capsys):
     ("train.optimizer=sgd", "train.optimizer is fixed: AVS-Net trains with AdamW"),
     ("data.image_size=[64, 128]", "data.image_size"),
 ])
-def test_config_errors_name_the_key(tmp_path, capsys, override, message):
-    bag = write_tiny_bag(tmp_path / "bag", {"train": 2, "val": 1})
-    assert main(train_args(bag, tmp_path / "run", tmp_path / "cache", "--set", override)) == 2
+def test_config_errors_name_the_key(tmp_path, capsys, override, message, tiny_bag):
+    bag = tiny_bag.write(tmp_path / "bag", {"train": 2, "val": 1})
+    assert main(tiny_bag.train_args(bag, tmp_path / "run", tmp_path / "cache", "--set", override)) == 2
     assert message in capsys.readouterr().err
 
 
@@ -206,17 +141,17 @@ def test_apply_overrides_parses_yaml_values():
         apply_overrides({}, ["n_bins=3"])
 
 
-def test_empty_valid_mask_is_a_clear_error(tmp_path, capsys):
+def test_empty_valid_mask_is_a_clear_error(tmp_path, capsys, tiny_bag):
     # Every wall is 1-6 m away; with data.min_depth 7 no pixel of the batch is valid for the loss.
-    bag = write_tiny_bag(tmp_path / "bag", {"train": 2, "val": 1})
-    assert main(train_args(bag, tmp_path / "run", tmp_path / "cache", "--set", "data.min_depth=7.0")) == 2
+    bag = tiny_bag.write(tmp_path / "bag", {"train": 2, "val": 1})
+    assert main(tiny_bag.train_args(bag, tmp_path / "run", tmp_path / "cache", "--set", "data.min_depth=7.0")) == 2
     err = capsys.readouterr().err
     assert "step 0: no valid depth pixels (7.0 < gt < 8.0)" in err and "stamp_ns" in err
 
 
-def test_frame_without_valid_depth_is_reported(tmp_path, capsys):
-    bag = write_tiny_bag(tmp_path / "bag", {"train": 3, "val": 1}, nan_depth_at=(1,))
-    assert main(train_args(bag, tmp_path / "run", tmp_path / "cache")) == 2
+def test_frame_without_valid_depth_is_reported(tmp_path, capsys, tiny_bag):
+    bag = tiny_bag.write(tmp_path / "bag", {"train": 3, "val": 1}, nan_depth_at=(1,))
+    assert main(tiny_bag.train_args(bag, tmp_path / "run", tmp_path / "cache")) == 2
     assert "no valid depth pixel" in capsys.readouterr().err
 
 
@@ -236,13 +171,13 @@ def test_missing_bag_is_clear(tmp_path, capsys):
     assert "bag not found" in capsys.readouterr().err
 
 
-def test_ddp_two_gloo_processes(tmp_path):
+def test_ddp_two_gloo_processes(tmp_path, tiny_bag):
     """torchrun with 2 CPU processes (gloo): both ranks train on their shard, rank 0 writes the checkpoint."""
-    bag = write_tiny_bag(tmp_path / "bag", {"train": 8, "val": 2})
+    bag = tiny_bag.write(tmp_path / "bag", {"train": 8, "val": 2})
     # Build the cache once so the two processes start together.
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "avs_depth_core.cli",
-           *train_args(bag, tmp_path / "run", tmp_path / "cache", "--max-steps", "2", "--set", "train.log_every=1")]
+           *tiny_bag.train_args(bag, tmp_path / "run", tmp_path / "cache", "--max-steps", "2", "--set", "train.log_every=1")]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr

@@ -10,10 +10,10 @@ from avs_depth_core.audio import BATVISION_CHIRP, StftSettings, echo_features
 from avs_depth_core.data import cache as cache_module
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg, raw_header_stamp_ns, typestore
-from avs_depth_core.data.cache import scale_intrinsics
 from avs_depth_core.data.datasets import SupervisedBagDataset, TripletBagDataset
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
 from avs_depth_core.data.splits import FrameSequence, assign_frames, derive_sequences
+from avs_depth_core.geometry import scale_intrinsics
 
 H0, W0 = 12, 16  # recorded image size
 SIZE = (6, 8)  # dataset image size

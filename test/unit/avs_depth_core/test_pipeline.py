@@ -14,7 +14,7 @@ from avs_depth_core import pipeline as pipeline_module
 from avs_depth_core.checkpoint import save_checkpoint
 from avs_depth_core.device import resolve_device
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
-from avs_depth_core.pipeline import DepthPipeline, EchoInput, find_checkpoint
+from avs_depth_core.pipeline import DepthPipeline, EchoInput, PipelineSettings, find_checkpoint
 from avs_depth_core.scaling import ScalingConfig
 
 SEC = 1_000_000_000
@@ -155,9 +155,9 @@ def test_missing_checkpoints_are_clear(tmp_path, monkeypatch):
         find_checkpoint(tmp_path / "nowhere.safetensors", "avsnet", "avsnet_checkpoint")
     monkeypatch.setattr(pipeline_module, "bundled_checkpoint", lambda kind: None)
     with pytest.raises(FileNotFoundError, match="avsnet_checkpoint is empty and no bundled avsnet checkpoint"):
-        DepthPipeline.from_checkpoints("", device="cpu")
+        DepthPipeline.from_settings(PipelineSettings(device="cpu"))
     with pytest.raises(ValueError, match="relative_model must be one of"):
-        DepthPipeline.from_checkpoints(tmp_path / "x", relative_model="midas", device="cpu")
+        DepthPipeline.from_settings(PipelineSettings(str(tmp_path / "x"), relative_model="midas", device="cpu"))
 
 
 def test_bundled_checkpoint_is_the_weights_not_the_training_state(tmp_path, monkeypatch):
@@ -185,8 +185,9 @@ def tiny_checkpoints(tmp_path_factory):
 
 def test_tiny_checkpoints_end_to_end(tiny_checkpoints):
     avsnet, rgb_only = tiny_checkpoints
-    pipe = DepthPipeline.from_config({"avsnet_checkpoint": str(avsnet), "relative_model": "avsnet_rgb",
-                                      "relative_checkpoint": str(rgb_only), "device": "cpu", "max_scale_hold_s": 0.5})
+    params = {"avsnet_checkpoint": str(avsnet), "relative_model": "avsnet_rgb", "relative_checkpoint": str(rgb_only),
+              "device": "cpu", "max_scale_hold_s": 0.5, "diagnostics_period_s": 1.0}  # a node parameter is not a setting
+    pipe = DepthPipeline.from_settings(PipelineSettings.from_params(params))
     assert pipe.device == torch.device("cpu") and pipe.cfg.image_size == (64, 128)
     assert pipe.warmup(1) > 0 and pipe.tracker.counts == {"fresh": 0, "held": 0, "none": 0}
     rgb = np.random.default_rng(2).integers(0, 255, (72, 96, 3), dtype=np.uint8)

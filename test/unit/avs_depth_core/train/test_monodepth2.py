@@ -1,7 +1,7 @@
 """avs-depth train --model monodepth2: one epoch on a small simulated bag, resume, config sections and aliases,
 augmentation (flip with intrinsics, jitter on network inputs only) and bad input (no intrinsics, too few frames for a triple).
 
-sim_bag (module fixture) is shared with test_evaluate_scaling.py.
+The simulated bag and the tiny config: test/unit/conftest.py SimBag.
 """
 
 from __future__ import annotations
@@ -32,83 +32,45 @@ from avs_depth_core.train.monodepth2 import (
     split_frames,
 )
 
-H, W = 64, 128
-INTERVAL = 2
-MAX_DEPTH = 12.0  # the bv1 preset's clip
-TINY_MODEL = {"height": H, "width": W, "encoder_width": 8, "decoder_channels": [4, 8, 16, 16, 32], "frame_interval": INTERVAL,
-              "batch_size": 4, "num_epochs": 1}
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def simulate(out: Path, sequences: int = 3, frames: int = 12, seed: int = 0) -> Path:
-    """A scale-ambiguous bv1 bag at 64x128: one sequence per split for 3 sequences."""
-    assert main(["simulate", "--preset", "bv1", "--sequences", str(sequences), "--frames", str(frames), "--seed", str(seed),
-                 "--out", str(out), "--height", str(H), "--width", str(W), "--scale-ambiguous"]) == 0
-    return out
-
-
-@pytest.fixture(scope="module")
-def sim_bag(tmp_path_factory) -> Path:
-    return simulate(tmp_path_factory.mktemp("sim") / "bag")
-
-
-def write_config(path: Path, **model: object) -> Path:
-    """A sectioned monodepth2 config for the tiny network (flat files work too, see test_config_sections_and_aliases)."""
-    path.write_text(yaml.safe_dump({"model": {**TINY_MODEL, **model}, "train": {"num_workers": 0, "log_every": 1},
-                                    "data": {"max_depth": MAX_DEPTH}}))
-    return path
-
-
-def train_args(bag: Path, out: Path, cache: Path, config: Path, *extra: str) -> list[str]:
-    return ["train", "--model", "monodepth2", "--bag", str(bag), "--config", str(config), "--out", str(out), "--device", "cpu",
-            "--set", f"data.cache_dir={cache}", *extra]
-
-
-def test_one_epoch_writes_checkpoints_logs_and_curve(sim_bag, tmp_path, capsys):
+def test_one_epoch_writes_checkpoints_logs_and_curve(sim_bag, tmp_path, capsys, sim):
     out = tmp_path / "run"
-    assert main(train_args(sim_bag, out, tmp_path / "cache", write_config(tmp_path / "md2.yaml"))) == 0
+    assert main(sim.train_args(sim_bag, out, tmp_path / "cache", sim.write_config(tmp_path / "md2.yaml"))) == 0
     assert "trained 2 steps" in capsys.readouterr().out  # 8 train triples (12 frames, interval 2), batch 4
     ckpt = out / "checkpoints"
     for name in ("last.safetensors", "last.json", "last.extra.safetensors", "best.safetensors", "best.json"):
         assert (ckpt / name).is_file(), name
     _, config, kind, meta = load_checkpoint(ckpt / "last")
     assert kind == "monodepth2" and meta["epoch"] == 1 and meta["step"] == 2 and meta["train_samples"] == 8
-    assert config["frame_interval"] == INTERVAL and config["height"] == H
+    assert config["frame_interval"] == sim.INTERVAL and config["height"] == sim.H
     assert {"loss", "abs_rel", "delta1", "scale_ratio_median"} <= set(meta["val"])  # the bag has depth: median-scaled metrics
     loaded = load_monodepth2(ckpt / "best", with_pose=True)
     assert loaded.pose_net is not None
     with torch.inference_mode():
-        disp = loaded.depth_net(torch.rand(1, 3, H, W))[("disp", 0)]
-    assert disp.shape == (1, 1, H, W) and torch.isfinite(disp).all()
+        disp = loaded.depth_net(torch.rand(1, 3, sim.H, sim.W))[("disp", 0)]
+    assert disp.shape == (1, 1, sim.H, sim.W) and torch.isfinite(disp).all()
     assert (out / "training_curve.png").stat().st_size > 1000
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     log = read_csv(out / "train_log.csv")
     assert [r["step"] for r in log] == [1.0, 2.0] and all(0 <= r["automasked"] <= 1 and math.isfinite(r["loss"]) for r in log)
     assert len(read_csv(out / "val_log.csv")) == 1
     resolved = yaml.safe_load((out / "config.yaml").read_text())
-    assert resolved["model"]["batch_size"] == 4 and resolved["data"]["max_depth"] == MAX_DEPTH
+    assert resolved["model"]["batch_size"] == 4 and resolved["data"]["max_depth"] == sim.MAX_DEPTH
 
 
-def test_resume_continues_exactly(sim_bag, tmp_path, capsys):
+def test_resume_continues_exactly(sim_bag, tmp_path, capsys, sim):
     """Two steps in two invocations (stop after 1, --resume) end with the same weights and optimiser as two in one."""
-    config = write_config(tmp_path / "md2.yaml", num_epochs=2, batch_size=8)
+    config = sim.write_config(tmp_path / "md2.yaml", num_epochs=2, batch_size=8)
     cache = tmp_path / "cache"
-    assert main(train_args(sim_bag, tmp_path / "straight", cache, config, "--set", "train.validate=false")) == 0
+    assert main(sim.train_args(sim_bag, tmp_path / "straight", cache, config, "--set", "train.validate=false")) == 0
     capsys.readouterr()
-    assert main(train_args(sim_bag, tmp_path / "straight", cache, config)) == 2  # never overwrites a run
+    assert main(sim.train_args(sim_bag, tmp_path / "straight", cache, config)) == 2  # never overwrites a run
     assert "already holds a run; add --resume" in capsys.readouterr().err
     split = ["--set", "train.validate=false"]
-    assert main(train_args(sim_bag, tmp_path / "split", cache, config, *split, "--set", "train.stop_after_steps=1")) == 0
+    assert main(sim.train_args(sim_bag, tmp_path / "split", cache, config, *split, "--set", "train.stop_after_steps=1")) == 0
     _, _, _, meta = load_checkpoint(tmp_path / "split" / "checkpoints" / "last")
     assert meta["step"] == 1
-    assert main(train_args(sim_bag, tmp_path / "split", cache, config, *split, "--resume")) == 0
+    assert main(sim.train_args(sim_bag, tmp_path / "split", cache, config, *split, "--resume")) == 0
     assert "resumed from" in capsys.readouterr().err
     a, _, _, meta_a = load_checkpoint(tmp_path / "straight" / "checkpoints" / "last")
     b, _, _, meta_b = load_checkpoint(tmp_path / "split" / "checkpoints" / "last")
@@ -130,7 +92,7 @@ def test_config_sections_and_aliases(tmp_path):
     # YAML 1.1 reads 1e-4 as a string; the section coercion turns it into a number.
     assert resolve_config({"model": {"learning_rate": "1e-4"}})[0].learning_rate == 1e-4
     # The shipped config (sections, the optimisation keys under train:) resolves to Monodepth2's defaults.
-    shipped = Path(__file__).resolve().parents[2] / "config" / "monodepth2.yaml"
+    shipped = Path(__file__).resolve().parents[4] / "config" / "monodepth2.yaml"
     assert resolve_config(sectioned_config(yaml.safe_load(shipped.read_text()), str(shipped)))[0] == Monodepth2Config()
     with pytest.raises(ValueError, match="model.hieght"):
         resolve_config({"model": {"hieght": 64}})
@@ -144,30 +106,30 @@ def test_config_sections_and_aliases(tmp_path):
         sectioned_config({"model": {}, "height": 64}, "x.yaml")
 
 
-def test_cli_errors_are_one_line(sim_bag, tmp_path, capsys):
-    config = write_config(tmp_path / "md2.yaml")
-    assert main(train_args(sim_bag, tmp_path / "r", tmp_path / "cache", config, "--no-echo")) == 2
+def test_cli_errors_are_one_line(sim_bag, tmp_path, capsys, sim):
+    config = sim.write_config(tmp_path / "md2.yaml")
+    assert main(sim.train_args(sim_bag, tmp_path / "r", tmp_path / "cache", config, "--no-echo")) == 2
     assert "--no-echo applies to --model avsnet" in capsys.readouterr().err
-    assert main(train_args(sim_bag, tmp_path / "r", tmp_path / "cache", config, "--set", "model.num_layers=19")) == 2
+    assert main(sim.train_args(sim_bag, tmp_path / "r", tmp_path / "cache", config, "--set", "model.num_layers=19")) == 2
     assert "model.num_layers 19: choose a ResNet depth" in capsys.readouterr().err
 
 
-def test_missing_intrinsics_is_a_clear_error(tmp_path, capsys):
+def test_missing_intrinsics_is_a_clear_error(tmp_path, capsys, sim):
     bag = tmp_path / "no_info"
     with BagWriter(bag) as w:
         for i in range(8):
-            rgb = np.full((H, W, 3), 10 * i, np.uint8)
+            rgb = np.full((sim.H, sim.W, 3), 10 * i, np.uint8)
             w.write(topics.IMAGE, make_msg(topics.IMAGE_TYPE, 10**9 + i * 10**8, "cam", image_fields(rgb, "rgb8")),
                     topics.IMAGE_TYPE)
-    assert main(train_args(bag, tmp_path / "r", tmp_path / "cache", write_config(tmp_path / "md2.yaml"))) == 2
+    assert main(sim.train_args(bag, tmp_path / "r", tmp_path / "cache", sim.write_config(tmp_path / "md2.yaml"))) == 2
     err = capsys.readouterr().err
     assert f"topic {topics.CAMERA_INFO} not found" in err and "no_info" in err
 
 
-def test_sequences_too_short_for_the_interval(sim_bag, tmp_path, capsys):
+def test_sequences_too_short_for_the_interval(sim_bag, tmp_path, capsys, sim):
     """12-frame sequences hold no triple 6 frames either side: the error names the split and counts the frames."""
-    config = write_config(tmp_path / "md2.yaml", frame_interval=6)
-    assert main(train_args(sim_bag, tmp_path / "r", tmp_path / "cache", config)) == 2
+    config = sim.write_config(tmp_path / "md2.yaml", frame_interval=6)
+    assert main(sim.train_args(sim_bag, tmp_path / "r", tmp_path / "cache", config)) == 2
     err = capsys.readouterr().err
     assert re.search(r"split 'train' has no usable frames.*sequence end.*: 12", err), err
 

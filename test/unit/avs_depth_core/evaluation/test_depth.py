@@ -9,8 +9,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from test_infer import tiny_checkpoint
-from test_train import MAX_DEPTH, PERIOD, RATE, T0, H, K, W, train_tiny, write_tiny_bag
 
 from avs_depth_core.audio import BATVISION_CHIRP, synthesize_chirp
 from avs_depth_core.cli import main
@@ -23,9 +21,9 @@ from avs_depth_core.models.avsnet import AVSNet
 from avs_depth_core.visualise import colourise, save_prediction_figure
 
 
-def test_train_then_evaluate_two_checkpoints_two_bags(tmp_path, capsys):
-    run = train_tiny(tmp_path)
-    other_bag = write_tiny_bag(tmp_path / "other_bag", {"test": 3}, seed=5)
+def test_train_then_evaluate_two_checkpoints_two_bags(tmp_path, capsys, tiny_bag):
+    run = tiny_bag.train(tmp_path)
+    other_bag = tiny_bag.write(tmp_path / "other_bag", {"test": 3}, seed=5)
     capsys.readouterr()
     out = tmp_path / "results"
     ckpts = [run / "checkpoints" / "best.safetensors", run / "checkpoints" / "last"]
@@ -40,15 +38,15 @@ def test_train_then_evaluate_two_checkpoints_two_bags(tmp_path, capsys):
         ("run/best", "bag"), ("run/best", "other_bag"), ("run/last", "bag"), ("run/last", "other_bag")]
     for r in rows:
         assert set(TABLE_METRICS) <= set(r["metrics"]) and all(np.isfinite(r["metrics"][m]) for m in TABLE_METRICS)
-        assert r["input"] == "RGB-Echoes" and r["max_depth"] == MAX_DEPTH and r["skipped_no_valid_gt"] == 0
+        assert r["input"] == "RGB-Echoes" and r["max_depth"] == tiny_bag.MAX_DEPTH and r["skipped_no_valid_gt"] == 0
         assert len(r["figures"]) == 2 and all(Image.open(f).size[0] > 300 for f in r["figures"])
     assert rows[0]["images"] == 2 and rows[1]["images"] == 3  # the test splits
     assert (out / "results.md").read_text().count("| run/") == 4
 
 
-def test_metric_range_and_errors(tmp_path, capsys):
-    bag = write_tiny_bag(tmp_path / "bag", {"test": 2})
-    ckpt = tiny_checkpoint(tmp_path / "tiny", image_size=[32, 64], echo_size=[32, 32], max_depth=MAX_DEPTH)
+def test_metric_range_and_errors(tmp_path, capsys, tiny_bag, tiny_checkpoint):
+    bag = tiny_bag.write(tmp_path / "bag", {"test": 2})
+    ckpt = tiny_checkpoint(tmp_path / "tiny", image_size=[32, 64], echo_size=[32, 32], max_depth=tiny_bag.MAX_DEPTH)
     common = ["evaluate", "--bag", str(bag), "--checkpoint", str(ckpt), "--device", "cpu", "--cache-dir", str(tmp_path / "c"),
               "--out", str(tmp_path / "r")]
     # All walls are 1-6 m away: an evaluation range starting at 7 m leaves no valid pixel in any image.
@@ -80,9 +78,10 @@ def test_figure_marks_invalid_pixels_grey(tmp_path):
     assert Image.open(path).size[0] > 300
 
 
-def write_fine_depth_bag(path, n=3):
+def write_fine_depth_bag(path, tiny, n=3):
     """Test-split frames at the network size (32x64) whose depth is recorded at twice that: a one-pixel checkerboard of
     2 m and 5 m (nearest downsampling keeps only the 2 m squares) with an invalid border column."""
+    H, W, K, T0, PERIOD, RATE = tiny.H, tiny.W, tiny.K, tiny.T0, tiny.PERIOD, tiny.RATE
     rng = np.random.default_rng(3)
     chirp = synthesize_chirp(BATVISION_CHIRP)
     yy, xx = np.mgrid[:2 * H, :2 * W]
@@ -106,8 +105,9 @@ def write_fine_depth_bag(path, n=3):
     return path, depths
 
 
-def test_metrics_at_the_ground_truths_native_resolution(tmp_path):
-    bag, depths = write_fine_depth_bag(tmp_path / "bag")
+def test_metrics_at_the_ground_truths_native_resolution(tmp_path, tiny_bag, tiny_checkpoint):
+    H, W, MAX_DEPTH = tiny_bag.H, tiny_bag.W, tiny_bag.MAX_DEPTH
+    bag, depths = write_fine_depth_bag(tmp_path / "bag", tiny_bag)
     ckpt = tiny_checkpoint(tmp_path / "tiny", image_size=[H, W], echo_size=[32, 32], max_depth=MAX_DEPTH)
     rows = {}
     for resolution in ("native", "network"):

@@ -15,7 +15,7 @@ from avs_depth_core.models.monodepth2 import (
 )
 from avs_depth_core.models.resnet import ResNetEncoder
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def test_config_defaults_are_monodepth2_options_and_yaml_matches():

@@ -4,26 +4,16 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from PIL import Image
-from test_train import ROOT
 
 from avs_depth_core.audio.wav import write_wav
 from avs_depth_core.cli import main
 from avs_depth_core.inference import infer_depth, load_echo, load_rgb
-from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
-
-
-def tiny_checkpoint(path, **overrides):
-    cfg = yaml.safe_load((ROOT / "config" / "avsnet_tiny.yaml").read_text())["model"]
-    torch.manual_seed(0)
-    model = AVSNet(AVSNetConfig.from_dict({**cfg, **overrides}))
-    return model.save(path)
+from avs_depth_core.models.avsnet import AVSNet
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
+def checkpoint(tmp_path_factory, tiny_checkpoint):
     return tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny")
 
 
@@ -77,7 +67,7 @@ def test_bad_inputs_are_clear_errors(bv2_sample, checkpoint, tmp_path, capsys):
         assert message in capsys.readouterr().err, extra
 
 
-def test_only_rgb_checkpoint_needs_no_echo(bv2_sample, tmp_path):
+def test_only_rgb_checkpoint_needs_no_echo(bv2_sample, tmp_path, tiny_checkpoint):
     ckpt = tiny_checkpoint(tmp_path / "rgb", use_echo=False)
     out = tmp_path / "depth.npy"
     assert main(["infer", "--checkpoint", str(ckpt), "--image", str(bv2_sample / "camera_47.jpeg"), "--out", str(out),

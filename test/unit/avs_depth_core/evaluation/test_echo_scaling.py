@@ -8,12 +8,12 @@ import math
 import warnings
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 import yaml
 from PIL import Image
-from test_train_monodepth2 import MAX_DEPTH, H, W, sim_bag, train_args, write_config  # noqa: F401  (sim_bag: fixture)
 
 from avs_depth_core.cli import main
 from avs_depth_core.evaluation import TABLE_METRICS
@@ -21,31 +21,23 @@ from avs_depth_core.evaluation.echo_scaling import REFERENCE_ROW, ROWS, evaluate
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
 from avs_depth_core.relative import RelativeDepthModel
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def avsnet_checkpoint(path: Path, use_echo: bool) -> Path:
+def avsnet_checkpoint(path: Path, use_echo: bool, sim: Any) -> Path:
     """A randomly initialised tiny AVS-Net at the bag's 64x128 with a 12 m range (the bv1 clip)."""
     model = yaml.safe_load((ROOT / "config" / "avsnet_tiny.yaml").read_text())["model"]
-    model.update(image_size=[H, W], echo_size=[32, 32], max_depth=MAX_DEPTH, use_echo=use_echo)
+    model.update(image_size=[sim.H, sim.W], echo_size=[32, 32], max_depth=sim.MAX_DEPTH, use_echo=use_echo)
     torch.manual_seed(0)
     return AVSNet(AVSNetConfig.from_dict(model)).save(path)
 
 
-def test_one_epoch_checkpoint_feeds_evaluate_scaling(sim_bag, tmp_path, capsys):  # noqa: F811
+def test_one_epoch_checkpoint_feeds_evaluate_scaling(sim_bag, tmp_path, capsys, sim):
     run = tmp_path / "md2"
     cache = tmp_path / "cache"
-    assert main(train_args(sim_bag, run, cache, write_config(tmp_path / "md2.yaml"))) == 0
-    echo_ckpt = avsnet_checkpoint(tmp_path / "avs_echo" / "checkpoints" / "best", use_echo=True)
-    rgb_ckpt = avsnet_checkpoint(tmp_path / "avs_rgb" / "checkpoints" / "best", use_echo=False)
+    assert main(sim.train_args(sim_bag, run, cache, sim.write_config(tmp_path / "md2.yaml"))) == 0
+    echo_ckpt = avsnet_checkpoint(tmp_path / "avs_echo" / "checkpoints" / "best", use_echo=True, sim=sim)
+    rgb_ckpt = avsnet_checkpoint(tmp_path / "avs_rgb" / "checkpoints" / "best", use_echo=False, sim=sim)
     scripted = tmp_path / "inverse.pt"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)  # torch.jit is deprecated in torch 2.x but still works
@@ -63,7 +55,7 @@ def test_one_epoch_checkpoint_feeds_evaluate_scaling(sim_bag, tmp_path, capsys):
                  "GT median (reference)", *names):
         assert text in printed, text
     report = json.loads((out / "scaling.json").read_text())
-    assert report["frames"] == 12 and report["split"] == "test" and report["max_depth"] == MAX_DEPTH
+    assert report["frames"] == 12 and report["split"] == "test" and report["max_depth"] == sim.MAX_DEPTH
     assert set(report["models"]) == names
     # The Only-RGB net scaled by itself is itself: its RGB row equals its unscaled row.
     zero_shot = report["models"]["avsnet-rgb avs_rgb/best"]
@@ -161,9 +153,9 @@ def test_bad_relative_models_are_named():
         run_known(lambda x: depth_from_red(x)[..., :16])
 
 
-def test_cli_input_errors(sim_bag, tmp_path, capsys):  # noqa: F811
-    echo_ckpt = avsnet_checkpoint(tmp_path / "echo", use_echo=True)
-    rgb_ckpt = avsnet_checkpoint(tmp_path / "rgb", use_echo=False)
+def test_cli_input_errors(sim_bag, tmp_path, capsys, sim):
+    echo_ckpt = avsnet_checkpoint(tmp_path / "echo", use_echo=True, sim=sim)
+    rgb_ckpt = avsnet_checkpoint(tmp_path / "rgb", use_echo=False, sim=sim)
     base = ["evaluate-scaling", "--bag", str(sim_bag), "--device", "cpu", "--out", str(tmp_path / "o")]
     assert main([*base, "--relative", str(tmp_path / "missing"), "--avsnet", str(echo_ckpt), "--avsnet-rgb",
                  str(rgb_ckpt)]) == 2

@@ -10,7 +10,7 @@ import torch
 
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[4] / "config"
 
 
 def tiny_config(**overrides) -> AVSNetConfig:
@@ -68,7 +68,7 @@ def test_new_checkpoints_record_the_key(tmp_path):
 
 @pytest.mark.parametrize("kind", ["avsnet", "avsnet_rgb"])
 def test_bundled_checkpoints_load_as_they_were_trained(kind):
-    path = Path(__file__).resolve().parents[2] / "avs_depth_core" / "checkpoints" / kind / "default"
+    path = Path(__file__).resolve().parents[4] / "avs_depth_core" / "checkpoints" / kind / "default"
     stored = json.loads(path.with_suffix(".json").read_text())["config"]
     model = AVSNet.from_checkpoint(path)
     assert model.cfg.apply_attractor_alpha is stored.get("apply_attractor_alpha", True)

@@ -15,7 +15,7 @@ import pytest
 
 from avs_depth_core.cli import COMMANDS, main
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[4]
 
 
 def installed_commands() -> list[str]:

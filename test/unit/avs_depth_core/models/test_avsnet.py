@@ -24,7 +24,7 @@ from avs_depth_core.models.metric_bins import (
     log_binomial,
 )
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
+CONFIG_DIR = Path(__file__).resolve().parents[4] / "config"
 TINY = dict(backbone="tiny", image_size=(64, 128), echo_size=(64, 64), n_bins=16, bin_embedding_dim=32,
             n_attractors=[4, 2, 2, 1], fusion_heads=4, audio_width=16, max_depth=12.0)
 

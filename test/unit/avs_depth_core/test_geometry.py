@@ -74,8 +74,14 @@ def test_transformation_from_parameters_and_its_inverse():
 
 
 def test_scale_intrinsics_and_pyramid():
+    # 12x16 -> 6x32: x2 across, x0.5 down; pixel centres map as u' = (u + 0.5) * 2 - 0.5, v' = (v + 0.5) * 0.5 - 0.5.
     scaled = scale_intrinsics(K3, (12, 16), (6, 32))
-    torch.testing.assert_close(scaled, torch.tensor([[20.0, 0.0, 15.0], [0.0, 5.5, 2.75], [0.0, 0.0, 1.0]]))
+    torch.testing.assert_close(scaled, torch.tensor([[20.0, 0.0, 15.5], [0.0, 5.5, 2.5], [0.0, 0.0, 1.0]]))
+    # A point projecting to the centre of pixel (u, v) projects to the centre of the pixel it lands in after the resize.
+    point = torch.tensor([0.3, -0.2, 2.0])
+    u, v = (K3 @ point / point[2])[:2]
+    u2, v2 = (scaled @ point / point[2])[:2]
+    torch.testing.assert_close(torch.stack([u2, v2]), torch.stack([(u + 0.5) * 2 - 0.5, (v + 0.5) * 0.5 - 0.5]))
     as_numpy = scale_intrinsics(K3.numpy(), (12, 16), (6, 32))
     assert isinstance(as_numpy, np.ndarray)
     np.testing.assert_allclose(as_numpy, scaled.numpy())
