@@ -16,6 +16,7 @@ import datetime
 import hashlib
 import json
 import os
+import re
 import struct
 from pathlib import Path
 from typing import Any
@@ -159,6 +160,8 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
     except BaseException as err:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        if isinstance(err, SafetensorError) and (code := re.search(r"os error (\d+)", str(err))):
+            err = OSError(int(code[1]), os.strerror(int(code[1])))  # safetensors' writer reports I/O errors as text
         if isinstance(err, OSError):  # a full or read-only disk: the previous checkpoint is still in place
             raise OutputError(f"checkpoint not saved, {describe_os_error(err, weights.parent)}") from None
         raise

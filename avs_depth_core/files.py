@@ -92,11 +92,14 @@ def describe_os_error(err: OSError, path: str | Path | None = None, option: str 
     """One line: what failed, where, and how to fix it."""
     where = path if path is not None else (err.filename or "output")
     hint = f" or choose another {option}" if option else ""
-    if err.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+    code = err.errno
+    if code is None and path is not None and free_bytes(path) < MIN_FREE_BYTES:
+        code = errno.ENOSPC  # a short write reported without errno (numpy's tofile, some writers): the disk is full
+    if code in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
         return f"{where}: no space left on the device (or file size limit reached); free space there{hint}"
-    if err.errno == errno.EROFS:
+    if code == errno.EROFS:
         return f"{where}: the file system is read-only; remount it writable{hint}"
-    if err.errno in (errno.EACCES, errno.EPERM):
+    if code in (errno.EACCES, errno.EPERM):
         return f"{where}: permission denied; make it writable for this user{hint}"
     return f"{where}: {err.strerror or err}{hint and '; check the disk' + hint}"
 

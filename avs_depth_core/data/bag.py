@@ -125,7 +125,10 @@ class BagWriter:
         if topic not in self._connections:
             self._connections[topic] = self._writer.add_connection(topic, msgtype, typestore=typestore())
         stamp = stamp_to_ns(msg.header.stamp) if record_ns is None else record_ns
-        self._writer.write(self._connections[topic], stamp, typestore().serialize_cdr(msg, msgtype))
+        try:
+            self._writer.write(self._connections[topic], stamp, typestore().serialize_cdr(msg, msgtype))
+        except OSError as err:  # a full disk: the with-block ends and removes the partial bag
+            raise files.OutputError(files.describe_os_error(err, self.path, "--out")) from None
         self.counts[topic] = self.counts.get(topic, 0) + 1
 
     def add_sequence(self, name: str, split: str, start_ns: int, end_ns: int, **extra: Any) -> None:
