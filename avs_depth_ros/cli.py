@@ -209,9 +209,8 @@ def check_bringup_inputs(args: argparse.Namespace) -> Path:
     """Everything bringup is handed, checked before anything starts: the params file (it exists and parses as a
     `<node>: ros__parameters:` YAML), the device, the counts and the figures folder (writable, room for the PNGs).
     Returns the params file."""
-    import yaml
-
     from avs_depth_core import files
+    from avs_depth_core.config import read_yaml_file
     from avs_depth_core.device import resolve_device
 
     if args.duration is not None and not args.duration > 0:
@@ -221,10 +220,7 @@ def check_bringup_inputs(args: argparse.Namespace) -> Path:
     params_file = Path(args.params_file) if args.params_file else default_params_file()
     if not params_file.is_file():
         raise FileNotFoundError(f"--params-file {params_file}: params file not found")
-    try:
-        params = yaml.safe_load(params_file.read_text())
-    except yaml.YAMLError as err:
-        raise ValueError(f"--params-file {params_file}: not valid YAML ({' '.join(str(err).split())})") from None
+    params = read_yaml_file(params_file, "params file")
     if not isinstance(params, dict) or not all(isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)
                                                for v in params.values()):
         raise ValueError(f"--params-file {params_file}: expected '<node name>: ros__parameters: {{...}}' sections")
@@ -442,7 +438,7 @@ def run_record(args: argparse.Namespace) -> int:
             except (KeyboardInterrupt, ExternalShutdownException):
                 pass
             if not any(writer.counts.values()):
-                raise NothingRecordedError(f"nothing arrived on {sorted(wanted)} in {time.monotonic() - start:.1f} s, so no "
+                raise _nothing_recorded(f"nothing arrived on {sorted(wanted)} in {time.monotonic() - start:.1f} s, so no "
                                            "bag was written; is a camera driver, echo_node or `avs-depth-ros bringup --sim` "
                                            "running (same ROS_DOMAIN_ID)?")
     finally:
@@ -458,8 +454,11 @@ def run_record(args: argparse.Namespace) -> int:
     return 0
 
 
-class NothingRecordedError(RuntimeError):
-    """No message arrived: a failure (exit 1), not bad input."""
+def _nothing_recorded(text: str) -> Exception:
+    """No message arrived, so no bag: a failure to produce the output (exit 1), not bad input."""
+    from avs_depth_core.files import OutputError
+
+    return OutputError(text)
 
 
 def _topic_type(topic: str) -> str:

@@ -16,13 +16,13 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rosbags.highlevel import AnyReader
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
 from avs_depth_core import files
+from avs_depth_core.config import read_yaml_file
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag_integrity import (
     BagIntegrityError,
@@ -157,10 +157,8 @@ def _folder_metadata(folder: Path) -> dict[str, Any] | None:
     meta = folder / "metadata.yaml"
     if not meta.is_file():
         return None
-    try:
-        info = (yaml.safe_load(meta.read_text()) or {}).get("rosbag2_bagfile_information")
-    except yaml.YAMLError as err:
-        raise ValueError(f"{meta}: not valid YAML ({' '.join(str(err).split())})") from None
+    data = read_yaml_file(meta, "rosbag2 metadata")
+    info = data.get("rosbag2_bagfile_information") if isinstance(data, dict) else None
     if not isinstance(info, dict):
         raise ValueError(f"{meta}: no rosbag2_bagfile_information; not a rosbag2 metadata file")
     return info

@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from avs_depth_core import files
+from avs_depth_core.config import check_finite
 from avs_depth_core.data.cache import bag_fingerprint
 from avs_depth_core.guards import check_batch_finite, check_loss_finite
 from avs_depth_core.train.logs import RunLog
@@ -60,6 +61,7 @@ class LoopConfig:
     validate: bool = True  # per-epoch validation (needs a val split); best checkpoint by it
 
     def check(self) -> None:
+        check_finite(self, "train")
         if self.log_every <= 0:
             raise ValueError(f"config: train.log_every must be positive, got {self.log_every}")
         for key in ("max_steps", "checkpoint_every", "stop_after_steps", "num_workers", "clip_grad"):

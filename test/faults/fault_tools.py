@@ -15,6 +15,8 @@ import resource
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -112,10 +114,35 @@ def child_env() -> dict[str, str]:
     return env
 
 
-def start_cli(*args: object, module: str = "avs_depth_core.cli") -> subprocess.Popen:
-    """`avs-depth ARGS` as a child process (for signals), stderr piped."""
-    return subprocess.Popen([sys.executable, "-m", module, *map(str, args)], env=child_env(), cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+class Child:
+    """`avs-depth ARGS` (or another module's CLI) as a child process, its output (stdout and stderr) collected."""
+
+    def __init__(self, *args: object, module: str = "avs_depth_core.cli", env: dict[str, str] | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *map(str, args)], env=env or child_env(), cwd=ROOT,
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self.output = ""
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:  # os.read returns what is there, so a short line shows at once
+        for chunk in iter(lambda: os.read(self.proc.stdout.fileno(), 4096), b""):
+            self.output += chunk.decode(errors="replace")
+
+    def wait_for(self, marker: str, timeout_s: float) -> bool:
+        """True once `marker` appeared in the output; False if the process ended (or time ran out) first."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if marker in self.output:
+                return True
+            if self.proc.poll() is not None:
+                return marker in self.output
+            time.sleep(0.02)
+        return False
+
+    def finish(self, timeout_s: float = 120.0) -> int:
+        code = self.proc.wait(timeout=timeout_s)
+        self._reader.join(timeout=5.0)
+        return code
 
 
 # --------------------------------------------------------------------------------------------------------- checks
