@@ -201,15 +201,18 @@ def resolve_bag(path: str | Path) -> BagSource:
     return BagSource(path, None, (path,), embedded or {})
 
 
-def _check_counts(source: BagSource, reader: AnyReader) -> None:
-    """The messages per topic the metadata promises are the ones the storage holds (a truncated or swapped file)."""
+def _check_counts(source: BagSource) -> None:
+    """The messages per topic metadata.yaml promises are the ones its storage files hold by their own index (a storage
+    file truncated and rewritten, swapped or from another recording)."""
     listed = {t["topic_metadata"]["name"]: int(t["message_count"])
               for t in source.metadata.get("topics_with_message_count") or [] if "topic_metadata" in t}
     if not listed or source.folder is None:
         return
     held: dict[str, int] = {}
-    for conn in reader.connections:
-        held[conn.topic] = held.get(conn.topic, 0) + int(conn.msgcount)
+    for storage_file in source.files:
+        with AnyReader([storage_file], default_typestore=typestore()) as alone:
+            for conn in alone.connections:
+                held[conn.topic] = held.get(conn.topic, 0) + int(conn.msgcount)
     differ = {t: (n, held.get(t, 0)) for t, n in listed.items() if held.get(t, 0) != n}
     if differ:
         shown = ", ".join(f"{t} {a} listed, {b} stored" for t, (a, b) in sorted(differ.items())[:3])
@@ -221,20 +224,20 @@ def open_bag(path: str | Path, verify: bool = True) -> Iterator[AnyReader]:
     """Open a rosbag2 folder (or its .mcap/.db3 storage file) for reading; errors name the path. With `verify`, the
     storage files' checksums and structure are checked first (bag_integrity) and so are the message counts."""
     source = resolve_bag(path)
-    if verify:
-        try:
+    try:
+        if verify:
             for storage_file in source.files:
                 verify_storage_file(storage_file)
-        except BagIntegrityError as err:
-            raise ValueError(f"{err}; the bag cannot be trusted: record or convert it again") from None
-    try:
+            _check_counts(source)
         reader = AnyReader([source.folder or source.path], default_typestore=typestore())
         reader.open()
+    except BagIntegrityError as err:
+        raise ValueError(f"{err}; the bag cannot be trusted: record or convert it again") from None
+    except ValueError:
+        raise
     except Exception as err:  # rosbags raises several reader error types; all mean the same to a user
         raise ValueError(f"{source.path}: cannot open bag ({type(err).__name__}: {err})") from err
     try:
-        if verify:
-            _check_counts(source, reader)
         yield reader
     finally:
         reader.close()
