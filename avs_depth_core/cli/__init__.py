@@ -104,7 +104,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name = argv[0]
     module_name, summary = COMMANDS[name]
-    module = importlib.import_module(f"{__name__}.{module_name}")
+    try:  # the command's imports (torch, ...) take seconds: Ctrl-C during them is an interrupt too, not a traceback
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except KeyboardInterrupt:
+        print(f"avs-depth {name}: interrupted before it started; nothing was written", file=sys.stderr)
+        return 130
     parser = argparse.ArgumentParser(prog=f"avs-depth {name}", description=summary)
     module.add_arguments(parser)
     parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too")

@@ -47,7 +47,9 @@ def check_outcome(child: Child, code: int, sig: signal.Signals, out: Path) -> bo
             pass
         return False
     if sig == signal.SIGINT:
-        assert code == 130 and "interrupted" in child.output, (code, child.output[-3000:])
+        # 130, or death by SIGINT (the shell's $? is 130 too): CPython re-raises SIGINT at exit when the interrupt
+        # landed inside an exec() (dataclass creation, ...), even though the command caught it and cleaned up.
+        assert code in (130, -signal.SIGINT) and "interrupted" in child.output, (code, child.output[-3000:])
     else:
         assert code == -signal.SIGKILL, (code, child.output[-3000:])
     return True
@@ -98,7 +100,7 @@ def test_train(cli, inputs, tmp_path, sig):
     code = interrupt(child, "indexing", f"train-{sig}", 8.0, SIGNALS[sig])
     assert "Traceback" not in child.output, child.output[-3000:]
     if code != 0:
-        assert code == (130 if sig == "SIGINT" else -signal.SIGKILL), (code, child.output[-3000:])
+        assert code in ((130, -signal.SIGINT) if sig == "SIGINT" else (-signal.SIGKILL,)), (code, child.output[-3000:])
         last = run / "checkpoints" / "last"
         if last.with_suffix(".json").is_file():
             load_checkpoint(last)
