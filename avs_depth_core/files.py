@@ -180,12 +180,14 @@ def remove(path: Path) -> None:
 def atomic_output(target: str | Path, option: str = "--out", *, replace: bool = True) -> Iterator[Path]:
     """Yield a temporary path beside `target` to write a file or a folder at; on success it is flushed and renamed to
     `target` (replacing an existing file when `replace`; a folder is never replaced). On any failure, Ctrl-C included,
-    the temporary is removed and `target` is as it was. OSErrors become OutputErrors naming `target`."""
+    the temporary is removed and `target` is as it was. OSErrors become OutputErrors naming `target`. Temporaries that
+    killed writers left in the folder are swept first."""
     target = Path(target)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OutputError(describe_os_error(err, target.parent, option)) from None
+    sweep_temporaries(target.parent)
     tmp = temporary_path(target)
     try:
         yield tmp
@@ -235,6 +237,8 @@ def staged_outputs(folder: str | Path, option: str = "--out") -> Iterator[Path]:
     file in it is moved into `folder` (created if needed; files of the same names replaced, each atomically); on failure
     the staging folder is removed and `folder` is untouched."""
     folder = Path(folder)
+    sweep_temporaries(folder.parent)
+    sweep_temporaries(folder)
     staging = temporary_path(folder)
     try:
         staging.mkdir(parents=True)

@@ -105,6 +105,7 @@ def expect_error(result: Result, code: int, *words: str) -> str:
     assert result.code == code, f"exit code {result.code}, expected {code}: {line}"
     for word in words:
         assert word in line, f"{word!r} not in {line!r}"
+    print(f"error line: {line}")  # shown by pytest -rA: the messages users get, for review
     return line
 
 
