@@ -283,7 +283,7 @@ OPTIONS = {  # name -> (arguments (inputs, tmp), words); every one must fail bef
                                                t / "b", "--intrinsics", "nan,1,1,1"), ["--intrinsics"]),
     "convert --period-s -1": (lambda i, t: ("convert-batvision", "--root", i["bv2_root"], "--version", "2", "--out",
                                             t / "b", "--period-s", "-1"), ["--period-s"]),
-    "bag-info --tolerance-s -1": (lambda i, t: ("bag-info", i["bag"], "--tolerance-s", "-1"), ["tolerance"]),
+    "bag-info --tolerance-s -1": (lambda i, t: ("bag-info", i["bag"], "--tolerance-s", "-1"), ["--tolerance-s"]),
     "gradcam --out not png": (lambda i, t: ("gradcam", "--checkpoint", i["checkpoint"], "--image", i["image"],
                                             "--echo", i["echo"], "--out", t / "g.txt"), ["--out"]),
 }
