@@ -41,7 +41,7 @@ from avs_depth_core.pipeline import DepthPipeline, DepthResult, EchoInput, Pipel
 from avs_depth_ros.conversions import copy_camera_info, fill, image_msg, stamp_to_ns
 from avs_depth_ros.params import DEPTH_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output, sensor_input
-from avs_depth_ros.runner import run_node, shutdown_on_error
+from avs_depth_ros.runner import node_main, shutdown_on_error
 from avs_depth_ros.stats import RateMeter, Summary, ThrottledReporter
 from avs_depth_ros.workers import LatestFrameWorker
 
@@ -312,8 +312,7 @@ class DepthNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(DepthNode, "depth_node", args)
+main = node_main(DepthNode, "depth_node")
 
 
 if __name__ == "__main__":
