@@ -37,7 +37,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from avs_depth_core.checkpoint import read_checkpoint_json
+from avs_depth_core import files
+from avs_depth_core.checkpoint import checkpoint_paths, read_checkpoint_json
 
 FORMATS = ("onnx",)
 EXPORTERS = ("torchscript", "dynamo")
@@ -227,6 +228,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
     out = Path(out)
     if out.suffix != ".onnx":
         raise ValueError(f"--out {out}: expected a file name ending in .onnx")
+    weights = checkpoint_paths(checkpoint)[0]
+    files.check_output(out, weights.stat().st_size if weights.is_file() else 0, "--out", kind="file")
     start = time.perf_counter()
     plan = export_plan(checkpoint)
     model_bytes = onnx_bytes(plan, opset, exporter)
@@ -237,10 +240,8 @@ def export_onnx(checkpoint: str | Path, out: str | Path, opset: int = DEFAULT_OP
         if bad:
             raise ValueError(f"{checkpoint}: the ONNX graph differs from torch by {bad} (tolerance {tolerance}); "
                              f"nothing written to {out}")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
-    partial.write_bytes(model_bytes)
-    partial.replace(out)
+    with files.atomic_output(out, "--out") as tmp:
+        tmp.write_bytes(model_bytes)
     return ExportReport(out, plan.metadata["kind"], diffs, time.perf_counter() - start, len(model_bytes))
 
 

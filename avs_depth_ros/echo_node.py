@@ -23,7 +23,7 @@ from avs_depth_ros.conversions import echo_msg, header
 from avs_depth_ros.duplex import DuplexEchoRecorder, EchoCapture
 from avs_depth_ros.params import ECHO_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output
-from avs_depth_ros.runner import run_node, shutdown_on_error
+from avs_depth_ros.runner import node_main, shutdown_on_error
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.stats import ThrottledReporter
 from avs_depth_ros.workers import DriverThread
@@ -123,8 +123,7 @@ class EchoNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(EchoNode, "echo_node", args)
+main = node_main(EchoNode, "echo_node")
 
 
 if __name__ == "__main__":

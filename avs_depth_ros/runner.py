@@ -56,6 +56,15 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     return 1 if getattr(node, "error", None) is not None else 0
 
 
+def node_main(factory: Callable[[], Node], name: str) -> Callable[[list[str] | None], int]:
+    """A node's console-script entry point (setup.py): run_node(factory, name, args)."""
+
+    def main(args: list[str] | None = None) -> int:
+        return run_node(factory, name, args)
+
+    return main
+
+
 def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], None]:
     """on_error for a node's own thread (avs_depth_ros.workers): one FATAL line, then the node's context is shut down so
     the executor returns and the process ends with exit status 1 (run_node and bringup read node.error)."""

@@ -20,7 +20,7 @@ from avs_depth_core.sim.world import SimWorld
 from avs_depth_ros.conversions import camera_info_msg, echo_msg, header, image_msg
 from avs_depth_ros.params import SIM_SENSORS_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output
-from avs_depth_ros.runner import run_node, shutdown_on_error
+from avs_depth_ros.runner import node_main, shutdown_on_error
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.workers import DriverThread
 
@@ -88,8 +88,7 @@ class SimSensorsNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(SimSensorsNode, "sim_sensors_node", args)
+main = node_main(SimSensorsNode, "sim_sensors_node")
 
 
 if __name__ == "__main__":

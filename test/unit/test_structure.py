@@ -1,7 +1,6 @@
 """The import structure: avs_depth_core's parts are layered along the data flow, and nothing imports upward.
 
 A module may import from its own layer or a lower one; the ROS layer (avs_depth_ros) imports the core, never the reverse.
-Import cycles between files are checked by ../shared/tools/check_structure.py (`python ../shared/tools/check_structure.py . 80`).
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "avs_depth_core"
 # Lowest first: the parts of avs_depth_core (folders, and modules at the package's top level).
 LAYERS = (
-    {"config", "checkpoint", "device", "guards", "geometry", "metrics", "scaling", "visualise", "ort_session"},
+    {"files", "config", "checkpoint", "device", "guards", "geometry", "metrics", "scaling", "visualise", "ort_session"},
     {"audio"},
     {"data"},
     {"sim"},
@@ -44,6 +43,9 @@ def imports(path: Path, package: str) -> set[str]:
                 parts = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(parts + ([base] if base else []))
             found |= {base} | {f"{base}.{a.name}" for a in node.names}
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)):
+            found.add(node.args[0].value)  # importlib.import_module("avs_depth_core....")
     return {name for name in found if name.startswith("avs_depth_core.")}
 
 
@@ -85,3 +87,41 @@ def test_core_never_imports_ros():
                 [node.module or ""] if isinstance(node, ast.ImportFrom) else []
             offenders += [f"{path.relative_to(ROOT)}: {n}" for n in names if n.split(".")[0] in ("rclpy", "avs_depth_ros")]
     assert not offenders, offenders
+
+
+def module_name(path: Path) -> str:
+    rel = path.relative_to(ROOT).with_suffix("")
+    return ".".join(rel.parts[:-1] if rel.name == "__init__" else rel.parts)
+
+
+def test_no_import_cycle_between_files():
+    files = {module_name(path): (path, package) for path, package in source_files(CORE)}
+    graph: dict[str, set[str]] = {}
+    for name, (path, package) in files.items():
+        targets = set()
+        for imported in imports(path, package):
+            while imported and imported not in files:
+                imported = imported.rpartition(".")[0]
+            # a package's __init__ re-exporting its children is not a dependency of the parent on them
+            if imported and imported != name and not imported.startswith(name + "."):
+                targets.add(imported)
+        graph[name] = targets
+    state: dict[str, int] = {}
+    stack: list[str] = []
+    cycles: list[list[str]] = []
+
+    def visit(node: str) -> None:
+        state[node] = 1
+        stack.append(node)
+        for other in sorted(graph[node]):
+            if state.get(other) == 1:
+                cycles.append([*stack[stack.index(other):], other])
+            elif other not in state:
+                visit(other)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node)
+    assert not cycles, "\n".join(" -> ".join(c) for c in cycles)

@@ -183,3 +183,16 @@ def test_kill_between_renames_is_detected(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="sha256"):
         load_checkpoint(tmp_path / "m")
     assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]  # cleaned up on the way out
+
+
+def test_older_metadata_keys_read_in_todays_vocabulary(tmp_path):
+    """Monodepth2 runs wrote bag_sha256 and train_triples, AVS-Net runs train_frames: they load as bag_fingerprint and
+    train_samples; a key already in today's spelling wins."""
+    save_checkpoint(tmp_path / "md2", {"w": torch.zeros(1)}, {}, "monodepth2",
+                    {"bag_sha256": "abc", "train_triples": 8, "epoch": 1})
+    _, _, _, meta = load_checkpoint(tmp_path / "md2")
+    assert meta == {"bag_fingerprint": "abc", "train_samples": 8, "epoch": 1}
+    save_checkpoint(tmp_path / "avs", {"w": torch.zeros(1)}, {}, "avsnet",
+                    {"bag_fingerprint": "new", "bag_sha256": "old", "train_frames": 6})
+    _, _, _, meta = load_checkpoint(tmp_path / "avs")
+    assert meta == {"bag_fingerprint": "new", "train_samples": 6}

@@ -184,3 +184,12 @@ def test_ddp_two_gloo_processes(tmp_path, tiny_bag):
     _, _, _, meta = load_checkpoint(tmp_path / "run" / "checkpoints" / "last")
     assert meta["world_size"] == 2 and meta["step"] == 2
     assert (tmp_path / "run" / "checkpoints" / "best.safetensors").is_file()
+
+
+def test_configs_written_before_the_fixed_keys_were_dropped_still_resolve():
+    from avs_depth_core.train.avsnet import TrainConfig, resolve_config
+
+    _, train, _ = resolve_config({"train": {"optimizer": "adamw", "scheduler": "onecycle", "loss": "silog", "lr": 1e-3}})
+    assert train.lr == 1e-3 and not hasattr(TrainConfig(), "optimizer")
+    with pytest.raises(ValueError, match="train.scheduler is fixed"):
+        resolve_config({"train": {"scheduler": "cosine"}})
