@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from avs_depth_core.data import topics
+from avs_depth_ros import audio_check
 
 HERE = Path(__file__).resolve().parent
 SOURCE_CONFIG = HERE.parent / "config" / "avs_depth.yaml"
@@ -423,6 +424,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)")
     record.add_argument("--topics", nargs="+", help=f"subset of {sorted(topics.SENSOR_TOPICS)}")
     record.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"])
+    audio_check.add_parser(sub)
     return parser
 
 
@@ -433,6 +435,8 @@ def main(argv: list[str] | None = None) -> int:
             if args.duration is not None and args.duration <= 0:
                 raise ValueError(f"--duration must be positive, got {args.duration}")
             return run_bringup(args)
+        if args.command == "audio-check":
+            return audio_check.run(args, default_params_file())
         return run_record(args)
     except KeyboardInterrupt:
         return 130

@@ -1,28 +1,35 @@
 """Emit-and-record on one full-duplex PortAudio stream (sounddevice), with emission stamps. ROS-free.
 
-Stamping (ros2_conventions section 2): input and output share one sample clock, so the emission is placed on the input
-sample timeline with the stream's DAC/ADC times, j = e + (outputBufferDacTime - inputBufferAdcTime) * fs; when the host
-API reports no usable times (PortAudio#121, #531) the stream's (input + output) latency stands in. Input sample indices
-map to the system clock through a min-filtered estimate from the callbacks (callbacks run late, never early). Each
-window is then checked against the direct speaker-to-microphone path: its chirp must arrive mic_speaker_distance / c
-after the emission; a larger gap is counted and, if asked, the emission is moved to the direct path.
+Input and output advance together on one sample clock, so an emission at output sample e is recorded from input sample
+e + loop delay on. Two quantities place it in time, both estimated robustly (avs_depth_ros.stamping; the host API's
+DAC/ADC times were measured off by up to 1.8 s at start and by 11 ms for whole runs on PulseAudio):
+- the loop delay, locked from the direct speaker-to-microphone path of the first chirps (it must be shorter than the
+  chirp period; the stream's DAC/ADC times stand in when no direct path is found, or with correct_with_direct_path
+  false);
+- the system time of each input sample, from when the callbacks arrive (SampleClock).
+No chirp is played until the stream has run `settle_s` without xruns; an xrun starts a new segment (clock and loop delay
+measured afresh, the windows it touches dropped and counted), so a stamp never jumps. Each window is then checked
+against the direct path: it must arrive mic_speaker_distance / c after the emission.
 """
 
 from __future__ import annotations
 
 import importlib
 import math
+import os
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.signal import correlate
 
 from avs_depth_core.audio.chirp import ChirpSpec
+from avs_depth_ros.stamping import LoopDelay, SampleClock
 
 INSTALL_HINT = "install it with `sudo apt-get install libportaudio2` (`make setup` does) or set backend: sim"
 
@@ -38,7 +45,7 @@ class EchoCapture:
     sample_rate: int
     stamp_ns: int  # emission time, ns, on the clock the source was given (system clock for the sound card)
     direct_path_error_ms: float = math.nan  # measured direct path minus expected; NaN when it was not found
-    corrected: bool = False  # the emission was moved to the direct path
+    timing: str = ""  # how the emission was placed: direct_path (locked loop delay) or stream_times (host API)
     chirp: ChirpSpec | None = None  # the emitted chirp, when the source knows it better than the node's parameters
 
 
@@ -113,20 +120,55 @@ class _Ring:
         return self.data[:, idx]
 
 
+XRUN_FLAGS = ("input_underflow", "input_overflow", "output_underflow", "output_overflow")
+SETTLE_S = 0.5  # undisturbed stream time before the first chirp and after every xrun
+ACQUIRE_TRIES = 10  # chirps without a consistent direct path before the stream's own times are used instead
+MISSES_BEFORE_REACQUIRE = 3  # windows in a row without the direct path where the lock expects it
+RING_S = 4.0  # input kept for cutting windows: covers the lock-in of a segment and a late poll()
+
+
+def stream_flags(status: Any) -> list[str]:
+    """Names of the xrun flags set in a PortAudio callback status (priming_output is not an xrun)."""
+    if not status:
+        return []
+    if isinstance(status, int):
+        return ["unknown"]
+    return [name for name in XRUN_FLAGS if getattr(status, name, False)]
+
+
 @dataclass
 class _Emission:
     out_index: int  # output sample index of the chirp's first sample
-    in_index: int  # the same instant on the input timeline
-    from_timestamps: bool  # False: placed with the stream latency (the host API's times were unusable)
+    segment: int  # the SampleClock segment it was played in
+    probed: bool = False  # its direct path was measured for the loop-delay lock
+
+
+@dataclass
+class DuplexStats:
+    """Counters for /diagnostics. xruns count flags after the first chirp; the start-up burst is startup_flags."""
+    xruns: dict[str, int] = field(default_factory=dict)
+    startup_flags: int = 0
+    # by reason: xrun (another segment), late (overwritten in the ring), no_direct_path (not where the lock expects it)
+    lost_windows: dict[str, int] = field(default_factory=dict)
+    callbacks: int = 0
+    realtime: str = "not tried"
+    helper_threads_raised: int = 0
+
+    def lose(self, reason: str) -> None:
+        self.lost_windows[reason] = self.lost_windows.get(reason, 0) + 1
 
 
 class DuplexEchoRecorder:
-    """Plays `chirp` every 1/chirp_rate s and cuts [emission - pre_roll, emission + window) from the recording."""
+    """Plays `chirp` every 1/chirp_rate s and cuts [emission - pre_roll, emission + window) from the recording.
+
+    realtime_priority > 0: the PortAudio callback thread asks for SCHED_FIFO at that priority on its first call (allowed
+    for root or with an rtprio limit; otherwise it runs as before and `stats.realtime` says why).
+    """
 
     def __init__(self, *, chirp: np.ndarray, sample_rate: int, chirp_rate: float, window_s: float, pre_roll_s: float,
                  input_channels: list[int], output_channels: int = 1, gain: float = 0.5, device: str = "",
-                 blocksize: int = 0, latency: str = "low", direct_path_s: float = 0.0, tolerance_s: float = 0.001,
-                 correct_with_direct_path: bool = True, sounddevice_module: Any = None,
+                 blocksize: int = 0, latency: str = "0.1", direct_path_s: float = 0.0, tolerance_s: float = 0.001,
+                 correct_with_direct_path: bool = True, realtime_priority: int = 0, sounddevice_module: Any = None,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         if not input_channels or min(input_channels) < 0:
             raise ValueError(f"input_channels {input_channels}: expected non-negative channel indices")
@@ -137,36 +179,49 @@ class DuplexEchoRecorder:
         self.pre_roll = int(round(pre_roll_s * self.fs))
         self.direct = int(round(direct_path_s * self.fs))
         self.tolerance = max(int(round(tolerance_s * self.fs)), 1)
-        self.search = max(4 * self.tolerance, int(0.02 * self.fs))  # timestamps off by up to 20 ms are still found
-        if self.period < len(self.chirp):
+        self.search = max(4 * self.tolerance, int(0.02 * self.fs))  # the direct path is looked for this far around
+        if self.period < len(self.chirp) + self.direct + 1:
             raise ValueError(f"chirp_rate {chirp_rate} Hz leaves {self.period} samples between chirps, fewer than the "
-                             f"{len(self.chirp)}-sample chirp")
+                             f"{len(self.chirp)}-sample chirp and its direct path")
         self.input_channels = list(input_channels)
         self.output_channels = int(output_channels)
         self.gain = float(gain)
         self.device = parse_device(device)
         self.blocksize = int(blocksize)
         self.latency = parse_latency(latency)
-        self.correct = correct_with_direct_path
+        self.use_direct_path = bool(correct_with_direct_path)
+        self.realtime_priority = int(realtime_priority)
         self._sd = sounddevice_module
         self._clock_ns = clock_ns
-        span = self.pre_roll + self.window + 2 * self.search + len(self.chirp)
-        self._ring = _Ring(len(self.input_channels), max(4 * span, 2 * self.fs))
-        self._pos = 0  # samples handled by the callback (input and output advance together)
-        self._first_emission = self.period // 2  # leave the stream a moment to settle
-        self._pending: deque[_Emission] = deque()
-        self._clock_base: deque[float] = deque(maxlen=max(64, int(5 * self.fs / 256)))  # about 5 s of callbacks
-        self._latency_samples = 0  # input + output latency the stream reports, for host APIs without usable times
-        self._input_latency_s = 0.0
         self._stream: Any = None
         self._lock = threading.Lock()
-        self.xruns = 0
-        self.lost_windows = 0
+        self.stats = DuplexStats()
+        self._reset_timeline()
+
+    def _reset_timeline(self) -> None:
+        """Fresh sample counters, clock and loop delay (a new stream)."""
+        span = self.pre_roll + self.window + 2 * self.search + len(self.chirp) + self.period
+        self._ring = _Ring(len(self.input_channels), max(4 * span, int(RING_S * self.fs)))
+        self._pos = 0  # samples handled by the callback (input and output advance together)
+        self.first_emission: int | None = None  # output index of the first chirp (played once the stream settled)
+        self._pending: deque[_Emission] = deque()
+        self.clock = SampleClock(self.fs, SETTLE_S)
+        self.loop = LoopDelay(self.tolerance)
+        self._loop_segment = -1
+        self._probes = 0  # chirps measured in this segment without a lock
+        self._misses = 0  # windows in a row without a direct path near the lock
+        self.corrections = 0  # windows moved to their own direct path (it disagreed with the lock)
+        self._stream_delays: deque[float] = deque(maxlen=256)  # DAC - ADC (samples) of recent usable callbacks
+        self._latency_samples = 0  # input + output latency the stream reports, when its times are unusable
+        self._rt_tried = False
+        self.timing = ""  # direct_path or stream_times, once known for the current segment
         self.callback_error: str | None = None
 
     # -- stream -------------------------------------------------------------------------------------------------
     def start(self) -> None:
+        """Open and start the stream (again after close(): a reopen starts a fresh timeline)."""
         sd = self._sd if self._sd is not None else import_sounddevice()
+        self._reset_timeline()
         n_in = max(self.input_channels) + 1
         try:
             sd.check_input_settings(device=self.device, channels=n_in, samplerate=self.fs, dtype="float32")
@@ -177,8 +232,8 @@ class DuplexEchoRecorder:
                                      callback=self._callback)
             lat_in, lat_out = self._stream.latency
             self._latency_samples = int(round((lat_in + lat_out) * self.fs))
-            self._input_latency_s = float(lat_in)
             self._stream.start()
+            self.stats.helper_threads_raised = raise_helper_threads(self.realtime_priority)
         except Exception as err:  # PortAudioError, ValueError (no such device): all mean "no usable audio" here
             self.close()
             device = "the default device" if self.device is None else f"device {self.device!r}"
@@ -187,12 +242,25 @@ class DuplexEchoRecorder:
                                    f"available devices:\n{_device_list(sd)}") from err
 
     def close(self) -> None:
+        """Stop at once (abort: no drain, which took about 1 s on PulseAudio) and release the stream."""
         stream, self._stream = self._stream, None
         if stream is not None:
             try:
-                stream.stop()
+                getattr(stream, "abort", stream.stop)()
+            except Exception:  # a stream that already died: closing is all that is left to do
+                pass
             finally:
                 stream.close()
+
+    def reinitialize_portaudio(self) -> None:
+        """Let PortAudio list the devices afresh (sounddevice keeps one PortAudio session per process)."""
+        sd = self._sd if self._sd is not None else import_sounddevice()
+        if hasattr(sd, "_terminate") and hasattr(sd, "_initialize"):
+            try:
+                sd._terminate()
+                sd._initialize()
+            except Exception:  # PortAudioError: the next start() reports what is wrong
+                pass
 
     @property
     def active(self) -> bool:
@@ -201,6 +269,9 @@ class DuplexEchoRecorder:
     # -- PortAudio thread: no allocation beyond small records, no locks held for long, no ROS -----------------
     def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         try:
+            if not self._rt_tried:
+                self._rt_tried = True
+                self.stats.realtime = _raise_thread_priority(self.realtime_priority)
             self._handle_block(indata, outdata, frames, time_info, status)
         except Exception as err:  # an exception would stop the stream silently; keep it for the worker to report
             self.callback_error = f"{type(err).__name__}: {err}"
@@ -208,37 +279,71 @@ class DuplexEchoRecorder:
 
     def _handle_block(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         now_ns = self._clock_ns()
-        if status:
-            self.xruns += 1
         pos = self._pos
-        dac = float(time_info.outputBufferDacTime)
-        adc = float(time_info.inputBufferAdcTime)
-        current = float(time_info.currentTime)
-        usable = 0.0 < dac - adc < 1.0  # same clock, output after input; zeros or garbage otherwise
+        self.stats.callbacks += 1
+        flags = stream_flags(status)
+        if flags:
+            if self.first_emission is None:
+                self.stats.startup_flags += 1
+            else:
+                for name in flags:
+                    self.stats.xruns[name] = self.stats.xruns.get(name, 0) + 1
+            self.clock.reset(pos + frames)  # this block's samples may be filler: the next segment starts after it
+            self._stream_delays.clear()
+        else:
+            dac, adc = float(time_info.outputBufferDacTime), float(time_info.inputBufferAdcTime)
+            current = float(time_info.currentTime)
+            age = current - adc if 0.0 < adc <= current < adc + 1.0 else None  # zeros or garbage otherwise
+            self.clock.add(now_ns, pos, frames, age)
+            if 0.0 < dac - adc < 1.0:  # same clock, output after input
+                self._stream_delays.append((dac - adc) * self.fs)
+            if self.first_emission is None and self.clock.settled:
+                self.first_emission = pos
         outdata.fill(0.0)
-        n = len(self.chirp)
-        k_lo = max(0, -(-(pos - n + 1 - self._first_emission) // self.period))
-        k_hi = (pos + frames - 1 - self._first_emission) // self.period
+        if self.first_emission is not None:
+            self._play_chirps(outdata, pos, frames)
+        self._ring.write(pos, indata[:, self.input_channels].T)
+        self._pos = pos + frames
+
+    def _play_chirps(self, outdata: np.ndarray, pos: int, frames: int) -> None:
+        n, first = len(self.chirp), self.first_emission
+        k_lo = max(0, -(-(pos - n + 1 - first) // self.period))
+        k_hi = (pos + frames - 1 - first) // self.period
         for k in range(k_lo, k_hi + 1):
-            e = self._first_emission + k * self.period
+            e = first + k * self.period
             a, b = max(pos, e), min(pos + frames, e + n)
             outdata[a - pos:b - pos, :] = (self.gain * self.chirp[a - e:b - e])[:, None]
             if e >= pos:
-                j = e + int(round((dac - adc) * self.fs)) if usable else e + self._latency_samples
                 with self._lock:
-                    self._pending.append(_Emission(e, j, usable))
-        self._ring.write(pos, indata[:, self.input_channels].T)
-        if usable and 0.0 < current and adc <= current:
-            base = now_ns - (current - adc) * 1e9 - pos * 1e9 / self.fs
-        else:  # the block's last sample was captured about the input latency before this callback
-            base = now_ns - (self._input_latency_s + frames / self.fs) * 1e9 - pos * 1e9 / self.fs
-        self._clock_base.append(base)
-        self._pos = pos + frames
+                    self._pending.append(_Emission(e, self.clock.segment))
 
     # -- worker thread -------------------------------------------------------------------------------------------
     def sample_time_ns(self, index: int) -> int:
         """System time at which input sample `index` was captured."""
-        return int(round(min(self._clock_base) + index * 1e9 / self.fs))
+        return self.clock.time_ns(index)
+
+    def recorded_until(self) -> int:
+        """Input samples recorded so far (the next input index)."""
+        return self._pos
+
+    def recorded(self, start: int, stop: int) -> np.ndarray:
+        """Input samples [start, stop) still in the ring, (channels, n); clipped to what is there."""
+        start = max(start, self._pos - self._ring.capacity, 0)
+        return self._ring.read(start, max(start, min(stop, self._pos)))
+
+    @property
+    def reported_delay_samples(self) -> float:
+        """The host API's DAC - ADC time in samples (median of recent callbacks); NaN without usable times."""
+        delays = list(self._stream_delays)
+        return float(np.median(delays)) if delays else math.nan
+
+    @property
+    def lost_windows(self) -> int:
+        return sum(self.stats.lost_windows.values())
+
+    @property
+    def xruns(self) -> int:
+        return sum(self.stats.xruns.values())
 
     def poll(self) -> list[EchoCapture]:
         """Windows recorded completely since the last call. Raises AudioUnavailableError if the stream died."""
@@ -246,33 +351,136 @@ class DuplexEchoRecorder:
             raise AudioUnavailableError(f"audio callback failed: {self.callback_error}")
         if self._stream is not None and not self.active:
             raise AudioUnavailableError("the audio stream stopped (device unplugged or host API error)")
-        out = []
         pos = self._pos
+        if self.clock.segment != self._loop_segment:  # a new segment: measure the loop delay afresh
+            self._loop_segment = self.clock.segment
+            self.loop.reset()
+            self._probes = 0
+            self.timing = ""
+        out = []
         while True:
             with self._lock:
-                if not self._pending or self._pending[0].in_index + self.window + self.search + len(self.chirp) > pos:
+                if not self._pending:
                     break
-                emission = self._pending.popleft()
-            capture = self._cut(emission, pos)
-            if capture is not None:
-                out.append(capture)
+                emission = self._pending[0]
+            verdict = self._verdict(emission, pos)
+            if verdict == "wait":
+                break
+            with self._lock:
+                self._pending.popleft()
+            capture = self._cut(emission) if verdict == "cut" else verdict
+            if isinstance(capture, str):
+                self.stats.lose(capture)
+                continue
+            out.append(capture)
         return out
 
-    def _cut(self, emission: _Emission, pos: int) -> EchoCapture | None:
-        start = emission.in_index - self.pre_roll - self.search
-        stop = emission.in_index + self.window + self.search + len(self.chirp)
-        if start < 0 or start < pos - self._ring.capacity:
-            self.lost_windows += 1  # before the stream began, or overwritten because poll() came too late
+    def _verdict(self, emission: _Emission, pos: int) -> str:
+        """cut, wait, or the reason it is lost (xrun: another segment; late: overwritten in the ring)."""
+        if emission.segment != self.clock.segment or emission.out_index < self.clock.segment_start:
+            return "xrun"
+        if not self.clock.settled:
+            return "wait"
+        if emission.out_index - self.pre_roll - self.search < pos - self._ring.capacity + self.period:
+            return "late"
+        delay = self._loop_delay(pos)
+        if delay is None:
+            return "wait"
+        return "cut" if pos >= emission.out_index + delay + self.window + self.search + len(self.chirp) else "wait"
+
+    def _loop_delay(self, pos: int) -> int | None:
+        """The loop delay for the current segment: locked from the direct path, or the stream's own times."""
+        if self.use_direct_path and self.loop.value is None and self._probes < ACQUIRE_TRIES:
+            self._acquire(pos)
+        if self.use_direct_path and self.loop.value is not None:
+            self.timing = "direct_path"
+            return self.loop.value
+        if self.use_direct_path and self._probes < ACQUIRE_TRIES:
             return None
-        seg = self._ring.read(start, stop)
+        self.timing = "stream_times"
+        delays = list(self._stream_delays)
+        return int(round(float(np.median(delays)))) if delays else self._latency_samples
+
+    def _acquire(self, pos: int) -> None:
+        """Measure the direct path of chirps not yet probed: in [e, e + period) exactly one chirp's comes back."""
+        with self._lock:
+            todo = [em for em in self._pending if not em.probed and em.segment == self.clock.segment]
+        for em in todo:
+            stop = em.out_index + self.period + len(self.chirp)
+            if pos < stop or self.loop.value is not None:
+                break
+            em.probed = True
+            self._probes += 1
+            seg = self._ring.read(em.out_index, stop)
+            found = find_direct_path(seg, self.chirp, self.direct, self.period)
+            if found is not None:
+                self.loop.add(found - self.direct)
+
+    def _cut(self, emission: _Emission) -> EchoCapture | str:
+        """The window of one emission, or why it is lost. Its direct path is looked for around where the loop delay
+        puts it: one that disagrees by more than the tolerance moves this emission to it (a counted correction; lasting
+        ones relock the loop delay). With a locked loop delay, a window without its direct path is not published (a
+        glitch, or a muted speaker: counted as no_direct_path), and `MISSES_BEFORE_REACQUIRE` such windows in a row
+        start a new wide search."""
+        j = emission.out_index + self._loop_delay(self._pos)  # the emission on the input timeline
+        start = j - self.pre_roll - self.search
+        seg = self._ring.read(start, j + self.window + self.search + len(self.chirp))
         expected = self.pre_roll + self.search + self.direct  # where the direct path should begin in seg
         found = find_direct_path(seg, self.chirp, expected - self.search, expected + self.search + 1)
         error = math.nan if found is None else (found - expected) * 1000.0 / self.fs
-        corrected = found is not None and self.correct and abs(found - expected) > self.tolerance
-        emit = self.pre_roll + self.search + (found - expected if corrected else 0)  # emission index in seg
-        samples = np.ascontiguousarray(seg[:, emit - self.pre_roll:emit + self.window])
-        stamp = self.sample_time_ns(start + emit)
-        return EchoCapture(samples, self.pre_roll, self.fs, stamp, error, corrected)
+        shift = 0
+        if self.use_direct_path and found is not None:
+            self._misses = 0
+            self.loop.add(j - emission.out_index + found - expected)  # a lasting change relocks
+            if abs(found - expected) > self.tolerance:
+                shift = found - expected
+                self.corrections += 1
+        elif self.use_direct_path and self.timing == "direct_path":
+            self._misses += 1
+            if self._misses >= MISSES_BEFORE_REACQUIRE:
+                self.loop.reset()  # the delay moved beyond the search range: measure it again
+                self._probes = self._misses = 0
+            return "no_direct_path"
+        a = self.search + shift
+        samples = np.ascontiguousarray(seg[:, a:a + self.pre_roll + self.window])
+        stamp = self.clock.time_ns(j + shift, emission.segment)
+        if stamp is None:
+            return "xrun"  # one came between the check and the cut
+        return EchoCapture(samples, self.pre_roll, self.fs, stamp, error, timing=self.timing)
+
+
+# Threads the audio stack starts in our process that move samples between PortAudio and the server: libpulse's
+# threaded mainloop (ALSA's pulse plugin runs one per direction). Left at normal priority they stalled for tens of ms at
+# CPU load 7 on 2 cores and the stream underran.
+AUDIO_HELPER_THREADS = ("threaded-ml",)
+
+
+def raise_helper_threads(priority: int) -> int:
+    """SCHED_FIFO for this process's audio helper threads (by name, Linux); how many were raised."""
+    if priority <= 0 or not hasattr(os, "sched_setscheduler"):
+        return 0
+    raised = 0
+    for task in Path("/proc/self/task").glob("*"):
+        try:
+            if (task / "comm").read_text().strip() in AUDIO_HELPER_THREADS:
+                os.sched_setscheduler(int(task.name), os.SCHED_FIFO, os.sched_param(priority))
+                raised += 1
+        except (OSError, ValueError):  # gone meanwhile, or not allowed: they keep their priority
+            continue
+    return raised
+
+
+def _raise_thread_priority(priority: int) -> str:
+    """SCHED_FIFO for the calling thread (Linux schedules threads); what happened, for diagnostics."""
+    if priority <= 0:
+        return "off (realtime_priority 0)"
+    if not hasattr(os, "sched_setscheduler"):
+        return "not available on this system"
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as err:
+        return f"refused ({err.strerror}; allow it with an rtprio limit, e.g. /etc/security/limits.d/audio.conf)"
+    return f"SCHED_FIFO priority {priority}"
 
 
 def _device_list(sd: Any) -> str:
@@ -280,3 +488,56 @@ def _device_list(sd: Any) -> str:
         return str(sd.query_devices()) or "(none)"
     except Exception as err:  # the listing itself fails without a sound card
         return f"(cannot list devices: {err})"
+
+
+class ReopeningRecorder:
+    """A DuplexEchoRecorder that reopens its stream, with exponential backoff, when PortAudio drops it (a host API
+    error, a device unplugged and plugged back). poll(now_s) returns the captures; `state` says whether it runs."""
+
+    def __init__(self, recorder: DuplexEchoRecorder, log: Callable[[str], None], first_backoff_s: float = 0.5,
+                 max_backoff_s: float = 10.0) -> None:
+        self.recorder = recorder
+        self._log = log
+        self.first_backoff_s, self.max_backoff_s = first_backoff_s, max_backoff_s
+        self._backoff_s = first_backoff_s
+        self._retry_at: float | None = None
+        self.drops = 0  # streams that died
+        self.reopens = 0  # successful reopens
+        self.failed_reopens = 0
+        self.last_error = ""
+
+    @property
+    def state(self) -> str:
+        return "running" if self._retry_at is None else "reopening"
+
+    def poll(self, now_s: float) -> list[EchoCapture]:
+        if self._retry_at is not None:
+            if now_s >= self._retry_at:
+                self._reopen(now_s)
+            return []
+        try:
+            return self.recorder.poll()
+        except AudioUnavailableError as err:
+            self.drops += 1
+            self.last_error = str(err)
+            self.recorder.close()
+            self._retry_at = now_s + self._backoff_s
+            self._log(f"audio stream lost ({err}); reopening in {self._backoff_s:g} s")
+            return []
+
+    def _reopen(self, now_s: float) -> None:
+        if self.failed_reopens:
+            self.recorder.reinitialize_portaudio()  # a device that came back may have a new index
+        try:
+            self.recorder.start()
+        except AudioUnavailableError as err:
+            self.failed_reopens += 1
+            self.last_error = str(err).splitlines()[0]
+            self._backoff_s = min(2 * self._backoff_s, self.max_backoff_s)
+            self._retry_at = now_s + self._backoff_s
+            self._log(f"reopening the audio stream failed ({self.last_error}); next try in {self._backoff_s:g} s")
+            return
+        self.reopens += 1
+        self._retry_at = None
+        self._backoff_s = self.first_backoff_s
+        self._log(f"audio stream reopened (reopen {self.reopens})")

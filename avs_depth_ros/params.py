@@ -57,12 +57,25 @@ ECHO_NODE: list[ParamSpec] = [
     ParamSpec("speed_of_sound", 343.0, "speed of sound, m/s, sent with each echo", (300.0, 360.0)),
     ParamSpec("mic_speaker_distance_m", 0.1, "speaker-to-microphone distance, m: the direct path arrives this far "
               "after emission", (0.0, 2.0)),
-    ParamSpec("direct_path_tolerance_ms", 1.0, "largest accepted gap between the stream's timestamps and the direct "
-              "path, ms; beyond it a warning (and a correction if correct_with_direct_path)", (0.05, 50.0)),
-    ParamSpec("correct_with_direct_path", True, "trust the direct speaker-to-microphone path over the host API's "
-              "DAC/ADC times when they disagree by more than direct_path_tolerance_ms"),
-    ParamSpec("blocksize", 0, "frames per stream callback; 0 lets PortAudio choose", (0, 16_384)),
-    ParamSpec("latency", "low", "PortAudio latency: 'low', 'high' or seconds as text (e.g. '0.02')"),
+    ParamSpec("direct_path_tolerance_ms", 1.0, "largest accepted gap between where the locked loop delay puts the "
+              "direct path and where it is found, ms; beyond it the window is moved to its own direct path (counted "
+              "as a correction in /diagnostics; lasting gaps relock the loop delay)", (0.05, 50.0)),
+    ParamSpec("correct_with_direct_path", True, "place emissions with the loop delay measured from the direct "
+              "speaker-to-microphone path (robust to host APIs that misreport DAC/ADC times, measured off by up to 1.8 s "
+              "at start and 11 ms after on PulseAudio); false: trust the stream's DAC/ADC times"),
+    ParamSpec("blocksize", 0, "frames per stream callback; 0 lets PortAudio choose (a fixed blocksize drifted the loop "
+              "delay on PulseAudio)", (0, 16_384)),
+    ParamSpec("latency", "0.1", "PortAudio latency: 'low', 'high' or seconds as text. Through PulseAudio at CPU load 7 "
+              "on 2 cores, 0.1 ran 30 s without an xrun where 'high' (35 ms) underran and 'low' underran several times "
+              "a second; the echo waits for its 0.2 s window anyway, and 0.1 keeps its delay within depth_node's "
+              "echo_tolerance_s"),
+    ParamSpec("realtime_priority", 5, "SCHED_FIFO priority of the audio callback thread and of the audio stack's "
+              "helper threads in the node (libpulse's threaded-ml) (1-99; 0 = normal scheduling); needs root or an "
+              "rtprio limit, otherwise they run normally and /diagnostics says so",
+              (0, 99)),
+    ParamSpec("calibration_file", "", "YAML written by `avs-depth-ros audio-check`; its echo_node settings (gain, "
+              "latency, device, ...) replace these parameters, and its figures are logged; '' = none"),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics, s", (0.1, 60.0)),
     ParamSpec("frame_id", "mic_array", "frame_id of the echoes (the microphone array)"),
     ParamSpec("sim_preset", "bv2", "backend sim: synthetic world preset"),
     ParamSpec("sim_seed", 0, "backend sim: world seed", (0, 2**31 - 1)),

@@ -9,6 +9,7 @@ callbacks wait in its pool, taking the GIL from those threads (bringup --sim mea
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -67,3 +68,18 @@ def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], None]:
 
     return stop
 
+
+
+def publish_while_running(node: Node, publisher: Any, msg: Any) -> bool:
+    """Publish from a node's own thread unless its context was shut down (Ctrl-C, SIGTERM): a driver thread that loses
+    the race with shutdown returns False instead of failing ("publisher's context is invalid") and ending the process
+    with status 1."""
+    if not node.context.ok():
+        return False
+    try:
+        publisher.publish(msg)
+    except Exception:
+        if node.context.ok():
+            raise
+        return False
+    return True

@@ -47,9 +47,13 @@ def overrides(**values: Any) -> list[Parameter]:
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
-def test_echo_node_without_a_sound_card_exits_with_one_clear_error(child_env):
+def test_echo_node_without_a_sound_card_exits_with_one_clear_error(child_env, tmp_path):
+    # a home and runtime folder of its own: ALSA's pulse plugin (where installed) leaves its state folders there
+    env = {**child_env, "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    for name in ("PULSE_SERVER", "PULSE_COOKIE", "PULSE_SINK", "PULSE_SOURCE"):
+        env.pop(name, None)
     result = subprocess.run([sys.executable, "-m", "avs_depth_ros.echo_node", "--ros-args", "-p", "backend:=sounddevice"],
-                            capture_output=True, text=True, timeout=60, env=child_env)
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1, result.stderr
     # without libportaudio2: "PortAudio library not found ... libportaudio2"; with it but no card: "cannot open a
     # full-duplex stream ... available devices"

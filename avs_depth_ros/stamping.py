@@ -1,0 +1,168 @@
+"""Where an emission sits in time, on a full-duplex stream whose host API reports wrong times. ROS-free.
+
+Measured on PulseAudio through ALSA's pulse plugin (../shared/reference/audio_loopback.md, issue 11):
+- the stream starts with a burst of callbacks carrying silence (input underflow), then stalls for up to 1.5 s;
+- PortAudio's inputBufferAdcTime / outputBufferDacTime are off by up to 1.8 s in the first second, and afterwards
+  DAC - ADC stayed 500 samples (11 ms) away from the measured loop delay for a whole run;
+- the loop delay itself is constant within one stream start and differs between starts (515 to 1529 samples).
+So neither the clock base nor the loop delay is taken from the host API's times:
+
+- SampleClock maps input sample indices to the system clock from when callbacks arrive. A callback never runs before
+  its last sample was captured, so `now - (pos + frames) / fs` bounds the capture time of sample 0 from above; the
+  minimum of that bound over the recent callbacks is late only by the shortest capture-to-callback delay (0.1-0.5 ms
+  measured on PulseAudio). The host API's capture times (currentTime - inputBufferAdcTime) are used instead where they
+  pass the physical checks: consistent over the last second (spread under 0.5 ms), not after the bound, and not more
+  than `max_capture_lag_s` before it (on PulseAudio they failed the last check by 0.2 s in the first 1.5 s of a stream).
+  The history restarts at every xrun or timeline break (a segment), and nothing is stamped until a segment has
+  `settle_s` of undisturbed callbacks.
+- LoopDelay locks the output-to-input delay (samples) from the direct speaker-to-microphone path of the first chirps of
+  a segment: `needed` consecutive measurements within `tolerance` give the lock; as many consecutive ones agreeing on
+  another value move it (counted as a relock), a lone outlier does not.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+import numpy as np
+
+
+class SampleClock:
+    """Input sample index -> system time (ns). add() from the audio callback; the rest from any thread."""
+
+    def __init__(self, sample_rate: int, settle_s: float = 0.5, window_s: float = 10.0, step_ms: float = 2.0,
+                 max_capture_lag_s: float = 0.05) -> None:
+        self.fs = int(sample_rate)
+        self.max_lag_ns = max_capture_lag_s * 1e9
+        self._host: deque[tuple[int, float]] = deque()  # (input index after the block, host API's time of sample 0)
+        self.source = ""  # what the last estimate came from: host_times or callback_bound
+        self.settle = int(settle_s * self.fs)
+        self.window = int(window_s * self.fs)
+        self.step_ns = step_ms * 1e6
+        self._bounds: deque[tuple[int, float]] = deque()  # (input index after the block, bound on sample 0's time)
+        self._min = float("inf")
+        self._lock = threading.Lock()
+        self.segment = 0  # increases at every break; stamps never mix segments
+        self.segment_start = 0  # first input index of the current segment
+        self.breaks = 0  # segments begun by a timeline break (samples appearing earlier than possible, or lost)
+
+    def reset(self, pos: int) -> None:
+        """A new segment from input index `pos` on (an xrun: samples before it may not share the timeline)."""
+        with self._lock:
+            self._reset(pos)
+
+    def _reset(self, pos: int) -> None:
+        self._bounds.clear()
+        self._host.clear()
+        self._min = float("inf")
+        self.segment += 1
+        self.segment_start = pos
+
+    def add(self, now_ns: int, pos: int, frames: int, capture_age_s: float | None = None) -> None:
+        """One callback: its system time, first input index and length, and (if the host API gives it) how long ago
+        its first sample was captured (currentTime - inputBufferAdcTime)."""
+        end = pos + frames
+        bound = now_ns - end * 1e9 / self.fs
+        with self._lock:
+            if capture_age_s is not None:
+                self._host.append((end, now_ns - capture_age_s * 1e9 - pos * 1e9 / self.fs))
+                while self._host[0][0] < end - self.fs:  # the last second
+                    self._host.popleft()
+            settled = self._settled(end)
+            if settled and bound < self._min - self.step_ns:
+                # Samples arrived earlier than any before them could: silence was inserted, or the clock stepped.
+                self._reset(pos)
+                self.breaks += 1
+            self._bounds.append((end, bound))
+            self._min = min(self._min, bound)
+            if self._bounds[0][0] < end - self.window:
+                while self._bounds and self._bounds[0][0] < end - self.window:
+                    self._bounds.popleft()
+                self._min = min(b for _, b in self._bounds)
+
+    def _settled(self, end: int) -> bool:
+        return bool(self._bounds) and end - self.segment_start >= self.settle
+
+    @property
+    def settled(self) -> bool:
+        with self._lock:
+            return bool(self._bounds) and self._settled(self._bounds[-1][0])
+
+    def base_ns(self) -> float | None:
+        """Estimated system time of input sample 0 in the current segment (None before its first callback). A lasting
+        rise of the recent bounds (samples lost without an xrun flag) starts a new segment from them."""
+        with self._lock:
+            if not self._bounds:
+                return None
+            end = self._bounds[-1][0]
+            if end - self._bounds[0][0] >= 4 * self.settle:
+                recent = min(b for e, b in self._bounds if e >= end - self.settle)
+                if recent - self._min > self.step_ns:
+                    keep = [(e, b) for e, b in self._bounds if e >= end - self.settle]
+                    self._reset(keep[0][0])
+                    self._bounds.extend(keep)
+                    self._min = recent
+                    self.breaks += 1
+            host = self._host_estimate()
+            self.source = "callback_bound" if host is None else "host_times"
+            return self._min if host is None else min(host, self._min)
+
+    def _host_estimate(self) -> float | None:
+        """The host API's base where it passes the checks (see the module doc), else None."""
+        if len(self._host) < 10:
+            return None
+        values = np.array([b for _, b in self._host])
+        lo, median, hi = np.percentile(values, [10, 50, 90])
+        if hi - lo > 0.5e6 or median > self._min + 0.25e6 or median < self._min - self.max_lag_ns:
+            return None
+        return float(median)
+
+    def time_ns(self, index: int, segment: int | None = None) -> int | None:
+        """System time of input sample `index`; None when `segment` is given and is no longer the current one (an xrun
+        came in between) or the segment has no callback yet."""
+        base = self.base_ns()
+        if base is None or (segment is not None and segment != self.segment):
+            return None
+        return int(round(base + index * 1e9 / self.fs))
+
+
+class LoopDelay:
+    """The output -> input delay in samples, locked from repeated direct-path measurements."""
+
+    def __init__(self, tolerance: int, needed: int = 3) -> None:
+        self.tolerance = max(int(tolerance), 1)
+        self.needed = max(int(needed), 1)
+        self.value: int | None = None
+        self._recent: deque[int] = deque(maxlen=self.needed)
+        self.relocks = 0
+        self.outliers = 0  # measurements away from the lock (consecutive agreeing ones relock)
+
+    def reset(self) -> None:
+        self.value = None
+        self._recent.clear()
+
+    def _agreeing(self) -> int | None:
+        if len(self._recent) == self.needed and max(self._recent) - min(self._recent) <= self.tolerance:
+            return sorted(self._recent)[self.needed // 2]
+        return None
+
+    def add(self, measured: int) -> bool:
+        """Add a measurement; True when it agrees with the lock in effect after it."""
+        if self.value is not None and abs(measured - self.value) <= self.tolerance:
+            self._recent.clear()
+            return True
+        self._recent.append(int(measured))
+        agreed = self._agreeing()
+        if self.value is None:
+            if agreed is not None:
+                self.value = agreed
+                self._recent.clear()
+            return agreed is not None
+        self.outliers += 1
+        if agreed is not None:
+            self.value = agreed
+            self.relocks += 1
+            self._recent.clear()
+            return True
+        return False

@@ -1,0 +1,327 @@
+"""Emit-and-record stamping (avs_depth_ros.duplex, avs_depth_ros.stamping) on a simulated full-duplex sound card that
+misbehaves the way PulseAudio through ALSA's pulse plugin was measured to (../shared/reference/audio_loopback.md):
+a start-up burst of filler callbacks and a stall, capture times off by 0.2 s for the first 1.5 s, DAC times off by
+11 ms for good, xruns that shift the output. No rclpy, no sound card."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from avs_depth_core.audio.chirp import BATVISION_CHIRP, synthesize_chirp
+from avs_depth_ros import duplex
+from avs_depth_ros.duplex import (
+    ACQUIRE_TRIES,
+    AudioUnavailableError,
+    DuplexEchoRecorder,
+    ReopeningRecorder,
+    find_direct_path,
+    parse_device,
+    parse_latency,
+    stream_flags,
+)
+from avs_depth_ros.stamping import LoopDelay, SampleClock
+
+FS = 44_100
+SYS0 = 1_700_000_000_000_000_000
+
+
+class FakeStream:
+    def __init__(self, card: FakeCard, callback, channels, blocksize, **_kwargs) -> None:
+        self.card, self.callback = card, callback
+        self.n_in, self.n_out = channels
+        self.blocksize = blocksize or 256
+        self.latency = (0.006, 0.008)
+        self.active = False
+
+    def start(self) -> None:
+        self.active = True
+
+    def abort(self) -> None:
+        self.active = False
+
+    stop = abort
+
+    def close(self) -> None:
+        self.card.closed = True
+
+
+class FakeCard:
+    """A duplex card in a room: output sample e leaves the speaker `loop` samples later on the input timeline, reaches the
+    microphones `direct` samples after that, and an echo at `echo_m`. Input sample j is captured at system time
+    SYS0 + j / fs (+ stall_s once the start-up burst is over); its block's callback runs `delivery_s` plus up to 2 ms
+    after the block's last sample.
+
+    burst: that many filler callbacks at start (input underflow, no time passing), then a stall of stall_s.
+    adc_error_s: the host API's capture times are this much too early while t < adc_error_until_s (PulseAudio: 0.2 s).
+    dac_error_s: outputBufferDacTime misreported by this much for good (PulseAudio: 11 ms). zero_times: no times at all.
+    xrun_at: {block index: (flag name, output slip in samples)} -- an xrun that delays the output by the slip.
+    """
+
+    def __init__(self, loop=617, direct_m=0.1, echo_m=2.0, delivery_s=0.0003, burst=0, stall_s=0.0, adc_error_s=0.0,
+                 adc_error_until_s=0.0, dac_error_s=0.0, zero_times=False, xrun_at=None, seed=0) -> None:
+        self.loop = loop
+        self.direct = int(round(direct_m / 343.0 * FS))
+        self.echo = int(round(2 * echo_m / 343.0 * FS))
+        self.delivery_s, self.burst, self.stall_s = delivery_s, burst, stall_s
+        self.adc_error_s, self.adc_error_until_s = adc_error_s, adc_error_until_s
+        self.dac_error_s, self.zero_times = dac_error_s, zero_times
+        self.xrun_at = xrun_at or {}
+        self.rng = np.random.default_rng(seed)
+        self.out = np.zeros(0, np.float32)  # what left the speaker, on the input timeline shifted by `loop`
+        self.stream: FakeStream | None = None
+        self.closed = False
+        self.now_ns = SYS0
+        self.blocks = 0
+        self.slip = 0  # output samples inserted by xruns so far
+
+    def check_input_settings(self, device=None, **_kwargs) -> None:
+        if device == "missing":
+            raise ValueError(f"No input device matching {device!r}")
+
+    def check_output_settings(self, **_kwargs) -> None:
+        pass
+
+    def Stream(self, **kwargs) -> FakeStream:
+        self.stream = FakeStream(self, **kwargs)
+        self.out = np.zeros(0, np.float32)
+        self.blocks = self.slip = 0
+        return self.stream
+
+    def query_devices(self) -> str:
+        return "  0 Fake duplex card, ALSA (2 in, 2 out)"
+
+    def capture_s(self, j: int) -> float:
+        """System time (s after SYS0) at which input sample j was captured."""
+        return j / FS + (self.stall_s if j >= self.burst * self.stream.blocksize else 0.0)
+
+    def run(self, seconds: float) -> None:
+        s = self.stream
+        for _ in range(int(seconds * FS / s.blocksize)):
+            self._block(s, s.blocksize)
+
+    def _block(self, s: FakeStream, n: int) -> None:
+        pos = self.blocks * n
+        status: object = 0
+        flag = self.xrun_at.get(self.blocks)
+        if flag is not None:
+            status = SimpleNamespace(**{flag[0]: True})
+            self.out = np.concatenate([self.out, np.zeros(flag[1], np.float32)])  # silence inserted: the output slips
+            self.slip += flag[1]
+        heard = np.zeros(n, np.float32)
+        if self.blocks < self.burst:
+            status = SimpleNamespace(input_underflow=True)
+            now_s = 0.0
+        else:
+            idx = np.arange(pos, pos + n)
+            for delay, gain in ((self.loop + self.direct, 0.5), (self.loop + self.echo, 0.2)):
+                src = idx - delay
+                ok = (src >= 0) & (src < len(self.out))
+                heard[ok] += gain * self.out[src[ok]]
+            now_s = self.capture_s(pos + n - 1) + 1 / FS + self.delivery_s + float(self.rng.uniform(0, 0.002))
+        indata = np.stack([heard, 0.9 * heard], axis=1) + self.rng.normal(0, 1e-4, (n, 2)).astype(np.float32)
+        outdata = np.zeros((n, s.n_out), np.float32)
+        self.now_ns = SYS0 + int(round(now_s * 1e9))
+        adc = self.capture_s(pos) - (self.adc_error_s if now_s < self.adc_error_until_s else 0.0)
+        info = SimpleNamespace(inputBufferAdcTime=adc, currentTime=now_s,
+                               outputBufferDacTime=adc + (self.loop + self.slip) / FS + self.dac_error_s)
+        if self.zero_times:
+            info = SimpleNamespace(inputBufferAdcTime=0.0, outputBufferDacTime=0.0, currentTime=0.0)
+        s.callback(indata, outdata, n, info, status)
+        self.out = np.concatenate([self.out, outdata[:, 0]])
+        self.blocks += 1
+
+    def true_emission_ns(self, out_index: int) -> int:
+        """System time at which output sample `out_index` left the speaker (after the slips of earlier xruns)."""
+        j = out_index + self.loop + sum(slip for block, (_, slip) in self.xrun_at.items()
+                                        if block * self.stream.blocksize <= out_index)
+        return SYS0 + int(round(self.capture_s(j) * 1e9))
+
+
+def make_recorder(card: FakeCard, **kwargs) -> DuplexEchoRecorder:
+    settings = dict(chirp=synthesize_chirp(BATVISION_CHIRP), sample_rate=FS, chirp_rate=10.0, window_s=0.2,
+                    pre_roll_s=0.002, input_channels=[0, 1], gain=0.5, direct_path_s=0.1 / 343.0, tolerance_s=0.001,
+                    sounddevice_module=card, clock_ns=lambda: card.now_ns)
+    settings.update(kwargs)
+    recorder = DuplexEchoRecorder(**settings)
+    recorder.start()
+    return recorder
+
+
+def emission_times(rec: DuplexEchoRecorder, card: FakeCard, count: int, skip: int = 0) -> list[int]:
+    return [card.true_emission_ns(rec.first_emission + k * rec.period) for k in range(skip, skip + count)]
+
+
+def assert_stamped(captures, truth, card: FakeCard, tolerance_ns: float = 0.5e6) -> None:
+    chirp = synthesize_chirp(BATVISION_CHIRP)
+    assert len(captures) == len(truth) > 0
+    for capture, true_ns in zip(captures, truth, strict=True):
+        assert abs(capture.stamp_ns - true_ns) < tolerance_ns
+        found = find_direct_path(capture.samples, chirp, 0, capture.samples.shape[1] - len(chirp))
+        assert found == capture.emission_offset + card.direct  # the direct path where the acoustics put it
+
+
+def test_duplex_stamps_emissions_from_the_direct_path_and_callback_times():
+    card = FakeCard(dac_error_s=0.011)  # the host API's DAC time is 11 ms off for good (as measured on PulseAudio)
+    rec = make_recorder(card)
+    card.run(1.6)
+    captures = rec.poll()
+    assert rec.first_emission >= 0.5 * FS - 256  # the stream settled (0.5 s) before the first chirp
+    assert_stamped(captures, emission_times(rec, card, len(captures)), card)
+    assert len(captures) >= 5 and rec.loop.value == card.loop and rec.timing == "direct_path"
+    assert all(abs(c.direct_path_error_ms) < 0.05 and c.timing == "direct_path" for c in captures)
+    assert rec.lost_windows == 0 and rec.xruns == 0 and rec.corrections == 0
+    assert captures[0].samples.shape == (2, rec.pre_roll + rec.window) and captures[0].emission_offset == rec.pre_roll
+
+
+def test_duplex_start_up_burst_stall_and_wrong_capture_times_do_not_reach_the_stamps():
+    """PulseAudio's start: 4 filler callbacks, a 1.5 s stall, capture times 0.2 s early for the first 1.5 s."""
+    card = FakeCard(burst=4, stall_s=1.5, adc_error_s=0.2, adc_error_until_s=4.5)
+    rec = make_recorder(card)
+    card.run(2.5)
+    captures = rec.poll()
+    assert rec.stats.startup_flags == 4 and rec.xruns == 0  # the burst is not an underrun of the running stream
+    assert_stamped(captures, emission_times(rec, card, len(captures)), card)
+    assert rec.clock.source == "callback_bound"  # the early host times were refused
+    card.run(2.0)
+    later = rec.poll()
+    assert_stamped(later, emission_times(rec, card, len(later), skip=len(captures)), card)
+    assert rec.clock.source == "host_times"  # once they agree with the callbacks they are used
+
+
+def test_duplex_xrun_drops_the_windows_it_touches_and_relocks_the_shifted_output():
+    card = FakeCard(xrun_at={300: ("output_underflow", 500)})  # block 300 (1.74 s): the output slips 500 samples
+    rec = make_recorder(card)
+    card.run(1.6)
+    before = rec.poll()
+    card.run(2.4)
+    after = rec.poll()
+    assert rec.stats.xruns == {"output_underflow": 1} and rec.stats.lost_windows.get("xrun", 0) >= 1
+    assert rec.loop.value == card.loop + 500
+    stamps = [c.stamp_ns for c in before + after]
+    # no stamp off its true emission: each window is matched to the emission it came from
+    true = {card.true_emission_ns(rec.first_emission + k * rec.period) for k in range(60)}
+    assert all(min(abs(s - t) for t in true) < 0.5e6 for s in stamps)
+    assert np.all(np.diff(stamps) > 0)
+
+
+def test_duplex_trusts_stream_times_when_asked_and_without_a_direct_path():
+    card = FakeCard(dac_error_s=0.005)
+    rec = make_recorder(card, correct_with_direct_path=False)
+    card.run(1.2)
+    captures = rec.poll()
+    assert captures and all(c.timing == "stream_times" for c in captures)
+    truth = emission_times(rec, card, len(captures))
+    assert all(c.stamp_ns - t == pytest.approx(5e6, abs=0.1e6) for c, t in zip(captures, truth, strict=True))
+
+    card = FakeCard()
+    rec = make_recorder(card, gain=0.0)  # muted speaker: no direct path to lock to
+    card.run(0.5 + (ACQUIRE_TRIES + 4) / 10)
+    captures = rec.poll()
+    assert captures and all(c.timing == "stream_times" and math.isnan(c.direct_path_error_ms) for c in captures)
+
+
+def test_duplex_without_host_times_and_late_poll():
+    card = FakeCard(zero_times=True)  # DirectSound/WDM-KS report zeros (PortAudio#121, #531)
+    rec = make_recorder(card)
+    card.run(1.5)
+    captures = rec.poll()
+    assert_stamped(captures, emission_times(rec, card, len(captures)), card)
+
+    card = FakeCard()
+    rec = make_recorder(card)
+    card.run(7.0)  # the ring holds 4 s: the oldest windows are gone by the time poll() comes
+    captures = rec.poll()
+    lost = rec.stats.lost_windows.get("late", 0)
+    assert lost > 0 and captures
+    assert_stamped(captures, emission_times(rec, card, len(captures), skip=lost), card)
+
+
+def test_duplex_errors_are_clear(monkeypatch):
+    card = FakeCard()
+    with pytest.raises(AudioUnavailableError, match="(?s)device 'missing'.*No input device.*Fake duplex card"):
+        make_recorder(card, device="missing")
+
+    def no_portaudio(name):
+        raise OSError("PortAudio library not found")
+
+    monkeypatch.setattr(duplex.importlib, "import_module", no_portaudio)
+    with pytest.raises(AudioUnavailableError, match="PortAudio library not found.*libportaudio2"):
+        make_recorder(card, sounddevice_module=None)
+
+    rec = make_recorder(FakeCard())
+    rec._stream.active = False  # device unplugged
+    with pytest.raises(AudioUnavailableError, match="stream stopped"):
+        rec.poll()
+    with pytest.raises(ValueError, match="fewer than"):
+        make_recorder(FakeCard(), chirp_rate=400.0)
+    assert parse_device("") is None and parse_device("3") == 3 and parse_device("USB Audio") == "USB Audio"
+    assert parse_latency("low") == "low" and parse_latency("0.02") == 0.02
+    with pytest.raises(ValueError, match="latency 'soon'"):
+        parse_latency("soon")
+    assert stream_flags(0) == [] and stream_flags(SimpleNamespace(output_underflow=True)) == ["output_underflow"]
+    assert stream_flags(SimpleNamespace(priming_output=True)) == []
+
+
+def test_reopening_recorder_backs_off_and_counts():
+    card = FakeCard()
+    rec = make_recorder(card)
+    lines: list[str] = []
+    audio = ReopeningRecorder(rec, lines.append, first_backoff_s=0.5, max_backoff_s=2.0)
+    card.run(1.2)
+    assert audio.poll(0.0) and audio.state == "running"
+    card.stream.active = False  # PortAudio dropped the stream
+    assert audio.poll(1.0) == [] and audio.state == "reopening" and audio.drops == 1
+    assert audio.poll(1.4) == []  # still backing off
+    card.check_input_settings = lambda **_kw: (_ for _ in ()).throw(ValueError("device busy"))
+    audio.poll(1.5)
+    assert audio.failed_reopens == 1 and "device busy" in lines[-1] and "next try in 1 s" in lines[-1]
+    del card.check_input_settings
+    audio.poll(2.0)
+    assert audio.reopens == 0  # 1 s backoff not over yet
+    audio.poll(2.6)
+    assert audio.reopens == 1 and audio.state == "running" and "reopened" in lines[-1]
+    card.run(1.2)
+    captures = audio.poll(4.0)
+    assert_stamped(captures, emission_times(rec, card, len(captures)), card)  # a fresh timeline after the reopen
+
+
+def test_loop_delay_locks_ignores_an_outlier_and_relocks():
+    loop = LoopDelay(tolerance=3, needed=3)
+    assert not loop.add(100) and not loop.add(140) and loop.value is None
+    assert not loop.add(101) and loop.value is None  # 100, 140, 101 do not agree
+    assert not loop.add(102) and loop.value is None  # 140, 101, 102 neither
+    assert loop.add(100) and loop.value == 101  # 101, 102, 100
+    assert loop.add(103) and not loop.add(500) and loop.value == 101 and loop.outliers == 1
+    assert loop.add(101)  # the outlier is forgotten
+    assert not loop.add(600) and not loop.add(601) and loop.add(602) and loop.value == 601 and loop.relocks == 1
+
+
+def test_sample_clock_settles_and_breaks_on_impossible_or_lost_samples():
+    clock = SampleClock(FS, settle_s=0.5)
+    block = 441
+    t = [0.0]
+
+    def callbacks(n: int, start: int, offset_s: float = 0.0) -> int:
+        pos = start
+        for _ in range(n):
+            clock.add(SYS0 + int((pos + block) / FS * 1e9 + offset_s * 1e9 + 2e5), pos, block)
+            pos += block
+        t[0] = pos
+        return pos
+
+    pos = callbacks(40, 0)
+    assert not clock.settled  # 0.4 s
+    pos = callbacks(20, pos)
+    assert clock.settled and abs(clock.time_ns(0) - SYS0) < 0.3e6 and clock.source == "callback_bound"
+    segment = clock.segment
+    pos = callbacks(5, pos, offset_s=-0.01)  # samples 10 ms earlier than possible: silence was inserted
+    assert clock.segment == segment + 1 and clock.breaks == 1 and not clock.settled
+    assert clock.time_ns(0, segment) is None  # stamps of the old segment are refused from now on
+    clock = SampleClock(FS, settle_s=0.5)
+    pos = callbacks(250, 0)
+    pos = callbacks(60, pos, offset_s=0.02)  # 20 ms of samples lost without a flag
+    assert abs(clock.time_ns(pos) - (SYS0 + pos / FS * 1e9 + 0.02e9)) < 0.3e6 and clock.breaks == 1
