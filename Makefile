@@ -17,7 +17,7 @@ ROS_ENV := export AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) ROS_AUTOMATIC_DISCOVERY_RA
 NETNS := $(shell if unshare -n true 2>/dev/null; then echo "unshare -n"; fi)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo demo-audio test lint bench clean
 setup: $(BUILD_STAMP) $(VENV)/.avs-audio
 
 # The audio stack, installed where missing and we may (root with apt; otherwise a note): PortAudio (Debian's
@@ -67,6 +67,10 @@ test: setup
 
 demo: setup
 	$(NETNS) bash -c 'ip link set lo up 2>/dev/null; $(ROS_ENV); $(VENV)/bin/avs-depth-ros bringup --sim --duration 20 --figures out/demo'
+
+# The live pipeline on real audio I/O: a private PulseAudio server, the simulated room in the loop (avs_depth_ros/demo_audio.py)
+demo-audio: setup
+	$(NETNS) bash -c 'ip link set lo up 2>/dev/null; $(ROS_ENV); $(PY) -m avs_depth_ros.demo_audio --duration 40 --out out/demo-audio'
 
 lint: setup
 	$(VENV)/bin/ruff check .

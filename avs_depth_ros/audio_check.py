@@ -26,7 +26,8 @@ from avs_depth_core.data.messages import CLIP_LEVEL
 from avs_depth_ros.duplex import AudioUnavailableError, DuplexEchoRecorder, EchoCapture, import_sounddevice
 from avs_depth_ros.params import ECHO_NODE, validate
 
-TARGET_DIRECT_PEAK = 0.5  # suggested gain puts the direct path here: under the 0.6-0.75 of BatVision's recordings
+TARGET_DIRECT_PEAK = 0.68  # suggested gain puts the direct path at the level of BatVision's recordings (0.6-0.75,
+# method_spec section 4), which the models were trained on: their echo spectrograms are not level-normalised
 MIN_SNR_DB = 20.0
 NOISE_S = 0.4  # input before the first chirp used for the noise floor
 # echo_node settings audio-check writes (and a calibration file may hold)

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.signal import correlate
 
 from avs_depth_core.audio.chirp import ChirpSpec
-from avs_depth_ros.stamping import LoopDelay, SampleClock
+from avs_depth_ros.stamping import ChirpSchedule, LoopDelay, SampleClock
 
 INSTALL_HINT = "install it with `sudo apt-get install libportaudio2` (`make setup` does) or set backend: sim"
 
@@ -122,9 +122,10 @@ class _Ring:
 
 XRUN_FLAGS = ("input_underflow", "input_overflow", "output_underflow", "output_overflow")
 SETTLE_S = 0.5  # undisturbed stream time before the first chirp and after every xrun
-ACQUIRE_TRIES = 10  # chirps without a consistent direct path before the stream's own times are used instead
+MAX_LOOP_S = 0.5  # longest loop delay the probe pair can measure (its silent gap)
+PROBE_TRIES = 3  # failed probe pairs before the stream's own times are used instead
 MISSES_BEFORE_REACQUIRE = 3  # windows in a row without the direct path where the lock expects it
-RING_S = 4.0  # input kept for cutting windows: covers the lock-in of a segment and a late poll()
+RING_S = 4.0  # input kept for cutting windows: covers the lock-in and a late poll()
 
 
 def stream_flags(status: Any) -> list[str]:
@@ -140,7 +141,8 @@ def stream_flags(status: Any) -> list[str]:
 class _Emission:
     out_index: int  # output sample index of the chirp's first sample
     segment: int  # the SampleClock segment it was played in
-    probed: bool = False  # its direct path was measured for the loop-delay lock
+    schedule: int  # the ChirpSchedule id it belongs to
+    k: int  # its number in that schedule (0 and 1: the probe pair)
 
 
 @dataclass
@@ -148,8 +150,10 @@ class DuplexStats:
     """Counters for /diagnostics. xruns count flags after the first chirp; the start-up burst is startup_flags."""
     xruns: dict[str, int] = field(default_factory=dict)
     startup_flags: int = 0
-    # by reason: xrun (another segment), late (overwritten in the ring), no_direct_path (not where the lock expects it)
+    # by reason: xrun (another segment), late (overwritten in the ring), no_direct_path (not where the lock expects it),
+    # reacquire (played by a schedule abandoned to measure the loop delay again)
     lost_windows: dict[str, int] = field(default_factory=dict)
+    failed_probes: int = 0
     callbacks: int = 0
     realtime: str = "not tried"
     helper_threads_raised: int = 0
@@ -206,15 +210,20 @@ class DuplexEchoRecorder:
         self.first_emission: int | None = None  # output index of the first chirp (played once the stream settled)
         self._pending: deque[_Emission] = deque()
         self.clock = SampleClock(self.fs, SETTLE_S)
+        self.schedule = ChirpSchedule(self.period, int(MAX_LOOP_S * self.fs))
+        self.schedule.restart(None, self.use_direct_path)  # silent until the stream has settled
+        self._restart: bool | None = None  # the worker asks the callback for a new schedule (probing or not)
+        self._next_schedule = 0  # emissions of schedules before this id are dropped (a new one was asked for)
+        self._locked_schedule = -1  # the schedule whose probe pair gave the lock
         self.loop = LoopDelay(self.tolerance)
-        self._loop_segment = -1
-        self._probes = 0  # chirps measured in this segment without a lock
+        self._probe_delay: int | None = None  # loop delay from chirp 0 of the probe pair, until chirp 1 confirms it
         self._misses = 0  # windows in a row without a direct path near the lock
         self.corrections = 0  # windows moved to their own direct path (it disagreed with the lock)
+        # probing (measuring the loop delay), direct_path (locked), stream_times (the host API's DAC/ADC times)
+        self.timing = "probing" if self.use_direct_path else "stream_times"
         self._stream_delays: deque[float] = deque(maxlen=256)  # DAC - ADC (samples) of recent usable callbacks
         self._latency_samples = 0  # input + output latency the stream reports, when its times are unusable
         self._rt_tried = False
-        self.timing = ""  # direct_path or stream_times, once known for the current segment
         self.callback_error: str | None = None
 
     # -- stream -------------------------------------------------------------------------------------------------
@@ -290,6 +299,8 @@ class DuplexEchoRecorder:
                     self.stats.xruns[name] = self.stats.xruns.get(name, 0) + 1
             self.clock.reset(pos + frames)  # this block's samples may be filler: the next segment starts after it
             self._stream_delays.clear()
+            if self.schedule.start is not None:  # silence until settled again, then the loop delay is measured anew
+                self.schedule.restart(None, self.timing != "stream_times")
         else:
             dac, adc = float(time_info.outputBufferDacTime), float(time_info.inputBufferAdcTime)
             current = float(time_info.currentTime)
@@ -297,25 +308,30 @@ class DuplexEchoRecorder:
             self.clock.add(now_ns, pos, frames, age)
             if 0.0 < dac - adc < 1.0:  # same clock, output after input
                 self._stream_delays.append((dac - adc) * self.fs)
-            if self.first_emission is None and self.clock.settled:
-                self.first_emission = pos
+            self._start_schedule(pos)
         outdata.fill(0.0)
-        if self.first_emission is not None:
-            self._play_chirps(outdata, pos, frames)
+        self._play_chirps(outdata, pos, frames)
         self._ring.write(pos, indata[:, self.input_channels].T)
         self._pos = pos + frames
 
+    def _start_schedule(self, pos: int) -> None:
+        """At settling, and when the worker asks: a new schedule (after `gap` of silence when it was chirping)."""
+        restart, self._restart = self._restart, None
+        if restart is not None:
+            self.schedule.restart(pos + self.schedule.gap, restart)
+        elif self.schedule.start is None and self.clock.settled:  # silent since the segment began (>= SETTLE_S)
+            self.schedule.restart(pos, self.timing != "stream_times")
+            if self.first_emission is None:
+                self.first_emission = pos
+
     def _play_chirps(self, outdata: np.ndarray, pos: int, frames: int) -> None:
-        n, first = len(self.chirp), self.first_emission
-        k_lo = max(0, -(-(pos - n + 1 - first) // self.period))
-        k_hi = (pos + frames - 1 - first) // self.period
-        for k in range(k_lo, k_hi + 1):
-            e = first + k * self.period
+        n = len(self.chirp)
+        for k, e in self.schedule.overlapping(pos, pos + frames, n):
             a, b = max(pos, e), min(pos + frames, e + n)
             outdata[a - pos:b - pos, :] = (self.gain * self.chirp[a - e:b - e])[:, None]
             if e >= pos:
                 with self._lock:
-                    self._pending.append(_Emission(e, self.clock.segment))
+                    self._pending.append(_Emission(e, self.clock.segment, self.schedule.id, k))
 
     # -- worker thread -------------------------------------------------------------------------------------------
     def sample_time_ns(self, index: int) -> int:
@@ -352,11 +368,6 @@ class DuplexEchoRecorder:
         if self._stream is not None and not self.active:
             raise AudioUnavailableError("the audio stream stopped (device unplugged or host API error)")
         pos = self._pos
-        if self.clock.segment != self._loop_segment:  # a new segment: measure the loop delay afresh
-            self._loop_segment = self.clock.segment
-            self.loop.reset()
-            self._probes = 0
-            self.timing = ""
         out = []
         while True:
             with self._lock:
@@ -376,70 +387,96 @@ class DuplexEchoRecorder:
         return out
 
     def _verdict(self, emission: _Emission, pos: int) -> str:
-        """cut, wait, or the reason it is lost (xrun: another segment; late: overwritten in the ring)."""
+        """cut, wait, or why it is lost (xrun: another segment; reacquire: an abandoned schedule; late: overwritten)."""
         if emission.segment != self.clock.segment or emission.out_index < self.clock.segment_start:
             return "xrun"
+        if emission.schedule != self.schedule.id or emission.schedule < self._next_schedule:
+            return "reacquire"
+        if emission.out_index - self.pre_roll - self.search < pos - self._ring.capacity + self.schedule.gap:
+            return "late"
         if not self.clock.settled:
             return "wait"
-        if emission.out_index - self.pre_roll - self.search < pos - self._ring.capacity + self.period:
-            return "late"
-        delay = self._loop_delay(pos)
-        if delay is None:
+        if self.timing == "direct_path" and self.schedule.probing and emission.schedule != self._locked_schedule:
+            self.timing = "probing"  # the callback began a new schedule after an xrun: measure the delay again
+        if self.timing == "probing" and not self._probe(emission, pos):
             return "wait"
-        return "cut" if pos >= emission.out_index + delay + self.window + self.search + len(self.chirp) else "wait"
+        if self.timing == "probing":  # _probe has asked for a new schedule
+            return "reacquire"
+        return "cut" if pos >= emission.out_index + self._loop_delay() + self.window + self.search + len(self.chirp) \
+            else "wait"
 
-    def _loop_delay(self, pos: int) -> int | None:
-        """The loop delay for the current segment: locked from the direct path, or the stream's own times."""
-        if self.use_direct_path and self.loop.value is None and self._probes < ACQUIRE_TRIES:
-            self._acquire(pos)
-        if self.use_direct_path and self.loop.value is not None:
-            self.timing = "direct_path"
+    def _probe(self, emission: _Emission, pos: int) -> bool:
+        """Measure the loop delay from the probe pair (chirps 0 and 1 of the schedule); True once it is settled either
+        way (locked, or a new schedule asked for), False while the samples are not there yet."""
+        if emission.k != 0 and self._probe_delay is None:
+            return self._probe_failed()  # chirp 0 of the pair is gone (lost in an xrun)
+        if emission.k == 0 and self._probe_delay is None:
+            if pos < emission.out_index + self.schedule.gap + len(self.chirp):
+                return False
+            seg = self._ring.read(emission.out_index, emission.out_index + self.schedule.gap + len(self.chirp))
+            found = find_direct_path(seg, self.chirp, self.direct, self.schedule.gap)
+            if found is None:
+                return self._probe_failed()
+            self._probe_delay = found - self.direct
+        second = self.schedule.emission(1)
+        expected = second + self._probe_delay + self.direct
+        if pos < expected + self.search + len(self.chirp):
+            return False
+        seg = self._ring.read(expected - self.search, expected + self.search + len(self.chirp))
+        found = find_direct_path(seg, self.chirp, 0, 2 * self.search + 1)
+        if found is None or abs(found - self.search) > self.tolerance:
+            return self._probe_failed()
+        self.loop.lock(self._probe_delay)
+        self._probe_delay, self._misses, self._locked_schedule = None, 0, self.schedule.id
+        self.timing = "direct_path"
+        self.stats.failed_probes = 0
+        return True
+
+    def _probe_failed(self) -> bool:
+        """No (consistent) direct path after the probe pair: probe again, or after PROBE_TRIES use the stream's times."""
+        self.stats.failed_probes += 1
+        self._probe_delay = None
+        if self.stats.failed_probes >= PROBE_TRIES:
+            self.timing = "stream_times"
+        self._request_schedule(self.timing == "probing")
+        return True
+
+    def _request_schedule(self, probing: bool) -> None:
+        """Ask the callback for a new schedule; the emissions of the current one are dropped from now on."""
+        self._next_schedule = self.schedule.id + 1
+        self._restart = probing
+
+    def _loop_delay(self) -> int:
+        """The loop delay in effect: locked from the direct path, or the stream's own times."""
+        if self.timing == "direct_path":
             return self.loop.value
-        if self.use_direct_path and self._probes < ACQUIRE_TRIES:
-            return None
-        self.timing = "stream_times"
         delays = list(self._stream_delays)
         return int(round(float(np.median(delays)))) if delays else self._latency_samples
-
-    def _acquire(self, pos: int) -> None:
-        """Measure the direct path of chirps not yet probed: in [e, e + period) exactly one chirp's comes back."""
-        with self._lock:
-            todo = [em for em in self._pending if not em.probed and em.segment == self.clock.segment]
-        for em in todo:
-            stop = em.out_index + self.period + len(self.chirp)
-            if pos < stop or self.loop.value is not None:
-                break
-            em.probed = True
-            self._probes += 1
-            seg = self._ring.read(em.out_index, stop)
-            found = find_direct_path(seg, self.chirp, self.direct, self.period)
-            if found is not None:
-                self.loop.add(found - self.direct)
 
     def _cut(self, emission: _Emission) -> EchoCapture | str:
         """The window of one emission, or why it is lost. Its direct path is looked for around where the loop delay
         puts it: one that disagrees by more than the tolerance moves this emission to it (a counted correction; lasting
         ones relock the loop delay). With a locked loop delay, a window without its direct path is not published (a
         glitch, or a muted speaker: counted as no_direct_path), and `MISSES_BEFORE_REACQUIRE` such windows in a row
-        start a new wide search."""
-        j = emission.out_index + self._loop_delay(self._pos)  # the emission on the input timeline
-        start = j - self.pre_roll - self.search
-        seg = self._ring.read(start, j + self.window + self.search + len(self.chirp))
+        start a new probe pair. With the stream's times, a consistent direct path locks the loop delay."""
+        j = emission.out_index + self._loop_delay()  # the emission on the input timeline
+        seg = self._ring.read(j - self.pre_roll - self.search, j + self.window + self.search + len(self.chirp))
         expected = self.pre_roll + self.search + self.direct  # where the direct path should begin in seg
         found = find_direct_path(seg, self.chirp, expected - self.search, expected + self.search + 1)
         error = math.nan if found is None else (found - expected) * 1000.0 / self.fs
         shift = 0
         if self.use_direct_path and found is not None:
             self._misses = 0
-            self.loop.add(j - emission.out_index + found - expected)  # a lasting change relocks
+            if self.loop.add(j - emission.out_index + found - expected) and self.timing == "stream_times":
+                self.timing = "direct_path"  # three consistent direct paths near the stream's estimate
             if abs(found - expected) > self.tolerance:
                 shift = found - expected
                 self.corrections += 1
-        elif self.use_direct_path and self.timing == "direct_path":
+        elif self.timing == "direct_path":
             self._misses += 1
-            if self._misses >= MISSES_BEFORE_REACQUIRE:
-                self.loop.reset()  # the delay moved beyond the search range: measure it again
-                self._probes = self._misses = 0
+            if self._misses >= MISSES_BEFORE_REACQUIRE:  # the delay moved beyond the search range
+                self.timing, self._misses = "probing", 0
+                self._request_schedule(True)
             return "no_direct_path"
         a = self.search + shift
         samples = np.ascontiguousarray(seg[:, a:a + self.pre_roll + self.window])

@@ -94,6 +94,11 @@ SIM_SENSORS_NODE: list[ParamSpec] = [
               (1, 100_000)),
     ParamSpec("encoding", "rgb8", "camera image encoding", None, ("rgb8", "bgr8")),
     ParamSpec("publish_depth", True, "publish the ground-truth depth on camera/depth/image (32FC1, m)"),
+    ParamSpec("publish_echo", True, "publish simulated echoes on audio/echo; false when echo_node records them from "
+              "real audio (make demo-audio: the room loop plays this world's response)"),
+    ParamSpec("publish_pose", True, "publish the ground-truth camera pose on camera/pose (geometry_msgs/PoseStamped, "
+              "frame world_frame_id), which avs_depth_ros.room_loop follows"),
+    ParamSpec("world_frame_id", "world", "frame_id of camera/pose"),
     ParamSpec("camera_frame_id", "camera_color_optical_frame", "frame_id of images and camera_info"),
     ParamSpec("mic_frame_id", "mic_array", "frame_id of the echoes"),
 ]
@@ -135,8 +140,24 @@ DEPTH_NODE: list[ParamSpec] = [
     ParamSpec("min_rate_hz", 5.0, "output rate below which /diagnostics warns, Hz", (0.0, 1000.0)),
 ]
 
+ROOM_LOOP: list[ParamSpec] = [
+    ParamSpec("sim_node", "sim_sensors_node", "node whose world (preset, seed, sequence, width, height, camera_rate) "
+              "and camera/pose the room follows"),
+    ParamSpec("world_timeout_s", 60.0, "how long to wait for that node's parameters at start, s", (1.0, 600.0)),
+    ParamSpec("reference_gain", 0.5, "echo_node gain at which the recording comes out at the simulator's level (its "
+              "default gain)", (0.001, 1.0)),
+    ParamSpec("noise", True, "add the simulator's background and microphone noise"),
+    ParamSpec("tail", True, "include the simulator's late reverberation (a random tail drawn per pose)"),
+    ParamSpec("block", 512, "samples per convolution block (one FFT each); adds this much delay", (64, 8192)),
+    ParamSpec("latency_ms", 100.0, "buffer requested from PulseAudio for what the room plays, ms: smaller adds less "
+              "delay but underruns under CPU load (every underrun delays the later echoes; echo_node relocks)",
+              (5.0, 400.0)),
+    ParamSpec("pulse_source", "avs_speaker.monitor", "PulseAudio source the room listens to (what echo_node plays)"),
+    ParamSpec("pulse_sink", "avs_mics", "PulseAudio sink the room plays into (what echo_node records)"),
+]
+
 NODE_PARAMS: dict[str, list[ParamSpec]] = {
-    "echo_node": ECHO_NODE, "sim_sensors_node": SIM_SENSORS_NODE, "depth_node": DEPTH_NODE,
+    "echo_node": ECHO_NODE, "sim_sensors_node": SIM_SENSORS_NODE, "depth_node": DEPTH_NODE, "room_loop": ROOM_LOOP,
 }
 
 

@@ -58,13 +58,18 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     return 1 if getattr(node, "error", None) is not None else 0
 
 
-def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], None]:
+def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], bool]:
     """on_error for a node's own thread (avs_depth_ros.workers): one FATAL line, then the node's context is shut down so
-    the executor returns and the process ends with exit status 1 (run_node and bringup read node.error)."""
+    the executor returns and the process ends with exit status 1 (run_node and bringup read node.error). An exception
+    raised after the context was shut down (a publish racing Ctrl-C: "publisher's context is invalid") returns False:
+    the thread ends quietly and the exit status stays 0."""
 
-    def stop(err: BaseException) -> None:
+    def stop(err: BaseException) -> bool:
+        if not node.context.ok():  # Ctrl-C or SIGTERM shut the context down under the thread: not an error
+            return False
         node.get_logger().fatal(f"{what} stopped: {type(err).__name__}: {err}")
         rclpy.try_shutdown(context=node.context)
+        return True
 
     return stop
 

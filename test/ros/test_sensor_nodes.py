@@ -120,7 +120,7 @@ def test_echo_node_publishes_stamped_windows_from_a_duplex_stream(spinner, ros_c
                     parameter_overrides=overrides(mic_speaker_distance_m=0.0, chirp_rate=20.0, window_s=0.1))
     collector = Collector(ros_context)
     spinner.add(node, collector)
-    spinner.wait_for(lambda: len(collector.got["echo"]) >= 3, 20, "three echoes")
+    spinner.wait_for(lambda: len(collector.got["echo"]) >= 5, 30, "five echoes")
     received, msg = collector.got["echo"][1]
     samples = echo_to_array(msg)
     pre = int(round(0.002 * FS))
@@ -132,7 +132,8 @@ def test_echo_node_publishes_stamped_windows_from_a_duplex_stream(spinner, ros_c
     # stamped at emission, published after the window: the stamp is at least the window older than the receipt
     assert 0.1e9 <= received - stamp_to_ns(msg.header.stamp) < 2e9
     stamps = [stamp_to_ns(m.header.stamp) for _, m in collector.got["echo"]]
-    assert np.allclose(np.diff(stamps), 0.05e9, atol=1e6)  # chirp_rate 20 Hz, on the sample clock
+    # the probe pair (0.5 s apart, to measure the loop delay), then chirp_rate 20 Hz on the sample clock
+    assert np.allclose(np.diff(stamps[:3]), 0.5e9, atol=1e6) and np.allclose(np.diff(stamps[2:]), 0.05e9, atol=1e6)
 
 
 def test_echo_node_sim_backend(spinner, ros_context):

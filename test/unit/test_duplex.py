@@ -14,7 +14,8 @@ import pytest
 from avs_depth_core.audio.chirp import BATVISION_CHIRP, synthesize_chirp
 from avs_depth_ros import duplex
 from avs_depth_ros.duplex import (
-    ACQUIRE_TRIES,
+    MAX_LOOP_S,
+    PROBE_TRIES,
     AudioUnavailableError,
     DuplexEchoRecorder,
     ReopeningRecorder,
@@ -23,7 +24,7 @@ from avs_depth_ros.duplex import (
     parse_latency,
     stream_flags,
 )
-from avs_depth_ros.stamping import LoopDelay, SampleClock
+from avs_depth_ros.stamping import ChirpSchedule, LoopDelay, SampleClock
 
 FS = 44_100
 SYS0 = 1_700_000_000_000_000_000
@@ -89,6 +90,7 @@ class FakeCard:
         self.stream = FakeStream(self, **kwargs)
         self.out = np.zeros(0, np.float32)
         self.blocks = self.slip = 0
+        self.inserted: list[tuple[int, int]] = []  # (position in out, samples of silence inserted there)
         return self.stream
 
     def query_devices(self) -> str:
@@ -109,6 +111,7 @@ class FakeCard:
         flag = self.xrun_at.get(self.blocks)
         if flag is not None:
             status = SimpleNamespace(**{flag[0]: True})
+            self.inserted.append((len(self.out), flag[1]))
             self.out = np.concatenate([self.out, np.zeros(flag[1], np.float32)])  # silence inserted: the output slips
             self.slip += flag[1]
         heard = np.zeros(n, np.float32)
@@ -140,6 +143,15 @@ class FakeCard:
                                         if block * self.stream.blocksize <= out_index)
         return SYS0 + int(round(self.capture_s(j) * 1e9))
 
+    def played(self) -> list[int]:
+        """Output indices where a chirp began, read from what the recorder wrote (not from its bookkeeping)."""
+        loud = np.abs(self.out) > 1e-6
+        starts = np.nonzero(loud[1:] & ~loud[:-1])[0] + 1
+        chirp = synthesize_chirp(BATVISION_CHIRP)
+        starts = [max(range(i - 3, i + 4), key=lambda j: float(np.dot(self.out[j:j + len(chirp)], chirp[:len(
+            self.out[j:j + len(chirp)])]))) for i in starts if not loud[max(0, i - 300):i].any()]  # exact onset
+        return [i - sum(n for at, n in self.inserted if at <= i) for i in starts]  # as the recorder numbered them
+
 
 def make_recorder(card: FakeCard, **kwargs) -> DuplexEchoRecorder:
     settings = dict(chirp=synthesize_chirp(BATVISION_CHIRP), sample_rate=FS, chirp_rate=10.0, window_s=0.2,
@@ -151,8 +163,22 @@ def make_recorder(card: FakeCard, **kwargs) -> DuplexEchoRecorder:
     return recorder
 
 
-def emission_times(rec: DuplexEchoRecorder, card: FakeCard, count: int, skip: int = 0) -> list[int]:
-    return [card.true_emission_ns(rec.first_emission + k * rec.period) for k in range(skip, skip + count)]
+def emission_times(card: FakeCard, count: int | None = None, skip: int = 0) -> list[int]:
+    """True emission times of the chirps the card played, in order."""
+    played = card.played()[skip:]
+    return [card.true_emission_ns(e) for e in played[:count]]
+
+
+def assert_on_true_emissions(captures, card: FakeCard, tolerance_ns: float = 0.5e6) -> None:
+    """Every capture stamped within tolerance of a chirp the card played, in order, with its direct path in place."""
+    truth = np.array(emission_times(card))
+    chirp = synthesize_chirp(BATVISION_CHIRP)
+    assert captures
+    for capture in captures:
+        assert np.min(np.abs(truth - capture.stamp_ns)) < tolerance_ns
+        found = find_direct_path(capture.samples, chirp, 0, capture.samples.shape[1] - len(chirp))
+        assert found == capture.emission_offset + card.direct
+    assert np.all(np.diff([c.stamp_ns for c in captures]) > 0)
 
 
 def assert_stamped(captures, truth, card: FakeCard, tolerance_ns: float = 0.5e6) -> None:
@@ -167,45 +193,54 @@ def assert_stamped(captures, truth, card: FakeCard, tolerance_ns: float = 0.5e6)
 def test_duplex_stamps_emissions_from_the_direct_path_and_callback_times():
     card = FakeCard(dac_error_s=0.011)  # the host API's DAC time is 11 ms off for good (as measured on PulseAudio)
     rec = make_recorder(card)
-    card.run(1.6)
+    card.run(2.6)
     captures = rec.poll()
     assert rec.first_emission >= 0.5 * FS - 256  # the stream settled (0.5 s) before the first chirp
-    assert_stamped(captures, emission_times(rec, card, len(captures)), card)
-    assert len(captures) >= 5 and rec.loop.value == card.loop and rec.timing == "direct_path"
+    played = card.played()
+    gap = int(MAX_LOOP_S * FS)
+    assert played[:3] == [rec.first_emission, rec.first_emission + gap, rec.first_emission + 2 * gap]  # probe pair
+    assert_stamped(captures, emission_times(card, len(captures)), card)
+    assert len(captures) >= 8 and rec.loop.value == card.loop and rec.timing == "direct_path"
     assert all(abs(c.direct_path_error_ms) < 0.05 and c.timing == "direct_path" for c in captures)
     assert rec.lost_windows == 0 and rec.xruns == 0 and rec.corrections == 0
     assert captures[0].samples.shape == (2, rec.pre_roll + rec.window) and captures[0].emission_offset == rec.pre_roll
 
 
+def test_duplex_measures_a_loop_delay_longer_than_the_chirp_period():
+    card = FakeCard(loop=int(0.23 * FS))  # a room loop or a Bluetooth speaker: 230 ms at 10 chirps per second
+    rec = make_recorder(card)
+    card.run(3.0)
+    captures = rec.poll()
+    assert rec.loop.value == card.loop and len(captures) >= 6
+    assert_stamped(captures, emission_times(card, len(captures)), card)
+
+
 def test_duplex_start_up_burst_stall_and_wrong_capture_times_do_not_reach_the_stamps():
     """PulseAudio's start: 4 filler callbacks, a 1.5 s stall, capture times 0.2 s early for the first 1.5 s."""
-    card = FakeCard(burst=4, stall_s=1.5, adc_error_s=0.2, adc_error_until_s=4.5)
+    card = FakeCard(burst=4, stall_s=1.5, adc_error_s=0.2, adc_error_until_s=4.8)
     rec = make_recorder(card)
-    card.run(2.5)
+    card.run(2.8)
     captures = rec.poll()
     assert rec.stats.startup_flags == 4 and rec.xruns == 0  # the burst is not an underrun of the running stream
-    assert_stamped(captures, emission_times(rec, card, len(captures)), card)
+    assert_stamped(captures, emission_times(card, len(captures)), card)
     assert rec.clock.source == "callback_bound"  # the early host times were refused
     card.run(2.0)
     later = rec.poll()
-    assert_stamped(later, emission_times(rec, card, len(later), skip=len(captures)), card)
+    assert_stamped(later, emission_times(card, len(later), skip=len(captures)), card)
     assert rec.clock.source == "host_times"  # once they agree with the callbacks they are used
 
 
-def test_duplex_xrun_drops_the_windows_it_touches_and_relocks_the_shifted_output():
-    card = FakeCard(xrun_at={300: ("output_underflow", 500)})  # block 300 (1.74 s): the output slips 500 samples
+def test_duplex_xrun_drops_the_windows_it_touches_and_measures_the_shifted_output_again():
+    card = FakeCard(xrun_at={500: ("output_underflow", 500)})  # block 500 (2.9 s): the output slips 500 samples
     rec = make_recorder(card)
-    card.run(1.6)
+    card.run(2.6)
     before = rec.poll()
-    card.run(2.4)
+    card.run(3.4)
     after = rec.poll()
     assert rec.stats.xruns == {"output_underflow": 1} and rec.stats.lost_windows.get("xrun", 0) >= 1
-    assert rec.loop.value == card.loop + 500
-    stamps = [c.stamp_ns for c in before + after]
-    # no stamp off its true emission: each window is matched to the emission it came from
-    true = {card.true_emission_ns(rec.first_emission + k * rec.period) for k in range(60)}
-    assert all(min(abs(s - t) for t in true) < 0.5e6 for s in stamps)
-    assert np.all(np.diff(stamps) > 0)
+    assert rec.loop.value == card.loop + 500 and rec.timing == "direct_path"
+    assert len(before) >= 8 and len(after) >= 6
+    assert_on_true_emissions(before + after, card)  # each window stamped with the emission it came from
 
 
 def test_duplex_trusts_stream_times_when_asked_and_without_a_direct_path():
@@ -214,30 +249,34 @@ def test_duplex_trusts_stream_times_when_asked_and_without_a_direct_path():
     card.run(1.2)
     captures = rec.poll()
     assert captures and all(c.timing == "stream_times" for c in captures)
-    truth = emission_times(rec, card, len(captures))
+    truth = emission_times(card, len(captures))
     assert all(c.stamp_ns - t == pytest.approx(5e6, abs=0.1e6) for c, t in zip(captures, truth, strict=True))
 
     card = FakeCard()
     rec = make_recorder(card, gain=0.0)  # muted speaker: no direct path to lock to
-    card.run(0.5 + (ACQUIRE_TRIES + 4) / 10)
-    captures = rec.poll()
+    for _ in range(12):
+        card.run(0.5)
+        captures = rec.poll()
+    assert rec.stats.failed_probes == PROBE_TRIES and rec.timing == "stream_times"
     assert captures and all(c.timing == "stream_times" and math.isnan(c.direct_path_error_ms) for c in captures)
 
 
 def test_duplex_without_host_times_and_late_poll():
     card = FakeCard(zero_times=True)  # DirectSound/WDM-KS report zeros (PortAudio#121, #531)
     rec = make_recorder(card)
-    card.run(1.5)
+    card.run(2.5)
     captures = rec.poll()
-    assert_stamped(captures, emission_times(rec, card, len(captures)), card)
+    assert_stamped(captures, emission_times(card, len(captures)), card)
 
     card = FakeCard()
     rec = make_recorder(card)
-    card.run(7.0)  # the ring holds 4 s: the oldest windows are gone by the time poll() comes
+    card.run(1.5)
+    rec.poll()  # locked
+    card.run(6.0)  # the ring holds 4 s: the oldest windows are gone by the time poll() comes
     captures = rec.poll()
     lost = rec.stats.lost_windows.get("late", 0)
     assert lost > 0 and captures
-    assert_stamped(captures, emission_times(rec, card, len(captures), skip=lost), card)
+    assert_on_true_emissions(captures, card)
 
 
 def test_duplex_errors_are_clear(monkeypatch):
@@ -271,7 +310,7 @@ def test_reopening_recorder_backs_off_and_counts():
     rec = make_recorder(card)
     lines: list[str] = []
     audio = ReopeningRecorder(rec, lines.append, first_backoff_s=0.5, max_backoff_s=2.0)
-    card.run(1.2)
+    card.run(2.0)
     assert audio.poll(0.0) and audio.state == "running"
     card.stream.active = False  # PortAudio dropped the stream
     assert audio.poll(1.0) == [] and audio.state == "reopening" and audio.drops == 1
@@ -284,9 +323,9 @@ def test_reopening_recorder_backs_off_and_counts():
     assert audio.reopens == 0  # 1 s backoff not over yet
     audio.poll(2.6)
     assert audio.reopens == 1 and audio.state == "running" and "reopened" in lines[-1]
-    card.run(1.2)
+    card.run(2.0)
     captures = audio.poll(4.0)
-    assert_stamped(captures, emission_times(rec, card, len(captures)), card)  # a fresh timeline after the reopen
+    assert_stamped(captures, emission_times(card, len(captures)), card)  # a fresh timeline after the reopen
 
 
 def test_loop_delay_locks_ignores_an_outlier_and_relocks():
@@ -300,7 +339,7 @@ def test_loop_delay_locks_ignores_an_outlier_and_relocks():
     assert not loop.add(600) and not loop.add(601) and loop.add(602) and loop.value == 601 and loop.relocks == 1
 
 
-def test_sample_clock_settles_and_breaks_on_impossible_or_lost_samples():
+def test_sample_clock_settles_breaks_on_impossible_samples_and_keeps_through_slower_delivery():
     clock = SampleClock(FS, settle_s=0.5)
     block = 441
     t = [0.0]
@@ -323,5 +362,15 @@ def test_sample_clock_settles_and_breaks_on_impossible_or_lost_samples():
     assert clock.time_ns(0, segment) is None  # stamps of the old segment are refused from now on
     clock = SampleClock(FS, settle_s=0.5)
     pos = callbacks(250, 0)
-    pos = callbacks(60, pos, offset_s=0.02)  # 20 ms of samples lost without a flag
-    assert abs(clock.time_ns(pos) - (SYS0 + pos / FS * 1e9 + 0.02e9)) < 0.3e6 and clock.breaks == 1
+    pos = callbacks(60, pos, offset_s=0.02)  # callbacks 20 ms later for good (the server raised its latency)
+    assert abs(clock.time_ns(pos) - (SYS0 + pos / FS * 1e9)) < 0.3e6 and clock.breaks == 0  # capture times kept
+
+
+def test_chirp_schedule_probe_pair_then_period():
+    schedule = ChirpSchedule(period=100, gap=500)
+    assert schedule.overlapping(0, 10_000, 10) == []  # silent until started
+    schedule.restart(1000, probing=True)
+    assert [e for _, e in schedule.overlapping(0, 2400, 10)] == [1000, 1500, 2000, 2100, 2200, 2300]
+    assert schedule.overlapping(1005, 1006, 10) == [(0, 1000)]  # a chirp sounding across a block boundary
+    schedule.restart(50, probing=False)
+    assert [k for k, _ in schedule.overlapping(0, 400, 10)] == [0, 1, 2, 3] and schedule.id == 2
