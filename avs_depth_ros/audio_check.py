@@ -52,7 +52,8 @@ def load_calibration(path: str | Path) -> dict[str, Any]:
                              f"one of {', '.join(CALIBRATION_KEYS)}")
         default = SPECS[key].default
         kind = float if isinstance(default, float) else type(default)
-        ok = isinstance(value, kind) or (kind is float and isinstance(value, int) and not isinstance(value, bool))
+        ok = isinstance(value, kind) or (kind is float and isinstance(value, int) and not isinstance(value, bool)) \
+            or (SPECS[key].dynamic and isinstance(value, str | float | int))
         if not ok:
             raise ValueError(f"calibration_file {path}: echo_node.{key} is {value!r}; expected a {kind.__name__}")
     return data

@@ -1,13 +1,15 @@
-"""Emit-and-record on one full-duplex PortAudio stream (sounddevice), with emission stamps. ROS-free.
+"""Emit-and-record on PortAudio (sounddevice), with emission stamps. ROS-free.
 
-Input and output advance together on one sample clock, so an emission at output sample e is recorded from input sample
-e + loop delay on. Two quantities place it in time, both estimated robustly (avs_depth_ros.stamping; the host API's
-DAC/ADC times were measured off by up to 1.8 s at start and by 11 ms for whole runs on PulseAudio):
-- the loop delay, locked from the direct speaker-to-microphone path of the first chirps (it must be shorter than the
-  chirp period; the stream's DAC/ADC times stand in when no direct path is found, or with correct_with_direct_path
-  false);
-- the system time of each input sample, from when the callbacks arrive (SampleClock).
-No chirp is played until the stream has run `settle_s` without xruns; an xrun starts a new segment (clock and loop delay
+Two streams on the device, an input and an output, each driven by its own side: callbacks of a full-duplex stream run
+when both directions are ready, and through PulseAudio that put them 1 to 10 ms after the capture, differently at every
+start (benchmarks/echo_stamps.py), which no estimate from their times can undo. Output sample o is recorded from input
+sample o + loop delay on. Two quantities place an emission in time, both estimated robustly (avs_depth_ros.stamping;
+the host API's DAC/ADC times were measured off by up to 1.8 s at start and by 11 ms for whole runs on PulseAudio):
+- the loop delay, locked from the direct speaker-to-microphone path of a probe pair of chirps (ChirpSchedule; up to
+  0.5 s, longer than the chirp period); the streams' DAC/ADC times stand in when no direct path is found, or with
+  correct_with_direct_path false;
+- the system time of each input sample, from when the input callbacks arrive (SampleClock).
+No chirp is played until the input has run `settle_s` without xruns; an xrun starts a new segment (clock and loop delay
 measured afresh, the windows it touches dropped and counted), so a stamp never jumps. Each window is then checked
 against the direct path: it must arrive mic_speaker_distance / c after the emission.
 """
@@ -69,7 +71,10 @@ def parse_device(device: str) -> int | str | None:
     return int(device) if device.lstrip("-").isdigit() else device
 
 
-def parse_latency(latency: str) -> str | float:
+def parse_latency(latency: str | float) -> str | float:
+    """'low', 'high' (PortAudio's suggestions for the device) or seconds, as a number or as text."""
+    if isinstance(latency, int | float) and not isinstance(latency, bool):
+        latency = str(latency)
     latency = latency.strip()
     if latency in ("low", "high"):
         return latency
@@ -171,7 +176,7 @@ class DuplexEchoRecorder:
 
     def __init__(self, *, chirp: np.ndarray, sample_rate: int, chirp_rate: float, window_s: float, pre_roll_s: float,
                  input_channels: list[int], output_channels: int = 1, gain: float = 0.5, device: str = "",
-                 blocksize: int = 0, latency: str = "0.1", direct_path_s: float = 0.0, tolerance_s: float = 0.001,
+                 blocksize: int = 0, latency: str | float = "high", direct_path_s: float = 0.0, tolerance_s: float = 0.001,
                  correct_with_direct_path: bool = True, realtime_priority: int = 0, sounddevice_module: Any = None,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         if not input_channels or min(input_channels) < 0:
@@ -197,7 +202,7 @@ class DuplexEchoRecorder:
         self.realtime_priority = int(realtime_priority)
         self._sd = sounddevice_module
         self._clock_ns = clock_ns
-        self._stream: Any = None
+        self._streams: list[Any] = []  # input, output
         self._lock = threading.Lock()
         self.stats = DuplexStats()
         self._reset_timeline()
@@ -206,7 +211,9 @@ class DuplexEchoRecorder:
         """Fresh sample counters, clock and loop delay (a new stream)."""
         span = self.pre_roll + self.window + 2 * self.search + len(self.chirp) + self.period
         self._ring = _Ring(len(self.input_channels), max(4 * span, int(RING_S * self.fs)))
-        self._pos = 0  # samples handled by the callback (input and output advance together)
+        self._pos = 0  # input samples handled by the input callback
+        self._out_pos = 0  # output samples handled by the output callback
+        self._stop_chirps = False  # an xrun: the output falls silent until the input settles, then probes again
         self.first_emission: int | None = None  # output index of the first chirp (played once the stream settled)
         self._pending: deque[_Emission] = deque()
         self.clock = SampleClock(self.fs, SETTLE_S)
@@ -221,14 +228,14 @@ class DuplexEchoRecorder:
         self.corrections = 0  # windows moved to their own direct path (it disagreed with the lock)
         # probing (measuring the loop delay), direct_path (locked), stream_times (the host API's DAC/ADC times)
         self.timing = "probing" if self.use_direct_path else "stream_times"
-        self._stream_delays: deque[float] = deque(maxlen=256)  # DAC - ADC (samples) of recent usable callbacks
-        self._latency_samples = 0  # input + output latency the stream reports, when its times are unusable
+        self._out_bases: deque[float] = deque(maxlen=256)  # system time of output sample 0 by the output's DAC times
+        self._latency_samples = 0  # input + output latency the streams report, when their times are unusable
         self._rt_tried = False
         self.callback_error: str | None = None
 
     # -- stream -------------------------------------------------------------------------------------------------
     def start(self) -> None:
-        """Open and start the stream (again after close(): a reopen starts a fresh timeline)."""
+        """Open and start the streams (again after close(): a reopen starts a fresh timeline)."""
         sd = self._sd if self._sd is not None else import_sounddevice()
         self._reset_timeline()
         n_in = max(self.input_channels) + 1
@@ -236,24 +243,25 @@ class DuplexEchoRecorder:
             sd.check_input_settings(device=self.device, channels=n_in, samplerate=self.fs, dtype="float32")
             sd.check_output_settings(device=self.device, channels=self.output_channels, samplerate=self.fs,
                                      dtype="float32")
-            self._stream = sd.Stream(device=self.device, samplerate=self.fs, channels=(n_in, self.output_channels),
-                                     dtype="float32", blocksize=self.blocksize, latency=self.latency,
-                                     callback=self._callback)
-            lat_in, lat_out = self._stream.latency
-            self._latency_samples = int(round((lat_in + lat_out) * self.fs))
-            self._stream.start()
+            common = dict(device=self.device, samplerate=self.fs, dtype="float32", blocksize=self.blocksize,
+                          latency=self.latency)
+            self._streams = [sd.InputStream(channels=n_in, callback=self._input_callback, **common),
+                             sd.OutputStream(channels=self.output_channels, callback=self._output_callback, **common)]
+            self._latency_samples = int(round((self._streams[0].latency + self._streams[1].latency) * self.fs))
+            for stream in self._streams:
+                stream.start()
             self.stats.helper_threads_raised = raise_helper_threads(self.realtime_priority)
         except Exception as err:  # PortAudioError, ValueError (no such device): all mean "no usable audio" here
             self.close()
             device = "the default device" if self.device is None else f"device {self.device!r}"
-            raise AudioUnavailableError(f"cannot open a full-duplex stream on {device} with {n_in} input and "
-                                   f"{self.output_channels} output channels at {self.fs} Hz: {err}\n"
-                                   f"available devices:\n{_device_list(sd)}") from err
+            raise AudioUnavailableError(f"cannot open input ({n_in} channels) and output ({self.output_channels}) "
+                                        f"streams on {device} at {self.fs} Hz: {err}\n"
+                                        f"available devices:\n{_device_list(sd)}") from err
 
     def close(self) -> None:
-        """Stop at once (abort: no drain, which took about 1 s on PulseAudio) and release the stream."""
-        stream, self._stream = self._stream, None
-        if stream is not None:
+        """Stop at once (abort: no drain, which took about 1 s on PulseAudio) and release the streams."""
+        streams, self._streams = self._streams, []
+        for stream in streams:
             try:
                 getattr(stream, "abort", stream.stop)()
             except Exception:  # a stream that already died: closing is all that is left to do
@@ -273,54 +281,77 @@ class DuplexEchoRecorder:
 
     @property
     def active(self) -> bool:
-        return self._stream is not None and bool(getattr(self._stream, "active", True))
+        return bool(self._streams) and all(bool(getattr(stream, "active", True)) for stream in self._streams)
 
-    # -- PortAudio thread: no allocation beyond small records, no locks held for long, no ROS -----------------
-    def _callback(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+    # -- PortAudio threads: no allocation beyond small records, no locks held for long, no ROS --------------------
+    def _guarded(self, handle: Callable[..., None], *args: Any) -> None:
         try:
             if not self._rt_tried:
                 self._rt_tried = True
                 self.stats.realtime = _raise_thread_priority(self.realtime_priority)
-            self._handle_block(indata, outdata, frames, time_info, status)
+            handle(*args)
         except Exception as err:  # an exception would stop the stream silently; keep it for the worker to report
             self.callback_error = f"{type(err).__name__}: {err}"
             raise
 
-    def _handle_block(self, indata: np.ndarray, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+    def _count_flags(self, flags: list[str]) -> None:
+        for name in flags:
+            if self.first_emission is None:
+                self.stats.startup_flags += 1
+            else:
+                self.stats.xruns[name] = self.stats.xruns.get(name, 0) + 1
+
+    def _input_callback(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self._guarded(self._handle_input, indata, frames, time_info, status)
+
+    def _handle_input(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         now_ns = self._clock_ns()
         pos = self._pos
         self.stats.callbacks += 1
         flags = stream_flags(status)
         if flags:
-            if self.first_emission is None:
-                self.stats.startup_flags += 1
-            else:
-                for name in flags:
-                    self.stats.xruns[name] = self.stats.xruns.get(name, 0) + 1
+            self._count_flags(flags)
             self.clock.reset(pos + frames)  # this block's samples may be filler: the next segment starts after it
-            self._stream_delays.clear()
-            if self.schedule.start is not None:  # silence until settled again, then the loop delay is measured anew
-                self.schedule.restart(None, self.timing != "stream_times")
+            self._stop_chirps = True
         else:
-            dac, adc = float(time_info.outputBufferDacTime), float(time_info.inputBufferAdcTime)
-            current = float(time_info.currentTime)
+            adc, current = float(time_info.inputBufferAdcTime), float(time_info.currentTime)
             age = current - adc if 0.0 < adc <= current < adc + 1.0 else None  # zeros or garbage otherwise
             self.clock.add(now_ns, pos, frames, age)
-            if 0.0 < dac - adc < 1.0:  # same clock, output after input
-                self._stream_delays.append((dac - adc) * self.fs)
-            self._start_schedule(pos)
-        outdata.fill(0.0)
-        self._play_chirps(outdata, pos, frames)
         self._ring.write(pos, indata[:, self.input_channels].T)
         self._pos = pos + frames
+
+    def _output_callback(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        self._guarded(self._handle_output, outdata, frames, time_info, status)
+
+    def _handle_output(self, outdata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
+        now_ns = self._clock_ns()
+        pos = self._out_pos
+        flags = stream_flags(status)
+        if flags:
+            self._count_flags(flags)
+            self._stop_chirps = True  # silence was inserted: the loop delay moved, measure it again
+        else:
+            dac, current = float(time_info.outputBufferDacTime), float(time_info.currentTime)
+            if 0.0 < current <= dac < current + 1.0:
+                self._out_bases.append(now_ns + (dac - current) * 1e9 - pos * 1e9 / self.fs)
+        if self._stop_chirps:
+            self._stop_chirps = False
+            if self.schedule.start is not None:  # silent until the input has settled again, then a new probe pair
+                self.schedule.restart(None, self.timing != "stream_times")
+        self._start_schedule(pos)
+        outdata.fill(0.0)
+        self._play_chirps(outdata, pos, frames)
+        self._out_pos = pos + frames
 
     def _start_schedule(self, pos: int) -> None:
         """At settling, and when the worker asks: a new schedule (after `gap` of silence when it was chirping)."""
         restart, self._restart = self._restart, None
         if restart is not None:
             self.schedule.restart(pos + self.schedule.gap, restart)
-        elif self.schedule.start is None and self.clock.settled:  # silent since the segment began (>= SETTLE_S)
-            self.schedule.restart(pos, self.timing != "stream_times")
+        elif self.schedule.start is None and self.clock.settled:
+            # silent since the stream began; after an xrun, a gap first, so that no earlier chirp answers the probe
+            self.schedule.restart(pos if self.first_emission is None else pos + self.schedule.gap,
+                                  self.timing != "stream_times")
             if self.first_emission is None:
                 self.first_emission = pos
 
@@ -349,9 +380,12 @@ class DuplexEchoRecorder:
 
     @property
     def reported_delay_samples(self) -> float:
-        """The host API's DAC - ADC time in samples (median of recent callbacks); NaN without usable times."""
-        delays = list(self._stream_delays)
-        return float(np.median(delays)) if delays else math.nan
+        """The loop delay the host API's times claim (output DAC time against input ADC time), samples; NaN without
+        usable output times."""
+        base = self.clock.base_ns()
+        if not self._out_bases or base is None:
+            return math.nan
+        return (float(np.median(list(self._out_bases))) - base) * self.fs / 1e9
 
     @property
     def lost_windows(self) -> int:
@@ -365,7 +399,7 @@ class DuplexEchoRecorder:
         """Windows recorded completely since the last call. Raises AudioUnavailableError if the stream died."""
         if self.callback_error is not None:
             raise AudioUnavailableError(f"audio callback failed: {self.callback_error}")
-        if self._stream is not None and not self.active:
+        if self._streams and not self.active:
             raise AudioUnavailableError("the audio stream stopped (device unplugged or host API error)")
         pos = self._pos
         out = []
@@ -388,7 +422,7 @@ class DuplexEchoRecorder:
 
     def _verdict(self, emission: _Emission, pos: int) -> str:
         """cut, wait, or why it is lost (xrun: another segment; reacquire: an abandoned schedule; late: overwritten)."""
-        if emission.segment != self.clock.segment or emission.out_index < self.clock.segment_start:
+        if emission.segment != self.clock.segment:
             return "xrun"
         if emission.schedule != self.schedule.id or emission.schedule < self._next_schedule:
             return "reacquire"
@@ -450,8 +484,8 @@ class DuplexEchoRecorder:
         """The loop delay in effect: locked from the direct path, or the stream's own times."""
         if self.timing == "direct_path":
             return self.loop.value
-        delays = list(self._stream_delays)
-        return int(round(float(np.median(delays)))) if delays else self._latency_samples
+        reported = self.reported_delay_samples
+        return self._latency_samples if math.isnan(reported) else int(round(reported))
 
     def _cut(self, emission: _Emission) -> EchoCapture | str:
         """The window of one emission, or why it is lost. Its direct path is looked for around where the loop delay

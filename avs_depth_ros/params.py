@@ -20,6 +20,7 @@ class ParamSpec:
     description: str
     range: tuple[float, float] | None = None  # inclusive, for int and float parameters
     choices: tuple[str, ...] = ()
+    dynamic: bool = False  # takes a number or text alike (latency:=0.1 on the command line is a double)
 
     def constraints(self) -> str:
         if self.choices:
@@ -65,10 +66,10 @@ ECHO_NODE: list[ParamSpec] = [
               "at start and 11 ms after on PulseAudio); false: trust the stream's DAC/ADC times"),
     ParamSpec("blocksize", 0, "frames per stream callback; 0 lets PortAudio choose (a fixed blocksize drifted the loop "
               "delay on PulseAudio)", (0, 16_384)),
-    ParamSpec("latency", "0.1", "PortAudio latency: 'low', 'high' or seconds as text. Through PulseAudio at CPU load 7 "
-              "on 2 cores, 0.1 ran 30 s without an xrun where 'high' (35 ms) underran and 'low' underran several times "
-              "a second; the echo waits for its 0.2 s window anyway, and 0.1 keeps its delay within depth_node's "
-              "echo_tolerance_s"),
+    ParamSpec("latency", "high", "PortAudio latency: 'low', 'high' (PortAudio's suggestions for the device) or seconds "
+              "(latency:=0.1). Through PulseAudio at CPU load 7-9 on 2 cores 'high' (35 ms) ran 30 s runs without an "
+              "xrun and its prompt callbacks kept the stamps within 0.6 ms of an independent observer, 0.1 s gave 1.2 ms "
+              "(benchmarks/echo_stamps.py); 'low' underran several times a second", None, (), True),
     ParamSpec("realtime_priority", 5, "SCHED_FIFO priority of the audio callback thread and of the audio stack's "
               "helper threads in the node (libpulse's threaded-ml) (1-99; 0 = normal scheduling); needs root or an "
               "rtprio limit, otherwise they run normally and /diagnostics says so",
@@ -181,7 +182,7 @@ def declare_parameters(node: Any, specs: list[ParamSpec]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for spec in specs:
         descriptor = ParameterDescriptor(description=spec.description, additional_constraints=spec.constraints(),
-                                         read_only=True)
+                                         read_only=True, dynamic_typing=spec.dynamic)
         if spec.range is not None and isinstance(spec.default, float):
             descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
                                                                   to_value=float(spec.range[1]), step=0.0)]

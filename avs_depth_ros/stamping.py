@@ -9,15 +9,15 @@ So neither the clock base nor the loop delay is taken from the host API's times:
 
 - SampleClock maps input sample indices to the system clock from when callbacks arrive. A callback never runs before
   its last sample was captured, so `now - (pos + frames) / fs` bounds the capture time of sample 0 from above; the
-  minimum of that bound over the recent callbacks is late only by the shortest capture-to-callback delay (0.1-0.5 ms
-  measured on PulseAudio). The host API's capture times (currentTime - inputBufferAdcTime) are used instead where they
-  pass the physical checks: consistent over the last second (spread under 0.5 ms), not after the bound, and not more
-  than `max_capture_lag_s` before it (on PulseAudio they failed the last check by 0.2 s in the first 1.5 s of a stream).
-  The history restarts at every xrun or timeline break (a segment), and nothing is stamped until a segment has
-  `settle_s` of undisturbed callbacks.
-- LoopDelay locks the output-to-input delay (samples) from the direct speaker-to-microphone path of the first chirps of
-  a segment: `needed` consecutive measurements within `tolerance` give the lock; as many consecutive ones agreeing on
-  another value move it (counted as a relock), a lone outlier does not.
+  lower envelope of that bound over the recent callbacks (a line: the two clocks drift apart) is late only by the
+  shortest capture-to-callback delay (0.1-0.5 ms measured on PulseAudio). The host API's capture times
+  (currentTime - inputBufferAdcTime) are used instead where they pass the physical checks: consistent over the last
+  second (spread under 0.5 ms), not after the bound, and not more than `max_capture_lag_s` before it (on PulseAudio
+  they failed the last check by 0.2 s in the first 1.5 s of a stream). The history restarts at every xrun or timeline
+  break (a segment), and nothing is stamped until a segment has `settle_s` of undisturbed callbacks.
+- LoopDelay locks the output-to-input delay (samples) from the direct path of the chirps (ChirpSchedule's probe pair);
+  a lone outlier does not move it, `needed` consecutive ones agreeing on another value do (counted as a relock).
+- ChirpSchedule says which output samples carry chirps: the probe pair first, then one chirp per period.
 """
 
 from __future__ import annotations
@@ -89,33 +89,60 @@ class SampleClock:
         with self._lock:
             return bool(self._bounds) and self._settled(self._bounds[-1][0])
 
-    def base_ns(self) -> float | None:
-        """Estimated system time of input sample 0 in the current segment (None before its first callback).
+    def _bound_line(self) -> tuple[float, float]:
+        """(a, b): the lower envelope of the bounds as bound(index) = a + b * index. The sample clock and the system
+        clock drift apart (PulseAudio's null sink ran 430 ppm fast against the system clock here; sound cards run tens
+        of ppm off), so a line is fitted to the minima of half-second bins and lowered onto the lowest of them. Under
+        2 s of history: the plain minimum (a flat line)."""
+        step = self.fs // 2
+        bins: dict[int, tuple[int, float]] = {}
+        for end, bound in self._bounds:
+            key = end // step
+            if key not in bins or bound < bins[key][1]:
+                bins[key] = (end, bound)
+        if len(bins) < 4:
+            return self._min, 0.0
+        x, y = (np.array(v, dtype=np.float64) for v in zip(*bins.values(), strict=True))
+        # Theil-Sen: the median of the pairwise slopes ignores a few late bins (a burst of load); clamped to +-1000 ppm,
+        # beyond any sound card or PulseAudio sink
+        i, j = np.triu_indices(len(x), 1)
+        b = float(np.median((y[j] - y[i]) / (x[j] - x[i])))
+        limit = 1e-3 * 1e9 / self.fs
+        b = min(max(b, -limit), limit)
+        a = float(np.min(y - b * x))  # onto the lowest bin minimum: still a bound
+        return a, b
+
+    def base_ns(self, index: int | None = None) -> float | None:
+        """Estimated system time of input sample 0, as seen from input sample `index` (default: the newest), in the
+        current segment; None before its first callback.
 
         A lasting rise of the bounds is not taken for lost samples: PulseAudio raises a stream's latency under load, and
         callbacks then come later for good while the samples keep their capture times (measured: segments broken every
-        second at CPU load 10 when it was). The old minimum leaves the window after window_s."""
+        second at CPU load 10 when it was)."""
         with self._lock:
             if not self._bounds:
                 return None
-            host = self._host_estimate()
+            a, b = self._bound_line()
+            newest = self._bounds[-1][0]
+            bound = a + b * (newest if index is None else index)
+            host = self._host_estimate(a + b * newest)
             self.source = "callback_bound" if host is None else "host_times"
-            return self._min if host is None else min(host, self._min)
+            return bound if host is None else min(host, bound)
 
-    def _host_estimate(self) -> float | None:
-        """The host API's base where it passes the checks (see the module doc), else None."""
+    def _host_estimate(self, bound: float) -> float | None:
+        """The host API's base where it passes the checks against the callbacks' bound (module doc), else None."""
         if len(self._host) < 10:
             return None
         values = np.array([b for _, b in self._host])
         lo, median, hi = np.percentile(values, [10, 50, 90])
-        if hi - lo > 0.5e6 or median > self._min + 0.25e6 or median < self._min - self.max_lag_ns:
+        if hi - lo > 0.5e6 or median > bound + 0.25e6 or median < bound - self.max_lag_ns:
             return None
         return float(median)
 
     def time_ns(self, index: int, segment: int | None = None) -> int | None:
         """System time of input sample `index`; None when `segment` is given and is no longer the current one (an xrun
         came in between) or the segment has no callback yet."""
-        base = self.base_ns()
+        base = self.base_ns(index)
         if base is None or (segment is not None and segment != self.segment):
             return None
         return int(round(base + index * 1e9 / self.fs))

@@ -62,10 +62,11 @@ def test_echo_node_without_a_sound_card_exits_with_one_clear_error(child_env, tm
 
 
 class RealtimeCard:
-    """sounddevice stand-in: a duplex stream in a thread, in real time, whose output comes back 10 ms later."""
+    """sounddevice stand-in: an input and an output stream run from one thread in real time; what is played comes back
+    on the input 10 ms later."""
 
     def __init__(self) -> None:
-        self.stream: Any = None
+        self.streams: list[Any] = []
 
     def check_input_settings(self, **_kwargs: Any) -> None:
         pass
@@ -75,44 +76,55 @@ class RealtimeCard:
     def query_devices(self) -> str:
         return "0 realtime fake"
 
-    def Stream(self, callback: Any, channels: tuple[int, int], **_kwargs: Any) -> Any:
+    def _stream(self, callback: Any, channels: int) -> Any:
         card = self
-        block, delay = 441, 441 + 4
-        out = np.zeros(0, np.float32)
-        t0 = time.monotonic()
 
         class Stream:
-            latency = (0.004, 0.006)
+            latency = 0.005
             active = False
+
+            def __init__(self) -> None:
+                self.callback, self.channels = callback, channels
 
             def start(self) -> None:
                 self.active = True
-                threading.Thread(target=self.run, daemon=True).start()
+                if len(card.streams) == 2 and all(s.active for s in card.streams):
+                    threading.Thread(target=card.run, daemon=True).start()
 
-            def run(self) -> None:
-                nonlocal out
-                pos = 0
-                while self.active:
-                    src = np.arange(pos, pos + block) - delay
-                    heard = np.where(src >= 0, out[np.clip(src, 0, max(len(out) - 1, 0))] if len(out) else 0, 0)
-                    indata = np.stack([heard, heard], 1).astype(np.float32) * 0.5
-                    indata += np.random.default_rng(pos).normal(0, 1e-4, indata.shape).astype(np.float32)
-                    outdata = np.zeros((block, channels[1]), np.float32)
-                    info = SimpleNamespace(inputBufferAdcTime=t0 + pos / FS, outputBufferDacTime=t0 + (pos + delay) / FS,
-                                           currentTime=t0 + (pos + block) / FS)
-                    callback(indata, outdata, block, info, 0)
-                    out = np.concatenate([out, outdata[:, 0]])
-                    pos += block
-                    time.sleep(max(0.0, t0 + pos / FS - time.monotonic()))
-
-            def stop(self) -> None:
+            def abort(self) -> None:
                 self.active = False
 
             def close(self) -> None:
                 pass
 
-        card.stream = Stream()
-        return card.stream
+        self.streams.append(Stream())
+        return self.streams[-1]
+
+    def InputStream(self, callback: Any, channels: int, **_kwargs: Any) -> Any:
+        return self._stream(callback, channels)
+
+    def OutputStream(self, callback: Any, channels: int, **_kwargs: Any) -> Any:
+        return self._stream(callback, channels)
+
+    def run(self) -> None:
+        source, sink = self.streams
+        block, delay = 441, 441 + 4
+        out = np.zeros(0, np.float32)
+        t0 = time.monotonic()
+        pos = 0
+        while source.active and sink.active:
+            outdata = np.zeros((block, sink.channels), np.float32)
+            sink.callback(outdata, block, SimpleNamespace(outputBufferDacTime=t0 + (pos + delay) / FS,
+                                                          currentTime=t0 + pos / FS), 0)
+            out = np.concatenate([out, outdata[:, 0]])
+            src = np.arange(pos, pos + block) - delay
+            heard = np.where(src >= 0, out[np.clip(src, 0, len(out) - 1)], 0)
+            indata = np.stack([heard, heard], 1).astype(np.float32) * 0.5
+            indata += np.random.default_rng(pos).normal(0, 1e-4, indata.shape).astype(np.float32)
+            source.callback(indata, block, SimpleNamespace(inputBufferAdcTime=t0 + pos / FS,
+                                                           currentTime=t0 + (pos + block) / FS), 0)
+            pos += block
+            time.sleep(max(0.0, t0 + pos / FS - time.monotonic()))
 
 
 def test_echo_node_publishes_stamped_windows_from_a_duplex_stream(spinner, ros_context):

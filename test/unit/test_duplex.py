@@ -32,10 +32,9 @@ SYS0 = 1_700_000_000_000_000_000
 
 class FakeStream:
     def __init__(self, card: FakeCard, callback, channels, blocksize, **_kwargs) -> None:
-        self.card, self.callback = card, callback
-        self.n_in, self.n_out = channels
+        self.card, self.callback, self.channels = card, callback, channels
         self.blocksize = blocksize or 256
-        self.latency = (0.006, 0.008)
+        self.latency = 0.007
         self.active = False
 
     def start(self) -> None:
@@ -51,12 +50,12 @@ class FakeStream:
 
 
 class FakeCard:
-    """A duplex card in a room: output sample e leaves the speaker `loop` samples later on the input timeline, reaches the
+    """A sound card in a room: output sample e leaves the speaker when input sample e + `loop` is captured, reaches the
     microphones `direct` samples after that, and an echo at `echo_m`. Input sample j is captured at system time
-    SYS0 + j / fs (+ stall_s once the start-up burst is over); its block's callback runs `delivery_s` plus up to 2 ms
-    after the block's last sample.
+    SYS0 + j / fs (+ stall_s once the start-up burst is over); its block's input callback runs `delivery_s` plus up to
+    2 ms after the block's last sample. Input and output streams run block by block, output first.
 
-    burst: that many filler callbacks at start (input underflow, no time passing), then a stall of stall_s.
+    burst: that many filler input callbacks at start (input underflow, no time passing), then a stall of stall_s.
     adc_error_s: the host API's capture times are this much too early while t < adc_error_until_s (PulseAudio: 0.2 s).
     dac_error_s: outputBufferDacTime misreported by this much for good (PulseAudio: 11 ms). zero_times: no times at all.
     xrun_at: {block index: (flag name, output slip in samples)} -- an xrun that delays the output by the slip.
@@ -72,12 +71,16 @@ class FakeCard:
         self.dac_error_s, self.zero_times = dac_error_s, zero_times
         self.xrun_at = xrun_at or {}
         self.rng = np.random.default_rng(seed)
-        self.out = np.zeros(0, np.float32)  # what left the speaker, on the input timeline shifted by `loop`
-        self.stream: FakeStream | None = None
+        self.input: FakeStream | None = None
+        self.output: FakeStream | None = None
         self.closed = False
         self.now_ns = SYS0
-        self.blocks = 0
-        self.slip = 0  # output samples inserted by xruns so far
+        self._reset()
+
+    def _reset(self) -> None:
+        self.out = np.zeros(0, np.float32)  # what left the speaker, indexed like the input (minus `loop`)
+        self.blocks = self.slip = 0
+        self.inserted: list[tuple[int, int]] = []  # (position in out, samples of silence inserted there)
 
     def check_input_settings(self, device=None, **_kwargs) -> None:
         if device == "missing":
@@ -86,61 +89,70 @@ class FakeCard:
     def check_output_settings(self, **_kwargs) -> None:
         pass
 
-    def Stream(self, **kwargs) -> FakeStream:
-        self.stream = FakeStream(self, **kwargs)
-        self.out = np.zeros(0, np.float32)
-        self.blocks = self.slip = 0
-        self.inserted: list[tuple[int, int]] = []  # (position in out, samples of silence inserted there)
-        return self.stream
+    def InputStream(self, **kwargs) -> FakeStream:
+        self.input = FakeStream(self, **kwargs)
+        self._reset()
+        return self.input
+
+    def OutputStream(self, **kwargs) -> FakeStream:
+        self.output = FakeStream(self, **kwargs)
+        return self.output
 
     def query_devices(self) -> str:
         return "  0 Fake duplex card, ALSA (2 in, 2 out)"
 
     def capture_s(self, j: int) -> float:
         """System time (s after SYS0) at which input sample j was captured."""
-        return j / FS + (self.stall_s if j >= self.burst * self.stream.blocksize else 0.0)
+        return j / FS + (self.stall_s if j >= self.burst * self.input.blocksize else 0.0)
 
     def run(self, seconds: float) -> None:
-        s = self.stream
-        for _ in range(int(seconds * FS / s.blocksize)):
-            self._block(s, s.blocksize)
+        for _ in range(int(seconds * FS / self.input.blocksize)):
+            self._block(self.input.blocksize)
 
-    def _block(self, s: FakeStream, n: int) -> None:
+    def _block(self, n: int) -> None:
         pos = self.blocks * n
-        status: object = 0
+        in_status: object = 0
+        out_status: object = 0
         flag = self.xrun_at.get(self.blocks)
         if flag is not None:
-            status = SimpleNamespace(**{flag[0]: True})
+            if flag[0].startswith("output"):
+                out_status = SimpleNamespace(**{flag[0]: True})
+            else:
+                in_status = SimpleNamespace(**{flag[0]: True})
             self.inserted.append((len(self.out), flag[1]))
             self.out = np.concatenate([self.out, np.zeros(flag[1], np.float32)])  # silence inserted: the output slips
             self.slip += flag[1]
-        heard = np.zeros(n, np.float32)
         if self.blocks < self.burst:
-            status = SimpleNamespace(input_underflow=True)
+            in_status = SimpleNamespace(input_underflow=True)
             now_s = 0.0
         else:
+            now_s = self.capture_s(pos + n - 1) + 1 / FS + self.delivery_s + float(self.rng.uniform(0, 0.002))
+        self.now_ns = SYS0 + int(round(now_s * 1e9))
+        adc = self.capture_s(pos) - (self.adc_error_s if now_s < self.adc_error_until_s else 0.0)
+        dac = self.capture_s(pos + self.loop + self.slip) + self.dac_error_s
+        out_info = SimpleNamespace(outputBufferDacTime=dac, currentTime=now_s)
+        in_info = SimpleNamespace(inputBufferAdcTime=adc, currentTime=now_s)
+        if self.zero_times:
+            out_info = SimpleNamespace(outputBufferDacTime=0.0, currentTime=0.0)
+            in_info = SimpleNamespace(inputBufferAdcTime=0.0, currentTime=0.0)
+        outdata = np.zeros((n, self.output.channels), np.float32)
+        self.output.callback(outdata, n, out_info, out_status)
+        self.out = np.concatenate([self.out, outdata[:, 0]])
+        heard = np.zeros(n, np.float32)
+        if self.blocks >= self.burst:
             idx = np.arange(pos, pos + n)
             for delay, gain in ((self.loop + self.direct, 0.5), (self.loop + self.echo, 0.2)):
                 src = idx - delay
                 ok = (src >= 0) & (src < len(self.out))
                 heard[ok] += gain * self.out[src[ok]]
-            now_s = self.capture_s(pos + n - 1) + 1 / FS + self.delivery_s + float(self.rng.uniform(0, 0.002))
         indata = np.stack([heard, 0.9 * heard], axis=1) + self.rng.normal(0, 1e-4, (n, 2)).astype(np.float32)
-        outdata = np.zeros((n, s.n_out), np.float32)
-        self.now_ns = SYS0 + int(round(now_s * 1e9))
-        adc = self.capture_s(pos) - (self.adc_error_s if now_s < self.adc_error_until_s else 0.0)
-        info = SimpleNamespace(inputBufferAdcTime=adc, currentTime=now_s,
-                               outputBufferDacTime=adc + (self.loop + self.slip) / FS + self.dac_error_s)
-        if self.zero_times:
-            info = SimpleNamespace(inputBufferAdcTime=0.0, outputBufferDacTime=0.0, currentTime=0.0)
-        s.callback(indata, outdata, n, info, status)
-        self.out = np.concatenate([self.out, outdata[:, 0]])
+        self.input.callback(indata, n, in_info, in_status)
         self.blocks += 1
 
     def true_emission_ns(self, out_index: int) -> int:
         """System time at which output sample `out_index` left the speaker (after the slips of earlier xruns)."""
         j = out_index + self.loop + sum(slip for block, (_, slip) in self.xrun_at.items()
-                                        if block * self.stream.blocksize <= out_index)
+                                        if block * self.input.blocksize <= out_index)
         return SYS0 + int(round(self.capture_s(j) * 1e9))
 
     def played(self) -> list[int]:
@@ -237,10 +249,20 @@ def test_duplex_xrun_drops_the_windows_it_touches_and_measures_the_shifted_outpu
     before = rec.poll()
     card.run(3.4)
     after = rec.poll()
-    assert rec.stats.xruns == {"output_underflow": 1} and rec.stats.lost_windows.get("xrun", 0) >= 1
+    # the output slipped: the windows played before the new probe pair are dropped, then the delay is measured again
+    assert rec.stats.xruns == {"output_underflow": 1} and rec.stats.lost_windows.get("reacquire", 0) >= 1
     assert rec.loop.value == card.loop + 500 and rec.timing == "direct_path"
     assert len(before) >= 8 and len(after) >= 6
     assert_on_true_emissions(before + after, card)  # each window stamped with the emission it came from
+
+    card = FakeCard(xrun_at={500: ("input_overflow", 0)})  # the input lost samples: its timeline starts anew
+    rec = make_recorder(card)
+    card.run(2.8)
+    captures = rec.poll()
+    card.run(3.2)
+    captures += rec.poll()
+    assert 1 <= rec.stats.lost_windows.get("xrun", 0) <= 4 and rec.clock.segment == 1 and rec.timing == "direct_path"
+    assert_on_true_emissions(captures, card)
 
 
 def test_duplex_trusts_stream_times_when_asked_and_without_a_direct_path():
@@ -292,7 +314,7 @@ def test_duplex_errors_are_clear(monkeypatch):
         make_recorder(card, sounddevice_module=None)
 
     rec = make_recorder(FakeCard())
-    rec._stream.active = False  # device unplugged
+    rec._streams[0].active = False  # device unplugged
     with pytest.raises(AudioUnavailableError, match="stream stopped"):
         rec.poll()
     with pytest.raises(ValueError, match="fewer than"):
@@ -312,7 +334,7 @@ def test_reopening_recorder_backs_off_and_counts():
     audio = ReopeningRecorder(rec, lines.append, first_backoff_s=0.5, max_backoff_s=2.0)
     card.run(2.0)
     assert audio.poll(0.0) and audio.state == "running"
-    card.stream.active = False  # PortAudio dropped the stream
+    card.input.active = False  # PortAudio dropped the stream
     assert audio.poll(1.0) == [] and audio.state == "reopening" and audio.drops == 1
     assert audio.poll(1.4) == []  # still backing off
     card.check_input_settings = lambda **_kw: (_ for _ in ()).throw(ValueError("device busy"))
@@ -361,8 +383,8 @@ def test_sample_clock_settles_breaks_on_impossible_samples_and_keeps_through_slo
     assert clock.segment == segment + 1 and clock.breaks == 1 and not clock.settled
     assert clock.time_ns(0, segment) is None  # stamps of the old segment are refused from now on
     clock = SampleClock(FS, settle_s=0.5)
-    pos = callbacks(250, 0)
-    pos = callbacks(60, pos, offset_s=0.02)  # callbacks 20 ms later for good (the server raised its latency)
+    pos = callbacks(600, 0)
+    pos = callbacks(60, pos, offset_s=0.02)  # callbacks 20 ms later from now on (the server raised its latency)
     assert abs(clock.time_ns(pos) - (SYS0 + pos / FS * 1e9)) < 0.3e6 and clock.breaks == 0  # capture times kept
 
 
@@ -374,3 +396,18 @@ def test_chirp_schedule_probe_pair_then_period():
     assert schedule.overlapping(1005, 1006, 10) == [(0, 1000)]  # a chirp sounding across a block boundary
     schedule.restart(50, probing=False)
     assert [k for k, _ in schedule.overlapping(0, 400, 10)] == [0, 1, 2, 3] and schedule.id == 2
+
+
+@pytest.mark.parametrize("ppm", [430.0, -430.0, 0.0])
+def test_sample_clock_follows_a_drifting_sample_clock(ppm):
+    """PulseAudio's null sink ran 430 ppm fast against the system clock; sound cards run tens of ppm either way."""
+    clock = SampleClock(FS, settle_s=0.5)
+    rng = np.random.default_rng(1)
+    rate = FS * (1 + ppm * 1e-6)  # samples per second of system time
+    pos, block = 0, 441
+    for _ in range(1200):  # 12 s
+        late = float(rng.exponential(0.003)) + 0.0002  # callbacks come 0.2 ms or more after their last sample
+        clock.add(SYS0 + int(((pos + block) / rate + late) * 1e9), pos, block)
+        pos += block
+    for index in (pos - 11_025, pos - 44_100):  # 0.25 s and 1 s back, where windows are cut
+        assert abs(clock.time_ns(index) - (SYS0 + index / rate * 1e9)) < 0.5e6
