@@ -87,12 +87,26 @@ def parse_latency(latency: str | float) -> str | float:
     return value
 
 
-def find_direct_path(recording: np.ndarray, chirp: np.ndarray, start: int, stop: int) -> int | None:
+def find_direct_path(recording: np.ndarray, chirp: np.ndarray, start: int, stop: int,
+                     min_strength: float = 0.0) -> int | None:
     """Index in `recording` (channels, n) where the chirp's direct path begins, searched in [start, stop).
 
     The direct path is the first cross-correlation peak reaching half of the highest one (a strong wall reflection can
-    beat it, but arrives later). None when nothing in the range stands out of the noise (muted speaker, no signal).
+    beat it, but arrives later). None when nothing in the range stands out of the noise (muted speaker, no signal), or
+    when the highest peak is weaker than `min_strength` (see direct_path_strength: the direct path is not in the range,
+    only reflections are).
     """
+    found = _direct_path(recording, chirp, start, stop)
+    return None if found is None or found[1] < min_strength else found[0]
+
+
+def direct_path_strength(recording: np.ndarray, chirp: np.ndarray, index: int) -> float:
+    """The cross-correlation at `index` (summed over channels), the scale min_strength is given in."""
+    segment = recording[:, index:index + len(chirp)]
+    return float(np.abs(segment @ chirp).sum()) if segment.shape[1] == len(chirp) else 0.0
+
+
+def _direct_path(recording: np.ndarray, chirp: np.ndarray, start: int, stop: int) -> tuple[int, float] | None:
     start = max(start, 0)
     stop = min(stop, recording.shape[1] - len(chirp) + 1)
     if stop - start < 2:
@@ -102,7 +116,7 @@ def find_direct_path(recording: np.ndarray, chirp: np.ndarray, start: int, stop:
     peak = float(corr.max())
     if not np.isfinite(peak) or peak <= 5.0 * float(np.median(corr)) or peak <= 1e-9:
         return None
-    return start + int(np.argmax(corr >= 0.5 * peak))
+    return start + int(np.argmax(corr >= 0.5 * peak)), peak
 
 
 class _Ring:
@@ -225,6 +239,7 @@ class DuplexEchoRecorder:
         self.loop = LoopDelay(self.tolerance)
         self._probe_delay: int | None = None  # loop delay from chirp 0 of the probe pair, until chirp 1 confirms it
         self._misses = 0  # windows in a row without a direct path near the lock
+        self._strength = 0.0  # typical correlation of the direct path (smoothed): weaker candidates are reflections
         self.corrections = 0  # windows moved to their own direct path (it disagreed with the lock)
         # probing (measuring the loop delay), direct_path (locked), stream_times (the host API's DAC/ADC times)
         self.timing = "probing" if self.use_direct_path else "stream_times"
@@ -254,8 +269,9 @@ class DuplexEchoRecorder:
         except Exception as err:  # PortAudioError, ValueError (no such device): all mean "no usable audio" here
             self.close()
             device = "the default device" if self.device is None else f"device {self.device!r}"
-            raise AudioUnavailableError(f"cannot open input ({n_in} channels) and output ({self.output_channels}) "
-                                        f"streams on {device} at {self.fs} Hz: {err}\n"
+            raise AudioUnavailableError(f"cannot open a full-duplex stream (an input and an output stream) on {device} "
+                                        f"with {n_in} input and {self.output_channels} output channels at {self.fs} Hz: "
+                                        f"{err}\n"
                                         f"available devices:\n{_device_list(sd)}") from err
 
     def close(self) -> None:
@@ -460,6 +476,7 @@ class DuplexEchoRecorder:
         found = find_direct_path(seg, self.chirp, 0, 2 * self.search + 1)
         if found is None or abs(found - self.search) > self.tolerance:
             return self._probe_failed()
+        self._strength = direct_path_strength(seg, self.chirp, found)
         self.loop.lock(self._probe_delay)
         self._probe_delay, self._misses, self._locked_schedule = None, 0, self.schedule.id
         self.timing = "direct_path"
@@ -490,17 +507,21 @@ class DuplexEchoRecorder:
     def _cut(self, emission: _Emission) -> EchoCapture | str:
         """The window of one emission, or why it is lost. Its direct path is looked for around where the loop delay
         puts it: one that disagrees by more than the tolerance moves this emission to it (a counted correction; lasting
-        ones relock the loop delay). With a locked loop delay, a window without its direct path is not published (a
-        glitch, or a muted speaker: counted as no_direct_path), and `MISSES_BEFORE_REACQUIRE` such windows in a row
-        start a new probe pair. With the stream's times, a consistent direct path locks the loop delay."""
+        ones relock the loop delay). A candidate under half the direct path's usual strength is a reflection, not it.
+        With a locked loop delay, a window without its direct path is not published (a glitch, the loop delay moved by
+        more than the search range, or a muted speaker: counted as no_direct_path), and `MISSES_BEFORE_REACQUIRE` such
+        windows in a row start a new probe pair. With the stream's times, a consistent direct path locks the loop
+        delay."""
         j = emission.out_index + self._loop_delay()  # the emission on the input timeline
         seg = self._ring.read(j - self.pre_roll - self.search, j + self.window + self.search + len(self.chirp))
         expected = self.pre_roll + self.search + self.direct  # where the direct path should begin in seg
-        found = find_direct_path(seg, self.chirp, expected - self.search, expected + self.search + 1)
+        found = find_direct_path(seg, self.chirp, expected - self.search, expected + self.search + 1,
+                                 min_strength=0.5 * self._strength if self.timing == "direct_path" else 0.0)
         error = math.nan if found is None else (found - expected) * 1000.0 / self.fs
         shift = 0
         if self.use_direct_path and found is not None:
             self._misses = 0
+            self._strength = 0.9 * self._strength + 0.1 * direct_path_strength(seg, self.chirp, found)
             if self.loop.add(j - emission.out_index + found - expected) and self.timing == "stream_times":
                 self.timing = "direct_path"  # three consistent direct paths near the stream's estimate
             if abs(found - expected) > self.tolerance:

@@ -76,6 +76,11 @@ class EchoNode(Node):
             latency=p["latency"], direct_path_s=p["mic_speaker_distance_m"] / p["speed_of_sound"],
             tolerance_s=p["direct_path_tolerance_ms"] / 1000.0, correct_with_direct_path=p["correct_with_direct_path"],
             realtime_priority=p["realtime_priority"], sounddevice_module=sounddevice_module)
+        if p["window_s"] > 1.0 / p["chirp_rate"]:
+            self.get_logger().warning(
+                f"window_s {p['window_s']:g} s is longer than the chirp period {1 / p['chirp_rate']:g} s: every window "
+                f"holds the next chirp's direct path, which the models never saw in training; lower chirp_rate to "
+                f"{1 / p['window_s']:g} Hz or less")
         recorder.start()  # AudioUnavailableError (a RuntimeError) ends the node with one clear line
         self._audio = ReopeningRecorder(recorder, self.get_logger().warning)
         self.speed_of_sound = p["speed_of_sound"]

@@ -49,7 +49,10 @@ ECHO_NODE: list[ParamSpec] = [
     ParamSpec("channel_order", "left,right", "names of the recorded channels, in the order of input_channels"),
     ParamSpec("output_channels", 1, "number of output channels; the chirp plays on all of them", (1, 32)),
     ParamSpec("gain", 0.5, "chirp amplitude on the output, full scale = 1", (0.0, 1.0)),
-    ParamSpec("chirp_rate", 10.0, "chirps per second", (0.5, 50.0)),
+    ParamSpec("chirp_rate", 5.0, "chirps per second. A window longer than the chirp period holds the next chirp's "
+              "direct path (at 10 Hz with window_s 0.2 it sat 0.1 s into every window, where the simulator's and "
+              "BatVision's training windows have returns from 17 m); the unambiguous range is c / (2 chirp_rate): "
+              "5 Hz covers BV2's 30 m", (0.5, 50.0)),
     *_CHIRP,
     ParamSpec("window_s", 0.2, "recorded echo window after emission, s; must cover the round trip to the model's "
               "max_depth (BV2, 30 m at 343 m/s: 0.175 s)", (0.005, 1.0)),
