@@ -31,8 +31,8 @@ TARGET_DIRECT_PEAK = 0.68  # suggested gain puts the direct path at the level of
 MIN_SNR_DB = 20.0
 NOISE_S = 0.4  # input before the first chirp used for the noise floor
 # echo_node settings audio-check writes (and a calibration file may hold)
-CALIBRATION_KEYS = ("device", "sample_rate", "latency", "blocksize", "gain", "input_channels", "output_channels",
-                    "mic_speaker_distance_m", "correct_with_direct_path")
+CALIBRATION_KEYS = ("device", "sample_rate", "latency", "output_latency", "blocksize", "gain", "input_channels",
+                    "output_channels", "mic_speaker_distance_m", "correct_with_direct_path")
 SPECS = {spec.name: spec for spec in ECHO_NODE}
 
 
@@ -83,7 +83,7 @@ def measure(settings: dict[str, Any], chirps: int, sounddevice_module: Any = Non
         chirp=chirp, sample_rate=settings["sample_rate"], chirp_rate=settings["chirp_rate"],
         window_s=settings["window_s"], pre_roll_s=settings["pre_roll_s"], input_channels=list(settings["input_channels"]),
         output_channels=settings["output_channels"], gain=settings["gain"], device=settings["device"],
-        blocksize=settings["blocksize"], latency=settings["latency"],
+        blocksize=settings["blocksize"], latency=settings["latency"], output_latency=settings["output_latency"],
         direct_path_s=settings["mic_speaker_distance_m"] / settings["speed_of_sound"],
         tolerance_s=settings["direct_path_tolerance_ms"] / 1000.0, correct_with_direct_path=True,
         realtime_priority=settings["realtime_priority"], sounddevice_module=sounddevice_module)

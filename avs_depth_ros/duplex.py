@@ -141,7 +141,7 @@ class _Ring:
 
 XRUN_FLAGS = ("input_underflow", "input_overflow", "output_underflow", "output_overflow")
 SETTLE_S = 0.5  # undisturbed stream time before the first chirp and after every xrun
-MAX_LOOP_S = 0.5  # longest loop delay the probe pair can measure (its silent gap)
+MAX_LOOP_S = 0.75  # longest loop delay the probe pair can measure (its silent gap)
 PROBE_TRIES = 3  # failed probe pairs before the stream's own times are used instead
 MISSES_BEFORE_REACQUIRE = 3  # windows in a row without the direct path where the lock expects it
 RING_S = 4.0  # input kept for cutting windows: covers the lock-in and a late poll()
@@ -190,7 +190,8 @@ class DuplexEchoRecorder:
 
     def __init__(self, *, chirp: np.ndarray, sample_rate: int, chirp_rate: float, window_s: float, pre_roll_s: float,
                  input_channels: list[int], output_channels: int = 1, gain: float = 0.5, device: str = "",
-                 blocksize: int = 0, latency: str | float = "high", direct_path_s: float = 0.0, tolerance_s: float = 0.001,
+                 blocksize: int = 0, latency: str | float = "high", output_latency: str | float = 0.1,
+                 direct_path_s: float = 0.0, tolerance_s: float = 0.001,
                  correct_with_direct_path: bool = True, realtime_priority: int = 0, sounddevice_module: Any = None,
                  clock_ns: Callable[[], int] = time.time_ns) -> None:
         if not input_channels or min(input_channels) < 0:
@@ -212,6 +213,7 @@ class DuplexEchoRecorder:
         self.device = parse_device(device)
         self.blocksize = int(blocksize)
         self.latency = parse_latency(latency)
+        self.output_latency = parse_latency(output_latency)
         self.use_direct_path = bool(correct_with_direct_path)
         self.realtime_priority = int(realtime_priority)
         self._sd = sounddevice_module
@@ -258,10 +260,11 @@ class DuplexEchoRecorder:
             sd.check_input_settings(device=self.device, channels=n_in, samplerate=self.fs, dtype="float32")
             sd.check_output_settings(device=self.device, channels=self.output_channels, samplerate=self.fs,
                                      dtype="float32")
-            common = dict(device=self.device, samplerate=self.fs, dtype="float32", blocksize=self.blocksize,
-                          latency=self.latency)
-            self._streams = [sd.InputStream(channels=n_in, callback=self._input_callback, **common),
-                             sd.OutputStream(channels=self.output_channels, callback=self._output_callback, **common)]
+            common = dict(device=self.device, samplerate=self.fs, dtype="float32", blocksize=self.blocksize)
+            self._streams = [sd.InputStream(channels=n_in, callback=self._input_callback, latency=self.latency,
+                                            **common),
+                             sd.OutputStream(channels=self.output_channels, callback=self._output_callback,
+                                             latency=self.output_latency, **common)]
             self._latency_samples = int(round((self._streams[0].latency + self._streams[1].latency) * self.fs))
             for stream in self._streams:
                 stream.start()
@@ -344,8 +347,9 @@ class DuplexEchoRecorder:
         pos = self._out_pos
         flags = stream_flags(status)
         if flags:
+            # Silence was inserted: later chirps come back later. Their windows find the direct path off the lock and
+            # are moved to it, three such relock; a slip beyond the search range makes misses and a new probe pair.
             self._count_flags(flags)
-            self._stop_chirps = True  # silence was inserted: the loop delay moved, measure it again
         else:
             dac, current = float(time_info.outputBufferDacTime), float(time_info.currentTime)
             if 0.0 < current <= dac < current + 1.0:

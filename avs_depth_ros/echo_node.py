@@ -73,7 +73,8 @@ class EchoNode(Node):
             chirp=synthesize_chirp(self.chirp), sample_rate=p["sample_rate"], chirp_rate=p["chirp_rate"],
             window_s=p["window_s"], pre_roll_s=p["pre_roll_s"], input_channels=list(p["input_channels"]),
             output_channels=p["output_channels"], gain=p["gain"], device=p["device"], blocksize=p["blocksize"],
-            latency=p["latency"], direct_path_s=p["mic_speaker_distance_m"] / p["speed_of_sound"],
+            latency=p["latency"], output_latency=p["output_latency"],
+            direct_path_s=p["mic_speaker_distance_m"] / p["speed_of_sound"],
             tolerance_s=p["direct_path_tolerance_ms"] / 1000.0, correct_with_direct_path=p["correct_with_direct_path"],
             realtime_priority=p["realtime_priority"], sounddevice_module=sounddevice_module)
         if p["window_s"] > 1.0 / p["chirp_rate"]:
@@ -85,9 +86,9 @@ class EchoNode(Node):
         self._audio = ReopeningRecorder(recorder, self.get_logger().warning)
         self.speed_of_sound = p["speed_of_sound"]
         self.get_logger().info(
-            f"full-duplex stream on device {p['device'] or '(default)'}: {p['sample_rate']} Hz, latency "
-            f"{p['latency']}, inputs {list(p['input_channels'])} as {p['channel_order']}, chirp every "
-            f"{1 / p['chirp_rate']:.3f} s once the stream has settled")
+            f"input and output streams on device {p['device'] or '(default)'}: {p['sample_rate']} Hz, latency "
+            f"{p['latency']} in, {p['output_latency']} out, inputs {list(p['input_channels'])} as "
+            f"{p['channel_order']}, chirp every {1 / p['chirp_rate']:.3f} s once the input has settled")
 
     def _open_sim(self, p: dict[str, Any]) -> None:
         from avs_depth_core.sim.world import SimWorld

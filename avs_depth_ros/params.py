@@ -69,10 +69,13 @@ ECHO_NODE: list[ParamSpec] = [
               "at start and 11 ms after on PulseAudio); false: trust the stream's DAC/ADC times"),
     ParamSpec("blocksize", 0, "frames per stream callback; 0 lets PortAudio choose (a fixed blocksize drifted the loop "
               "delay on PulseAudio)", (0, 16_384)),
-    ParamSpec("latency", "high", "PortAudio latency: 'low', 'high' (PortAudio's suggestions for the device) or seconds "
-              "(latency:=0.1). Through PulseAudio at CPU load 7-9 on 2 cores 'high' (35 ms) ran 30 s runs without an "
-              "xrun and its prompt callbacks kept the stamps within 0.6 ms of an independent observer, 0.1 s gave 1.2 ms "
+    ParamSpec("latency", "high", "PortAudio latency of the input stream: 'low', 'high' (PortAudio's suggestions for the "
+              "device) or seconds (latency:=0.05). The input's callbacks time the samples: with 'high' (35 ms through "
+              "PulseAudio) they kept the stamps within 0.35 ms of an independent observer at CPU load 10 on 2 cores "
               "(benchmarks/echo_stamps.py); 'low' underran several times a second", None, (), True),
+    ParamSpec("output_latency", 0.1, "PortAudio latency of the output stream: 'low', 'high' or seconds. It only delays "
+              "the chirps (the loop delay is measured), so it is chosen for no underruns: 'high' (35 ms) underflowed "
+              "about twice a second at CPU load 14 on 2 cores", None, (), True),
     ParamSpec("realtime_priority", 5, "SCHED_FIFO priority of the audio callback thread and of the audio stack's "
               "helper threads in the node (libpulse's threaded-ml) (1-99; 0 = normal scheduling); needs root or an "
               "rtprio limit, otherwise they run normally and /diagnostics says so",

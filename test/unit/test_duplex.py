@@ -205,7 +205,7 @@ def assert_stamped(captures, truth, card: FakeCard, tolerance_ns: float = 0.5e6)
 def test_duplex_stamps_emissions_from_the_direct_path_and_callback_times():
     card = FakeCard(dac_error_s=0.011)  # the host API's DAC time is 11 ms off for good (as measured on PulseAudio)
     rec = make_recorder(card)
-    card.run(2.6)
+    card.run(3.3)
     captures = rec.poll()
     assert rec.first_emission >= 0.5 * FS - 256  # the stream settled (0.5 s) before the first chirp
     played = card.played()
@@ -242,18 +242,27 @@ def test_duplex_start_up_burst_stall_and_wrong_capture_times_do_not_reach_the_st
     assert rec.clock.source == "host_times"  # once they agree with the callbacks they are used
 
 
-def test_duplex_xrun_drops_the_windows_it_touches_and_measures_the_shifted_output_again():
-    card = FakeCard(xrun_at={500: ("output_underflow", 500)})  # block 500 (2.9 s): the output slips 500 samples
+def test_duplex_xruns_never_leave_a_window_on_the_wrong_emission():
+    card = FakeCard(xrun_at={600: ("output_underflow", 500)})  # block 600 (3.5 s): the output slips 500 samples
     rec = make_recorder(card)
-    card.run(2.6)
-    before = rec.poll()
-    card.run(3.4)
-    after = rec.poll()
-    # the output slipped: the windows played before the new probe pair are dropped, then the delay is measured again
-    assert rec.stats.xruns == {"output_underflow": 1} and rec.stats.lost_windows.get("reacquire", 0) >= 1
-    assert rec.loop.value == card.loop + 500 and rec.timing == "direct_path"
-    assert len(before) >= 8 and len(after) >= 6
-    assert_on_true_emissions(before + after, card)  # each window stamped with the emission it came from
+    captures = []
+    for _ in range(14):
+        card.run(0.5)
+        captures += rec.poll()
+    # the slipped windows are moved to their direct path (11 ms off, within the search range), then the lock follows
+    assert rec.stats.xruns == {"output_underflow": 1} and rec.loop.value == card.loop + 500 and rec.loop.relocks == 1
+    assert rec.corrections >= 1 and rec.lost_windows == 0 and len(captures) >= 40
+    assert_on_true_emissions(captures, card)  # each window stamped with the emission it came from
+
+    card = FakeCard(xrun_at={600: ("output_underflow", 3000)})  # 68 ms: beyond the search range
+    rec = make_recorder(card)
+    captures = []
+    for _ in range(16):
+        card.run(0.5)
+        captures += rec.poll()
+    assert rec.loop.value == card.loop + 3000 and rec.stats.lost_windows["no_direct_path"] == 3
+    assert rec.stats.lost_windows["reacquire"] >= 1 and len(captures) >= 30  # three misses, then a new probe pair
+    assert_on_true_emissions(captures, card)
 
     card = FakeCard(xrun_at={500: ("input_overflow", 0)})  # the input lost samples: its timeline starts anew
     rec = make_recorder(card)
@@ -276,7 +285,7 @@ def test_duplex_trusts_stream_times_when_asked_and_without_a_direct_path():
 
     card = FakeCard()
     rec = make_recorder(card, gain=0.0)  # muted speaker: no direct path to lock to
-    for _ in range(12):
+    for _ in range(24):
         card.run(0.5)
         captures = rec.poll()
     assert rec.stats.failed_probes == PROBE_TRIES and rec.timing == "stream_times"
