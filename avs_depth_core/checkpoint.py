@@ -5,6 +5,9 @@
     <stem>.extra.safetensors  optional: tensors of nested training state (optimizer, scheduler, ...) for --resume; its
                               structure (dict keys, numbers, strings) lives under "extra" in the JSON
 `path` may be given with or without the .safetensors suffix (a .json path also works).
+
+Metadata vocabulary written by the trainers (train/loop.py): train_config, bag, bag_fingerprint (avs_depth_core.data.cache),
+dataset, train_samples, world_size, val, epoch, step. Older checkpoints' spellings are read as these (LEGACY_META_KEYS).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from safetensors.torch import load_file, save_file
 FORMAT = "avs_depth.checkpoint"
 FORMAT_VERSION = 1
 _TENSOR, _TUPLE, _ITEMS = "__tensor__", "__tuple__", "__items__"
+# Older metadata keys -> today's (the Monodepth2 trainer wrote bag_sha256 and train_triples, AVS-Net's train_frames).
+LEGACY_META_KEYS = {"bag_sha256": "bag_fingerprint", "train_triples": "train_samples", "train_frames": "train_samples"}
 
 
 def checkpoint_paths(path: str | Path) -> tuple[Path, Path, Path]:
@@ -202,7 +207,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu"
     weights, _, _ = checkpoint_paths(path)
     data = read_checkpoint_json(path)
     state = _load_tensors(weights, data["weights_sha256"], map_location)
-    return state, data["config"], data["kind"], data.get("meta", {})
+    return state, data["config"], data["kind"], checkpoint_meta(data)
+
+
+def checkpoint_meta(data: dict[str, Any]) -> dict[str, Any]:
+    """The metadata of a checkpoint JSON in today's vocabulary (LEGACY_META_KEYS renamed; the rest as stored)."""
+    meta = dict(data.get("meta") or {})
+    for old, new in LEGACY_META_KEYS.items():
+        if old in meta:
+            value = meta.pop(old)
+            meta.setdefault(new, value)
+    return meta
 
 
 def load_checkpoint_extra(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:

@@ -7,16 +7,22 @@ value is checked against the field's type annotation (float, int, bool, str, tup
 normalised: ints stand for floats, lists for tuples and tuples for lists, and a float written as text is parsed (YAML 1.1,
 which PyYAML follows, reads 1e-3 without a dot as the string "1e-3"). Errors name the key: "n_bins: expected int, got '8'".
 The dataclasses' own __post_init__ checks (ranges, choices) run afterwards; their errors get the section in front.
+
+Every training config has the same shape: `model:`, `train:` and `data:` sections (read_sections), changed from the
+command line by `section.key=value` assignments (apply_overrides, the one override parser).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
+
+SECTIONS = ("model", "train", "data")
 
 
 @functools.cache
@@ -133,3 +139,51 @@ def dataclass_from_dict(cls: type, values: Any, where: str, prefix: str = "") ->
         return cls(**out)
     except (TypeError, ValueError) as err:
         raise ValueError(f"{where}: {err}") from None
+
+
+def section_from_dict(cls: type, values: Mapping[str, Any] | None, section: str) -> Any:
+    """Dataclass `cls` from config section `section` (None = all defaults); errors name `section.key`."""
+    return dataclass_from_dict(cls, values or {}, "config", prefix=f"{section}.")
+
+
+def read_sections(raw: Any, source: str, flat: str | None = None) -> dict[str, dict[str, Any]]:
+    """A config file's mapping -> {"model", "train", "data"} (missing sections empty). Unknown sections are errors; with
+    `flat` (e.g. "model"), top-level keys that are not sections belong to that section (an older flat file form)."""
+    if not isinstance(raw, Mapping):
+        raise ValueError(f"{source}: expected a mapping with model:, train: and data: sections, got {type(raw).__name__}")
+    loose = {k: v for k, v in raw.items() if k not in SECTIONS}
+    if loose and flat is None:
+        raise ValueError(f"{source}: unknown section(s) {sorted(loose, key=str)}; expected {', '.join(SECTIONS)}")
+    if loose and raw.get(flat) is not None:
+        raise ValueError(f"{source}: unknown section(s) {sorted(loose, key=str)}; expected {', '.join(SECTIONS)} (or, "
+                         f"in the older flat form, {flat} keys at the top level and no {flat}: section)")
+    out = {name: raw.get(name) or {} for name in SECTIONS}
+    if loose:
+        out[flat] = loose
+    for name, values in out.items():
+        if not isinstance(values, Mapping):
+            raise ValueError(f"{source}: section {name}: must be a mapping, got {type(values).__name__}")
+    return {name: dict(values) for name, values in out.items()}
+
+
+def apply_overrides(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings (values parsed as YAML) to a nested config dict; returns a new dict."""
+    import yaml
+
+    out = json.loads(json.dumps(config))
+    for text in assignments:
+        if "=" not in text:
+            raise ValueError(f"--set {text!r}: expected section.key=value, e.g. model.n_bins=32")
+        path, raw = text.split("=", 1)
+        parts = path.strip().split(".")
+        if len(parts) < 2 or not all(parts):
+            raise ValueError(f"--set {text!r}: the key must name its section, e.g. train.lr or model.n_bins")
+        node = out
+        for part in parts[:-1]:
+            if part not in node:
+                node[part] = {}
+            if not isinstance(node[part], dict):
+                raise ValueError(f"--set {text!r}: {part} is a value, not a section")
+            node = node[part]
+        node[parts[-1]] = yaml.safe_load(raw)
+    return out

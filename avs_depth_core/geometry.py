@@ -1,6 +1,6 @@
 """Camera geometry for view synthesis: intrinsics per resolution, back-projection, projection, poses from axis-angle.
 
-Follows Monodepth2 (layers.py; method_spec section 3): intrinsics are 4x4, the pixel grid is integer (u, v) in xy order, and
+Follows Monodepth2 (nianticlabs/monodepth2 layers.py): intrinsics are 4x4, the pixel grid is integer (u, v) in xy order, and
 projected pixels are normalised to grid_sample's [-1, 1] by u / (W - 1), the align_corners=True convention. The modules here
 take any batch size (Monodepth2's are built for one).
 """
@@ -42,23 +42,25 @@ def check_intrinsics(K: torch.Tensor | np.ndarray | None, source: str = "intrins
 
 def scale_intrinsics(K: torch.Tensor | np.ndarray, from_size: tuple[int, int],
                      to_size: tuple[int, int]) -> torch.Tensor | np.ndarray:
-    """Intrinsics of an image resized from (H, W) = from_size to to_size: row 0 (fx, s, cx) times W'/W, row 1 (fy, cy) times H'/H.
+    """Intrinsics (3x3 or 4x4, optionally batched) of an image resized from (H, W) = from_size to to_size.
 
-    This is Monodepth2's convention (normalised K times the new size), which treats pixel coordinates as measured from the
-    image corner; it differs from the pixel-centre convention by half a pixel times (ratio - 1). Returns the input's type.
+    The one pixel convention of the package: integer pixel coordinates are pixel centres, and a resize with
+    align_corners=False (what the datasets' bilinear resize does) maps them as u' = (u + 0.5) * W'/W - 0.5, likewise v. So
+    fx and the skew scale by W'/W, fy by H'/H, and the principal point moves as cx' = (cx + 0.5) * W'/W - 0.5,
+    cy' = (cy + 0.5) * H'/H - 0.5. NumPy input is computed and returned in float64; a tensor keeps its float dtype.
     """
     (h0, w0), (h1, w1) = from_size, to_size
     if min(h0, w0, h1, w1) <= 0:
         raise ValueError(f"image sizes must be positive, got from {from_size} to {to_size}")
-    factors = [w1 / w0, h1 / h0]
+    sx, sy = w1 / w0, h1 / h0
     if isinstance(K, np.ndarray):
-        out = K.astype(np.float64 if K.dtype == np.float64 else np.float32, copy=True)
-        out[..., 0, :] *= factors[0]
-        out[..., 1, :] *= factors[1]
-        return out
-    out = K.clone().float() if not K.is_floating_point() else K.clone()
-    out[..., 0, :] *= factors[0]
-    out[..., 1, :] *= factors[1]
+        out = np.asarray(K, dtype=np.float64).copy()
+    else:
+        out = K.clone().float() if not K.is_floating_point() else K.clone()
+    out[..., 0, :2] *= sx
+    out[..., 1, :2] *= sy
+    out[..., 0, 2] = (out[..., 0, 2] + 0.5) * sx - 0.5
+    out[..., 1, 2] = (out[..., 1, 2] + 0.5) * sy - 0.5
     return out
 
 
@@ -67,7 +69,8 @@ def intrinsics_pyramid(K: torch.Tensor | np.ndarray | None, image_size: tuple[in
                        source: str = "intrinsics") -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
     """K (3x3 or 4x4, optionally batched) for an image of size image_size -> {s: (K_s, inv_K_s)} as 4x4 for (H // 2^s, W // 2^s).
 
-    net_size is the network input (H, W); scale s is Monodepth2's K[0] *= W // 2^s, K[1] *= H // 2^s on the normalised K.
+    net_size is the network input (H, W); scale s has Monodepth2's size (H // 2^s, W // 2^s) (trainer.py), and K follows
+    the resize by scale_intrinsics.
     """
     K = check_intrinsics(K, source)
     h, w = net_size
@@ -164,5 +167,6 @@ def warp_image(source: torch.Tensor, grid: torch.Tensor, align_corners: bool = T
 
     align_corners=True matches Project3D's u / (W - 1) normalisation and torch 0.4.1, the version Monodepth2 was released with;
     the released code calls grid_sample with the default, which became align_corners=False in torch 1.3 (a sub-pixel shift).
+    Kept True as the geometry Monodepth2 meant; False reproduces the released code on current torch (test/golden).
     """
     return F.grid_sample(source, grid, mode="bilinear", padding_mode="border", align_corners=align_corners)

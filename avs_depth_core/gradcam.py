@@ -1,4 +1,4 @@
-"""`avs-depth gradcam`: where AVS-Net looks in the echo spectrogram and in the image (as the AVS-Net paper's Fig. 6).
+"""Grad-CAM: where AVS-Net looks in the echo spectrogram and in the image (AVS-Net paper's Fig. 6); `avs-depth gradcam`.
 
 Grad-CAM (Selvaraju et al., ICCV 2017): for a feature map A (C, h, w) and a scalar target y, the channel weights are the
 spatially averaged gradients a_c = mean_hw dy/dA_c and the map is ReLU(sum_c a_c A_c), upsampled to the input and scaled
@@ -14,7 +14,6 @@ The spectrogram's time axis is labelled in metres: an echo arriving t seconds af
 
 from __future__ import annotations
 
-import argparse
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -154,55 +153,29 @@ def save_gradcam_figure(path: str | Path, rgb: torch.Tensor, echo: torch.Tensor 
     return path
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--checkpoint", required=True, type=Path, help="AVS-Net checkpoint")
-    parser.add_argument("--bag", type=Path, default=None, help="take the sample from this bag (with --index)")
-    parser.add_argument("--split", default="test", help="bag split for --index (default test)")
-    parser.add_argument("--index", type=int, default=0, help="sample index within the split")
-    parser.add_argument("--image", type=Path, default=None, help="RGB image (instead of --bag)")
-    parser.add_argument("--echo", type=Path, default=None, help="binaural echo .wav (with --image)")
-    parser.add_argument("--emission-offset", type=int, default=0, help="sample index of the chirp emission in the wav")
-    parser.add_argument("--region", type=float, nargs=4, default=None, metavar=("X0", "Y0", "X1", "Y1"),
-                        help="explain the mean depth of this box (fractions of width/height); default the whole image")
-    parser.add_argument("--out", required=True, type=Path, help="figure (.png)")
-    parser.add_argument("--cache-dir", type=Path, default=None, help="bag cache folder (default $AVS_DEPTH_CACHE)")
-    parser.add_argument("--device", default=None, help="cpu, cuda (default: CUDA when available)")
-
-
-def load_inputs(args: argparse.Namespace, model: nn.Module) -> tuple[torch.Tensor, torch.Tensor | None, str]:
-    """The network inputs (1,3,H,W), (1,2,He,We) or None, and a title, from a bag sample or from files."""
+def load_inputs(model: nn.Module, *, bag: Path | None = None, split: str = "test", index: int = 0,
+                cache_dir: Path | None = None, image: Path | None = None, echo: Path | None = None,
+                emission_offset: int = 0) -> tuple[torch.Tensor, torch.Tensor | None, str]:
+    """The network inputs (1,3,H,W), (1,2,He,We) or None, and a title: sample `index` of a bag's split, or an image file
+    with its echo recording (.wav, emission at sample `emission_offset`)."""
     cfg = model.cfg
-    if (args.bag is None) == (args.image is None):
+    if (bag is None) == (image is None):
         raise ValueError("give either --bag DIR (with --index) or --image FILE (with --echo FILE)")
-    if args.bag is not None:
+    if bag is not None:
         from avs_depth_core.data.datasets import SupervisedBagDataset
 
-        ds = SupervisedBagDataset(args.bag, split=args.split, image_size=cfg.image_size, max_depth=cfg.max_depth,
-                                  echo_size=cfg.echo_size, stft=cfg.stft, speed_of_sound=cfg.speed_of_sound,
-                                  sample_rate=cfg.sample_rate, cache_dir=args.cache_dir)
-        if not 0 <= args.index < len(ds):
-            raise ValueError(f"--index {args.index}: {args.bag} split {args.split!r} has {len(ds)} samples")
-        item = ds[args.index]
-        echo = item["echo"][None] if cfg.use_echo else None
-        return item["rgb"][None], echo, f"{args.bag.name} [{args.split}] #{args.index} (stamp {item['stamp_ns']})"
+        ds = SupervisedBagDataset.for_model(bag, split, cfg, cache_dir=cache_dir)
+        if not 0 <= index < len(ds):
+            raise ValueError(f"--index {index}: {bag} split {split!r} has {len(ds)} samples")
+        item = ds[index]
+        echo_input = item["echo"][None] if cfg.use_echo else None
+        return item["rgb"][None], echo_input, f"{bag.name} [{split}] #{index} (stamp {item['stamp_ns']})"
     from avs_depth_core.inference import load_echo, load_rgb
 
-    rgb, _ = model.image_input(load_rgb(args.image))
-    echo = None
+    rgb, _ = model.image_input(load_rgb(image))
+    echo_input = None
     if cfg.use_echo:
-        if args.echo is None:
-            raise ValueError(f"{args.checkpoint}: this model fuses the echo; pass --echo RECORDING.wav")
-        echo = model.echo_input(load_echo(args.echo, cfg.sample_rate), cfg.sample_rate, args.emission_offset)
-    return rgb, echo, f"{args.image.name}" + (f" + {args.echo.name}" if echo is not None else "")
-
-
-def run(args: argparse.Namespace) -> int:
-    from avs_depth_core.models.avsnet import AVSNet
-    from avs_depth_core.train.loop import select_device
-
-    model = AVSNet.from_checkpoint(args.checkpoint, select_device(args.device))
-    rgb, echo, title = load_inputs(args, model)
-    result = gradcam(model, rgb, echo, args.region)
-    path = save_gradcam_figure(args.out, rgb, echo, result, model.cfg, args.region, title=title)
-    print(f"wrote {path}")
-    return 0
+        if echo is None:
+            raise ValueError("this model fuses the echo; pass --echo RECORDING.wav")
+        echo_input = model.echo_input(load_echo(echo, cfg.sample_rate), cfg.sample_rate, emission_offset)
+    return rgb, echo_input, f"{image.name}" + (f" + {echo.name}" if echo_input is not None else "")

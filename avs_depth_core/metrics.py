@@ -1,8 +1,9 @@
-"""Depth metrics as ZoeDepth/Monodepth2 compute them (ZoeDepth utils/misc.py compute_errors; method_spec 1.4 and 8).
+"""Depth metrics as ZoeDepth/Monodepth2 compute them (ZoeDepth zoedepth/utils/misc.py compute_errors).
 
-valid = min_depth < gt < max_depth; pred resized to the GT resolution (bilinear, align_corners=True, as ZoeDepth's
-compute_metrics) and clamped to [min_depth, max_depth]. The headline numbers are averaged PER IMAGE over the images that
-have valid pixels (the BatVision and Monodepth2 convention); images without valid pixels are skipped and counted.
+valid = min_depth < gt < max_depth; pred resized to the GT resolution (resize_prediction) and clamped to [min_depth,
+max_depth]. No evaluation crop: ZoeDepth's compute_metrics applies the NYU Eigen crop by default, which is for 480x640 NYU
+frames, not BatVision. The headline numbers are averaged PER IMAGE over the images that have valid pixels (the BatVision and
+Monodepth2 convention); images without valid pixels are skipped and counted.
 The pooled variant treats every valid pixel of the dataset alike (mean over pixels, rmse over all pixels).
 """
 
@@ -13,6 +14,15 @@ import torch.nn.functional as F
 
 # The seven standard metrics first; log10 and mae are reported by BatVision's baseline.
 METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3", "log10", "mae")
+
+
+def resize_prediction(pred: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
+    """(B,1,h,w) -> (B,1,*size), bilinear with align_corners=False (pixel centres), as Monodepth2's trainer resizes depth for
+    its metrics. Decision: the inverse of how the data path resizes images to the network (align_corners=False, antialias);
+    ZoeDepth's compute_metrics uses align_corners=True, which matches its own align_corners=True input resize, not ours."""
+    if tuple(pred.shape[-2:]) == tuple(size):
+        return pred
+    return F.interpolate(pred, size=tuple(size), mode="bilinear", align_corners=False)
 
 
 def _prepare(pred: torch.Tensor, gt: torch.Tensor, min_depth: float, max_depth: float
@@ -29,8 +39,7 @@ def _prepare(pred: torch.Tensor, gt: torch.Tensor, min_depth: float, max_depth: 
     pred, gt = pred.detach().double(), gt.detach().double()
     if not torch.isfinite(pred).all():
         raise ValueError("metrics: the prediction holds NaN or inf")
-    if pred.shape[-2:] != gt.shape[-2:]:
-        pred = F.interpolate(pred, size=gt.shape[-2:], mode="bilinear", align_corners=True)
+    pred = resize_prediction(pred, gt.shape[-2:])
     valid = (gt > min_depth) & (gt < max_depth)  # NaN/inf GT are never valid
     return pred.clamp(min_depth, max_depth), torch.where(valid, gt, torch.ones_like(gt)), valid
 

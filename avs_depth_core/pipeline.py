@@ -16,7 +16,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 
 from avs_depth_core.data.messages import echo_problem
+from avs_depth_core.device import resolve_device
 from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
 
 log = logging.getLogger(__name__)
@@ -34,33 +35,6 @@ RELATIVE_KINDS = ("avsnet_rgb", "monodepth2", "torchscript")
 OUT_OF_RANGE = ("clip", "nan")
 # Checkpoints shipped with the package: avs_depth_core/checkpoints/<kind>/<name>.safetensors + <name>.json.
 BUNDLED_KINDS = {"avsnet": "avsnet", "avsnet_rgb": "avsnet_rgb", "monodepth2": "monodepth2"}
-
-
-def resolve_device(requested: str, cuda_available: bool | None = None, device_count: int | None = None,
-                   warn: Callable[[str], None] = log.warning) -> torch.device:
-    """'auto' -> CUDA if available else CPU; 'cpu'; 'cuda' / 'cuda:N' -> that GPU, or CPU with a warning when CUDA is
-    absent. Any other text, or a GPU index that does not exist, is a ValueError."""
-    if cuda_available is None:
-        cuda_available = torch.cuda.is_available()
-    if device_count is None:
-        device_count = torch.cuda.device_count() if cuda_available else 0
-    text = requested.strip().lower()
-    if text == "auto":
-        return torch.device("cuda:0" if cuda_available else "cpu")
-    if text == "cpu":
-        return torch.device("cpu")
-    if text == "cuda" or text.startswith("cuda:"):
-        index_text = text.partition(":")[2] or "0"
-        if not index_text.isdigit():
-            raise ValueError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
-        if not cuda_available:
-            warn(f"device {requested!r} requested but CUDA is not available (torch {torch.__version__}, "
-                 f"CUDA build: {torch.version.cuda or 'none'}); running on the CPU")
-            return torch.device("cpu")
-        if int(index_text) >= device_count:
-            raise ValueError(f"device {requested!r}: only {device_count} CUDA device(s) present")
-        return torch.device(f"cuda:{int(index_text)}")
-    raise ValueError(f"device {requested!r}: expected auto, cpu, cuda or cuda:N")
 
 
 def bundled_checkpoint(kind: str) -> Path | None:
@@ -87,6 +61,27 @@ def find_checkpoint(path: str | Path | None, kind: str, parameter: str) -> Path:
         raise FileNotFoundError(f"{parameter} is empty and no bundled {kind} checkpoint is installed "
                                 f"(avs_depth_core/checkpoints/{kind}/); train one with `avs-depth train` and pass its path")
     return bundled
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    """What a DepthPipeline is built from. The depth node's parameters of the same names set them (avs_depth_ros.params
+    takes its defaults from here); checkpoints "" = the bundled defaults."""
+
+    avsnet_checkpoint: str = ""  # AVS-Net checkpoint (safetensors + JSON)
+    relative_model: str = "avsnet_rgb"  # one of RELATIVE_KINDS
+    relative_checkpoint: str = ""  # checkpoint of the relative model ("" = the bundled one for relative_model)
+    device: str = "auto"  # avs_depth_core.device policy
+    half: bool = False  # fp16 autocast on CUDA
+    scale_method: str = "median"  # scaling.ScalingConfig.method
+    scale_smoothing_alpha: float = 1.0  # weight of a new scale in log-space smoothing; 1 = none (the paper)
+    max_scale_hold_s: float = 1.0  # without a fresh echo, keep the last scale this long, then NaN depth
+    out_of_range: str = "clip"  # one of OUT_OF_RANGE
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> PipelineSettings:
+        """The settings named in `params` (e.g. a node's parameter values); others keep their defaults."""
+        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
 
 @dataclass(frozen=True)
@@ -133,38 +128,27 @@ class DepthPipeline:
 
     # -- construction -----------------------------------------------------------------------------------------------
     @classmethod
-    def from_checkpoints(cls, avsnet_checkpoint: str | Path | None = None, relative_model: str = "avsnet_rgb",
-                         relative_checkpoint: str | Path | None = None, device: str = "auto", half: bool = False,
-                         scale_method: str = "median", smoothing_alpha: float = 1.0, hold_s: float = 1.0,
-                         out_of_range: str = "clip", warn: Callable[[str], None] = log.warning) -> DepthPipeline:
-        """Load AVS-Net and the relative model ('' or None = the bundled defaults) onto the resolved device."""
+    def from_settings(cls, settings: PipelineSettings, warn: Callable[[str], None] = log.warning) -> DepthPipeline:
+        """Load AVS-Net and the relative model (empty checkpoints = the bundled defaults) onto the resolved device."""
         from avs_depth_core.models.avsnet import AVSNet
         from avs_depth_core.relative import RelativeDepthModel
 
-        if relative_model not in RELATIVE_KINDS:
-            raise ValueError(f"relative_model must be one of {RELATIVE_KINDS}, got {relative_model!r}")
-        torch_device = resolve_device(device, warn=warn)
-        avsnet = AVSNet.from_checkpoint(find_checkpoint(avsnet_checkpoint, "avsnet", "avsnet_checkpoint"), torch_device)
-        if relative_model == "torchscript":
-            if not relative_checkpoint:
+        s = settings
+        if s.relative_model not in RELATIVE_KINDS:
+            raise ValueError(f"relative_model must be one of {RELATIVE_KINDS}, got {s.relative_model!r}")
+        torch_device = resolve_device(s.device, warn=warn)
+        avsnet = AVSNet.from_checkpoint(find_checkpoint(s.avsnet_checkpoint, "avsnet", "avsnet_checkpoint"), torch_device)
+        if s.relative_model == "torchscript":
+            if not s.relative_checkpoint:
                 raise FileNotFoundError("relative_checkpoint: relative_model 'torchscript' needs the path of the model file")
-            relative = RelativeDepthModel.from_torchscript(relative_checkpoint, "depth", device=torch_device)
+            relative = RelativeDepthModel.from_torchscript(s.relative_checkpoint, "depth", device=torch_device)
         else:
-            path = find_checkpoint(relative_checkpoint, relative_model, "relative_checkpoint")
-            relative = getattr(RelativeDepthModel, relative_model)(path, device=torch_device)
+            path = find_checkpoint(s.relative_checkpoint, s.relative_model, "relative_checkpoint")
+            relative = getattr(RelativeDepthModel, s.relative_model)(path, device=torch_device)
         cfg = avsnet.cfg
-        scaling = ScalingConfig(method=scale_method, min_depth=cfg.min_depth, max_depth=cfg.max_depth, fallback="nan",
-                                smoothing_alpha=smoothing_alpha, hold_s=hold_s)
-        return cls(avsnet, relative, scaling, torch_device, half, out_of_range, warn)
-
-    @classmethod
-    def from_config(cls, params: Mapping[str, Any], warn: Callable[[str], None] = log.warning) -> DepthPipeline:
-        """From the depth node's parameters (config/avs_depth.yaml, depth_node: ros__parameters)."""
-        return cls.from_checkpoints(
-            params.get("avsnet_checkpoint") or None, params.get("relative_model", "avsnet_rgb"),
-            params.get("relative_checkpoint") or None, params.get("device", "auto"), bool(params.get("half", False)),
-            params.get("scale_method", "median"), float(params.get("scale_smoothing_alpha", 1.0)),
-            float(params.get("max_scale_hold_s", 1.0)), params.get("out_of_range", "clip"), warn)
+        scaling = ScalingConfig(method=s.scale_method, min_depth=cfg.min_depth, max_depth=cfg.max_depth, fallback="nan",
+                                smoothing_alpha=s.scale_smoothing_alpha, hold_s=s.max_scale_hold_s)
+        return cls(avsnet, relative, scaling, torch_device, s.half, s.out_of_range, warn)
 
     # -- per frame --------------------------------------------------------------------------------------------------
     @property

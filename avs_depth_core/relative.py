@@ -165,7 +165,7 @@ class RelativeDepthModel:
     @classmethod
     def avsnet_rgb(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> RelativeDepthModel:
         """AVS-Net without echoes (Only-RGB, use_echo=False) as a zero-shot metric model: model(rgb, None)["metric_depth"]
-        in metres, at the checkpoint's image_size (256x512 for AVS-Net, method_spec section 8)."""
+        in metres, at the checkpoint's image_size (256x512 for AVS-Net, as in the paper)."""
         from avs_depth_core.models.avsnet import AVSNet
 
         avsnet = AVSNet.from_checkpoint(checkpoint, device).eval()

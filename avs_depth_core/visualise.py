@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from avs_depth_core.metrics import resize_prediction
+
 DEPTH_CMAP = "magma_r"  # near = bright
 ERROR_CMAP = "inferno"
 INVALID_RGB = (128, 128, 128)
@@ -75,10 +77,7 @@ def save_prediction_figure(path: str | Path, rgb: np.ndarray | torch.Tensor, gt:
     pred is resized to the ground truth's resolution first, as in the metrics.
     """
     gt_np = to_numpy_map(gt)
-    pred_t = torch.as_tensor(to_numpy_map(pred))[None, None]
-    if tuple(pred_t.shape[-2:]) != gt_np.shape:
-        pred_t = torch.nn.functional.interpolate(pred_t, size=gt_np.shape, mode="bilinear", align_corners=True)
-    pred_np = pred_t[0, 0].numpy()
+    pred_np = resize_prediction(torch.as_tensor(to_numpy_map(pred))[None, None], gt_np.shape)[0, 0].numpy()
     valid = np.isfinite(gt_np) & (gt_np > min_depth) & (gt_np < max_depth)
     shown = np.concatenate([gt_np[valid], pred_np[np.isfinite(pred_np)]])
     vmax = float(np.percentile(shown, 99)) if shown.size else max_depth

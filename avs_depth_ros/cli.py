@@ -1,6 +1,6 @@
 """`avs-depth-ros`: the ROS 2 runtime for machines without ros2cli.
 
-  bringup [--sim]     the nodes of launch/avs_depth.launch.py with the same YAML, in one process (MultiThreadedExecutor);
+  bringup [--sim]     the nodes of launch/avs_depth.launch.py with the same YAML, in one process (SingleThreadedExecutor);
                       prints rates and latency, writes a few depth figures (`make demo` runs `bringup --sim`)
   record --out DIR    the sensor topics into a rosbag2 (mcap or sqlite3, written with rosbags), for `avs-depth train`
 """
@@ -95,11 +95,11 @@ class Monitor:
         self._next_snapshot_ns = 0
         self._next_metric_ns = 0
         self._lock = threading.Lock()
-        node.create_subscription(Image, "camera/color/image_raw", self._on_image, best_effort)
-        node.create_subscription(Image, "camera/depth/image", self._on_ground_truth, best_effort)
-        node.create_subscription(EchoStamped, "audio/echo", lambda _m: self._tick("echo"), best_effort)
-        node.create_subscription(Image, "avs/metric_depth", self._on_depth, reliable)
-        node.create_subscription(ScaleEstimate, "avs/scale", self._on_scale, reliable)
+        node.create_subscription(Image, topics.relative(topics.IMAGE), self._on_image, best_effort)
+        node.create_subscription(Image, topics.relative(topics.DEPTH), self._on_ground_truth, best_effort)
+        node.create_subscription(EchoStamped, topics.relative(topics.ECHO), lambda _m: self._tick("echo"), best_effort)
+        node.create_subscription(Image, topics.relative(topics.METRIC_DEPTH), self._on_depth, reliable)
+        node.create_subscription(ScaleEstimate, topics.relative(topics.SCALE), self._on_scale, reliable)
 
     def _now(self) -> int:
         return self.node.get_clock().now().nanoseconds
@@ -188,7 +188,7 @@ def write_figures(snapshots: list[Snapshot], folder: Path, max_depth: float | No
         axes[0].imshow(snap.rgb)
         axes[0].set_title(f"camera, stamp {snap.stamp_ns / 1e9:.3f}")
         im = axes[1].imshow(snap.depth, cmap="magma_r", vmin=0.0, vmax=vmax)
-        axes[1].set_title("/avs/metric_depth (m)")
+        axes[1].set_title(f"{topics.METRIC_DEPTH} (m)")
         fig.colorbar(im, ax=axes[1], shrink=0.8)
         if snap.ground_truth is not None:
             im = axes[2].imshow(snap.ground_truth, cmap="magma_r", vmin=0.0, vmax=vmax)
@@ -203,28 +203,20 @@ def write_figures(snapshots: list[Snapshot], folder: Path, max_depth: float | No
     return paths
 
 
-def run_bringup(args: argparse.Namespace) -> int:
+def start_nodes(context: Any, sim: bool, device: str | None, figure_count: int, duration_s: float | None
+                ) -> tuple[list[Any], Monitor]:
+    """depth_node, the sensors (sim_sensors_node, or echo_node with a camera driver elsewhere) and the monitor; depth_node
+    first, so its models load and warm up before the sensors start publishing."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException
     from rclpy.parameter import Parameter
 
-    from avs_depth_ros.runner import CONFIG_ERRORS, make_executor
+    from avs_depth_ros.depth_node import DepthNode
 
-    params_file = Path(args.params_file) if args.params_file else default_params_file()
-    if not params_file.is_file():
-        raise FileNotFoundError(f"{params_file}: params file not found")
-    context = rclpy.Context()
-    rclpy.init(args=ros_args(params_file, args.log_level), context=context)
-    stop_on_sigterm()
     nodes: list[Any] = []
-    log = rclpy.logging.get_logger("bringup")
     try:
-        from avs_depth_ros.depth_node import DepthNode
-
-        # depth_node first: its models load and warm up before the sensors start publishing.
-        overrides = [Parameter("device", value=args.device)] if args.device else []
+        overrides = [Parameter("device", value=device)] if device else []
         nodes.append(DepthNode(context=context, parameter_overrides=overrides))
-        if args.sim:
+        if sim:
             from avs_depth_ros.sim_sensors_node import SimSensorsNode
 
             nodes.append(SimSensorsNode(context=context))
@@ -234,18 +226,18 @@ def run_bringup(args: argparse.Namespace) -> int:
             nodes.append(EchoNode(context=context))
         monitor_node = rclpy.create_node("bringup_monitor", context=context)
         nodes.append(monitor_node)
-        monitor = Monitor(monitor_node, args.figure_count if args.figures else 0, args.duration)
-    except CONFIG_ERRORS as err:
-        log.fatal(str(err))
+        return nodes, Monitor(monitor_node, figure_count, duration_s)
+    except BaseException:
         for node in nodes:
             node.destroy_node()
-        rclpy.try_shutdown(context=context)
-        return 1
+        raise
 
-    threads = args.threads or max(getattr(node, "executor_threads", 1) for node in nodes)
-    executor = make_executor(threads, context)
-    for node in nodes:
-        executor.add_node(node)
+
+def spin_and_report(executor: Any, monitor: Monitor, duration_s: float | None) -> tuple[float, list[BaseException]]:
+    """Spin `executor` in a thread for `duration_s` (None: until Ctrl-C or shutdown), printing the monitor's report every
+    REPORT_PERIOD_S; returns the seconds run and what the executor raised."""
+    from rclpy.executors import ExternalShutdownException
+
     failure: list[BaseException] = []
 
     def spin() -> None:
@@ -256,15 +248,12 @@ def run_bringup(args: argparse.Namespace) -> int:
         except BaseException as err:  # reported by the main thread
             failure.append(err)
 
-    print(f"bringup{' --sim' if args.sim else ''}: params {params_file}; "
-          f"{'running for ' + format(args.duration, 'g') + ' s' if args.duration else 'Ctrl-C to stop'}", flush=True)
     start = time.monotonic()
     next_report = start + REPORT_PERIOD_S
     spinner = threading.Thread(target=spin, name="executor", daemon=True)
     spinner.start()
-    status = 0
     try:
-        while spinner.is_alive() and not (args.duration and time.monotonic() - start >= args.duration):
+        while spinner.is_alive() and not (duration_s and time.monotonic() - start >= duration_s):
             time.sleep(0.1)
             if time.monotonic() >= next_report:
                 print(f"[{time.monotonic() - start:5.1f} s] {monitor.report()}", flush=True)
@@ -274,10 +263,41 @@ def run_bringup(args: argparse.Namespace) -> int:
     finally:
         executor.shutdown()
         spinner.join(timeout=10.0)
-        summary = summarise(monitor, nodes[0], time.monotonic() - start)
+    return time.monotonic() - start, failure
+
+
+def run_bringup(args: argparse.Namespace) -> int:
+    import rclpy
+
+    from avs_depth_ros.runner import CONFIG_ERRORS, make_executor
+
+    params_file = Path(args.params_file) if args.params_file else default_params_file()
+    if not params_file.is_file():
+        raise FileNotFoundError(f"{params_file}: params file not found")
+    context = rclpy.Context()
+    rclpy.init(args=ros_args(params_file, args.log_level), context=context)
+    stop_on_sigterm()
+    log = rclpy.logging.get_logger("bringup")
+    try:
+        nodes, monitor = start_nodes(context, args.sim, args.device, args.figure_count if args.figures else 0,
+                                     args.duration)
+    except CONFIG_ERRORS as err:
+        log.fatal(str(err))
+        rclpy.try_shutdown(context=context)
+        return 1
+    executor = make_executor(args.threads or 1, context)
+    for node in nodes:
+        executor.add_node(node)
+    print(f"bringup{' --sim' if args.sim else ''}: params {params_file}; "
+          f"{'running for ' + format(args.duration, 'g') + ' s' if args.duration else 'Ctrl-C to stop'}", flush=True)
+    try:
+        elapsed, failure = spin_and_report(executor, monitor, args.duration)
+        summary = summarise(monitor, nodes[0], elapsed)
+    finally:
         for node in nodes:
             node.destroy_node()
         rclpy.try_shutdown(context=context)
+    status = 0
     if failure:
         if not isinstance(failure[0], CONFIG_ERRORS):
             raise failure[0]
@@ -415,8 +435,8 @@ def build_parser() -> argparse.ArgumentParser:
     bringup.add_argument("--figure-count", type=int, default=4, help="how many figures (default 4)")
     bringup.add_argument("--device", help="override depth_node's device (auto, cpu, cuda, cuda:N)")
     bringup.add_argument("--threads", type=int, default=None,
-                         help="executor threads: 1 = SingleThreadedExecutor, more = MultiThreadedExecutor (default: 1, "
-                              "as inference and the sensors run in their own threads; 2 with inference_in: callback_group)")
+                         help="executor threads: 1 = SingleThreadedExecutor (default: inference and the sensors run in "
+                              "their own threads), more = MultiThreadedExecutor (for comparison, benchmarks/node_latency.py)")
     bringup.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"])
     record = sub.add_parser("record", help="record the sensor topics into a rosbag2")
     record.add_argument("--out", required=True, help="output bag folder (must not exist)")
@@ -429,8 +449,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from avs_depth_core.cli import run_reporting_errors
+
     args = build_parser().parse_args(argv)
-    try:
+
+    def command() -> int:
         if args.command == "bringup":
             if args.duration is not None and args.duration <= 0:
                 raise ValueError(f"--duration must be positive, got {args.duration}")
@@ -438,11 +461,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "audio-check":
             return audio_check.run(args, default_params_file())
         return run_record(args)
-    except KeyboardInterrupt:
-        return 130
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        print(f"avs-depth-ros {args.command}: error: {err}", file=sys.stderr)
-        return 2
+
+    return run_reporting_errors(f"avs-depth-ros {args.command}", command)
 
 
 if __name__ == "__main__":

@@ -9,14 +9,12 @@ Topics (relative names, remappable):
        image's CameraInfo under the same header), avs/pseudo_metric_depth and avs/relative_depth (optional),
        avs/scale (ScaleEstimate), /diagnostics (rate, latency from the image stamp, dropped and rejected frames)
 
-Threads: the input callbacks (one callback group) only check and store. Inference runs apart from them, so a slow model
-never blocks the inputs or the parameter services: by default in the node's own worker thread
-(avs_depth_ros.workers.LatestFrameWorker, whichever executor spins the node); with inference_in: callback_group in a
-MutuallyExclusiveCallbackGroup of its own, woken by a guard condition, for a MultiThreadedExecutor to run. Only the
-newest image waits for the model: a newer one replaces it (counted as dropped), nothing queues. Nothing is computed
-while no one subscribes to an output. Echoes are paired with images by the core pairing rule
-(avs_depth_core.data.pairing): through a message_filters Cache where message_filters is installed, through EchoBuffer
-otherwise, with the same result.
+Threads: the input callbacks only check and store. Inference runs in the node's own worker thread
+(avs_depth_ros.workers.LatestFrameWorker) on the newest image: a newer one replaces it (counted as dropped), nothing
+queues, and a slow model never blocks the inputs or the parameter services. The node spins on a SingleThreadedExecutor
+(avs_depth_ros.runner), the placement benchmarks/node_latency.py measured fastest with rclpy (README, Threads). Nothing is
+computed while no one subscribes to an output. Echoes are paired with images by the core pairing rule
+(avs_depth_core.data.pairing.EchoBuffer, bounded by echo_queue_size), the rule the bag datasets use.
 """
 
 from __future__ import annotations
@@ -37,30 +35,16 @@ from rclpy.qos import QoSProfile
 from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Header
 
+from avs_depth_core.data import topics
 from avs_depth_core.data.messages import echo_to_array, image_to_rgb
-from avs_depth_core.data.pairing import EchoBuffer, pair_echo_with_frame
-from avs_depth_core.pipeline import DepthPipeline, DepthResult, EchoInput
+from avs_depth_core.data.pairing import EchoBuffer
+from avs_depth_core.pipeline import DepthPipeline, DepthResult, EchoInput, PipelineSettings
 from avs_depth_ros.conversions import copy_camera_info, fill, image_msg, stamp_to_ns
 from avs_depth_ros.params import DEPTH_NODE, declare_parameters
 from avs_depth_ros.qos import MatchingSubscription, overridable, reliable_output, sensor_input
-from avs_depth_ros.runner import run_node, shutdown_on_error
+from avs_depth_ros.runner import node_main, shutdown_on_error
 from avs_depth_ros.stats import RateMeter, Summary, ThrottledReporter
-from avs_depth_ros.workers import LatestFrameWorker, LatestSlot
-
-try:  # a full ROS 2 install has it; the PyPI wheels do not
-    import message_filters
-except ImportError:
-    message_filters = None
-
-IMAGE_TOPIC = "camera/color/image_raw"
-CAMERA_INFO_TOPIC = "camera/color/camera_info"
-ECHO_TOPIC = "audio/echo"
-METRIC_TOPIC = "avs/metric_depth"
-METRIC_INFO_TOPIC = "avs/metric_depth/camera_info"
-PSEUDO_TOPIC = "avs/pseudo_metric_depth"
-RELATIVE_TOPIC = "avs/relative_depth"
-SCALE_TOPIC = "avs/scale"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+from avs_depth_ros.workers import LatestFrameWorker
 
 
 @dataclass
@@ -93,62 +77,6 @@ class _EchoStore:
         return None if found is None else found[0]
 
 
-class _MessageFiltersEchoStore:
-    """The same rule over a message_filters.Cache of the echo subscription (the standard ROS 2 time-indexed store):
-    the Cache holds the newest messages, push() keeps the decoded samples of those that passed the checks."""
-
-    def __init__(self, tolerance_ns: int, size: int, subscriber: Any) -> None:
-        self.tolerance_ns = tolerance_ns
-        self._cache = message_filters.Cache(subscriber, cache_size=size)
-        self._valid: dict[int, EchoInput] = {}
-        self._lock = threading.Lock()
-
-    def push(self, stamp_ns: int, echo: EchoInput) -> None:
-        with self._lock:
-            self._valid[stamp_ns] = echo
-
-    def match(self, image_stamp_ns: int) -> EchoInput | None:
-        from rclpy.clock import ClockType
-        from rclpy.time import Time
-
-        # The Cache stamps messages with Time.from_msg (ROS time); rclpy refuses to compare across clock types.
-        lo = Time(nanoseconds=max(image_stamp_ns - self.tolerance_ns, 0), clock_type=ClockType.ROS_TIME)
-        hi = Time(nanoseconds=image_stamp_ns + self.tolerance_ns, clock_type=ClockType.ROS_TIME)
-        with self._lock:
-            cached = {stamp_to_ns(m.header.stamp) for m in self._cache.getInterval(lo, hi)}
-            stamps = sorted(s for s in cached if s in self._valid)
-            j = pair_echo_with_frame(image_stamp_ns, stamps, self.tolerance_ns)
-            found = None if j is None else self._valid[stamps[j]]
-            for stamp in [s for s in self._valid if s < image_stamp_ns - self.tolerance_ns]:
-                del self._valid[stamp]
-        return found
-
-
-class _GroupSlot:
-    """inference_in: callback_group. The newest image waits in a LatestSlot; a guard condition in the inference callback
-    group wakes the executor, triggered only while no frame is in progress: a trigger during inference would leave a
-    MultiThreadedExecutor re-offering a callback it cannot run yet, holding the GIL the model needs."""
-
-    def __init__(self, node: DepthNode) -> None:
-        self._process = node._process
-        self._slot: LatestSlot[Image] = LatestSlot()
-        self._guard = node.create_guard_condition(self._on_work, callback_group=MutuallyExclusiveCallbackGroup())
-
-    def submit(self, msg: Image) -> bool:
-        replaced, wake = self._slot.put(msg)
-        if wake:
-            self._guard.trigger()
-        return replaced
-
-    def _on_work(self) -> None:
-        try:
-            while (msg := self._slot.take()) is not None:
-                self._process(msg)
-        except BaseException:
-            self._slot.clear()
-            raise
-
-
 class DepthNode(Node):
     def __init__(self, *, pipeline: DepthPipeline | None = None, node_name: str = "depth_node", **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
@@ -158,7 +86,9 @@ class DepthNode(Node):
         self._report_warn = ThrottledReporter(log.warning)
         if p["torch_threads"]:
             torch.set_num_threads(p["torch_threads"])
-        self.pipeline = pipeline if pipeline is not None else DepthPipeline.from_config(p, warn=log.warning)
+        if pipeline is None:
+            pipeline = DepthPipeline.from_settings(PipelineSettings.from_params(p), warn=log.warning)
+        self.pipeline = pipeline
         log.info(f"models on {self.pipeline.device}"
                  f"{' (fp16)' if self.pipeline.half else ''}, input {self.pipeline.cfg.image_size[1]}x"
                  f"{self.pipeline.cfg.image_size[0]}, depth range {self.pipeline.cfg.min_depth:g}-"
@@ -176,47 +106,35 @@ class DepthNode(Node):
 
         inputs = MutuallyExclusiveCallbackGroup()
         # Reliability as the camera driver offers it: a best-effort subscription got nothing from a reliable 720p driver.
-        self._image_sub = MatchingSubscription(self, Image, IMAGE_TOPIC, self._on_image, 1, callback_group=inputs)
-        self.create_subscription(CameraInfo, CAMERA_INFO_TOPIC, self._on_camera_info, sensor_input(1),
+        self._image_sub = MatchingSubscription(self, Image, topics.relative(topics.IMAGE), self._on_image, 1,
+                                               callback_group=inputs)
+        self.create_subscription(CameraInfo, topics.relative(topics.CAMERA_INFO), self._on_camera_info, sensor_input(1),
                                  callback_group=inputs, qos_overriding_options=overridable())
-        tolerance_ns = int(p["echo_tolerance_s"] * 1e9)
-        echo_qos = sensor_input(p["echo_queue_size"])
-        if message_filters is not None:
-            echo_sub = message_filters.Subscriber(self, EchoStamped, ECHO_TOPIC, qos_profile=echo_qos,
-                                                  callback_group=inputs, qos_overriding_options=overridable())
-            self._echoes: _EchoStore | _MessageFiltersEchoStore = _MessageFiltersEchoStore(
-                tolerance_ns, p["echo_queue_size"], echo_sub)
-            echo_sub.registerCallback(self._on_echo)
-        else:
-            self._echoes = _EchoStore(tolerance_ns, p["echo_queue_size"])
-            self.create_subscription(EchoStamped, ECHO_TOPIC, self._on_echo, echo_qos, callback_group=inputs,
-                                     qos_overriding_options=overridable())
-        self._image_topic = self.resolve_topic_name(IMAGE_TOPIC)
-        self._echo_topic = self.resolve_topic_name(ECHO_TOPIC)
+        self._echoes = _EchoStore(int(p["echo_tolerance_s"] * 1e9), p["echo_queue_size"])
+        self.create_subscription(EchoStamped, topics.relative(topics.ECHO), self._on_echo,
+                                 sensor_input(p["echo_queue_size"]), callback_group=inputs,
+                                 qos_overriding_options=overridable())
+        self._image_topic = self.resolve_topic_name(topics.relative(topics.IMAGE))
+        self._echo_topic = self.resolve_topic_name(topics.relative(topics.ECHO))
 
-        self._pub_metric = self.create_publisher(Image, METRIC_TOPIC, reliable_output(1),
+        self._pub_metric = self.create_publisher(Image, topics.relative(topics.METRIC_DEPTH), reliable_output(1),
                                                  qos_overriding_options=overridable())
-        self._pub_info = self.create_publisher(CameraInfo, METRIC_INFO_TOPIC, reliable_output(1),
+        self._pub_info = self.create_publisher(CameraInfo, topics.relative(topics.METRIC_DEPTH_INFO), reliable_output(1),
                                                qos_overriding_options=overridable())
-        self._pub_pseudo = self.create_publisher(Image, PSEUDO_TOPIC, reliable_output(1)) \
+        self._pub_pseudo = self.create_publisher(Image, topics.relative(topics.PSEUDO_METRIC_DEPTH), reliable_output(1)) \
             if p["publish_pseudo_metric"] else None
-        self._pub_relative = self.create_publisher(Image, RELATIVE_TOPIC, reliable_output(1)) \
+        self._pub_relative = self.create_publisher(Image, topics.relative(topics.RELATIVE_DEPTH), reliable_output(1)) \
             if p["publish_relative"] else None
-        self._pub_scale = self.create_publisher(ScaleEstimate, SCALE_TOPIC, QoSProfile(depth=10))
-        self._pub_diag = self.create_publisher(DiagnosticArray, DIAGNOSTICS_TOPIC, QoSProfile(depth=10))
+        self._pub_scale = self.create_publisher(ScaleEstimate, topics.relative(topics.SCALE), QoSProfile(depth=10))
+        self._pub_diag = self.create_publisher(DiagnosticArray, topics.DIAGNOSTICS, QoSProfile(depth=10))
         self._outputs = [pub for pub in (self._pub_metric, self._pub_info, self._pub_pseudo, self._pub_relative,
                                          self._pub_scale) if pub is not None]
-        self._worker: LatestFrameWorker[Image] | None = None
-        self._group_slot: _GroupSlot | None = None
-        if p["inference_in"] == "worker_thread":
-            self._worker = LatestFrameWorker(
-                # a bug, not bad input (that is rejected per frame): end the node loudly, as a callback's exception would
-                "depth-inference", self._process, shutdown_on_error(self, "depth inference"))
-        else:
-            self._group_slot = _GroupSlot(self)
+        # a bug, not bad input (that is rejected per frame): end the node loudly, as a callback's exception would
+        self._worker: LatestFrameWorker[Image] = LatestFrameWorker(
+            "depth-inference", self._process, shutdown_on_error(self, "depth inference"))
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics, callback_group=inputs)
-        log.info(f"pairing echoes with {'message_filters.Cache' if message_filters else 'EchoBuffer'}, tolerance "
-                 f"{p['echo_tolerance_s']:g} s; listening on {self._image_topic} and {self._echo_topic}")
+        log.info(f"pairing echoes with EchoBuffer, tolerance {p['echo_tolerance_s']:g} s; listening on "
+                 f"{self._image_topic} and {self._echo_topic}")
 
     # -- inputs (fast: store and return) -------------------------------------------------------------------------
     def _now_ns(self) -> int:
@@ -232,8 +150,7 @@ class DepthNode(Node):
         if not self.has_subscribers():
             self.counters.idle += 1
             return
-        queue = self._worker if self._worker is not None else self._group_slot
-        if queue.submit(msg):
+        if self._worker.submit(msg):
             self.counters.dropped_stale += 1
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
@@ -271,12 +188,8 @@ class DepthNode(Node):
     # -- inference (the worker thread) ---------------------------------------------------------------------------
     @property
     def error(self) -> BaseException | None:
-        return self._worker.error if self._worker is not None else None
-
-    @property
-    def executor_threads(self) -> int:
-        """Executor threads this node needs: a callback group for inference only helps a MultiThreadedExecutor."""
-        return 1 if self._worker is not None else 2
+        """What stopped the inference thread (None while it runs)."""
+        return self._worker.error
 
     def _process(self, msg: Image) -> None:
         start = time.perf_counter()
@@ -382,13 +295,12 @@ class DepthNode(Node):
         self._pub_diag.publish(DiagnosticArray(header=Header(stamp=self.get_clock().now().to_msg()), status=[status]))
 
     def destroy_node(self) -> None:
-        if getattr(self, "_worker", None) is not None:
+        if getattr(self, "_worker", None) is not None:  # None when __init__ failed before starting it
             self._worker.stop()  # the frame in progress finishes and is published before the publishers go
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(DepthNode, "depth_node", args)
+main = node_main(DepthNode, "depth_node")
 
 
 if __name__ == "__main__":

@@ -22,18 +22,19 @@ from rclpy.qos import QoSProfile
 from std_msgs.msg import Header
 
 from avs_depth_core.audio.chirp import ChirpSpec, synthesize_chirp
+from avs_depth_core.data import topics
 from avs_depth_core.data.messages import echo_problem
 from avs_depth_ros.conversions import echo_msg, header
 from avs_depth_ros.duplex import DuplexEchoRecorder, EchoCapture, ReopeningRecorder
 from avs_depth_ros.params import ECHO_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output
-from avs_depth_ros.runner import publish_while_running, run_node, shutdown_on_error
+from avs_depth_ros.runner import node_main, publish_while_running, shutdown_on_error
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.stats import RateMeter, ThrottledReporter
 from avs_depth_ros.workers import DriverThread
 
-ECHO_TOPIC = "audio/echo"
-DIAGNOSTICS_TOPIC = "/diagnostics"
+ECHO_TOPIC = topics.relative(topics.ECHO)
+DIAGNOSTICS_TOPIC = topics.DIAGNOSTICS
 POLL_PERIOD_S = 0.01  # how often finished windows are collected: adds at most this much to the publish delay
 
 
@@ -206,8 +207,7 @@ class EchoNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(EchoNode, "echo_node", args)
+main = node_main(EchoNode, "echo_node")
 
 
 if __name__ == "__main__":

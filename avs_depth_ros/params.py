@@ -1,5 +1,7 @@
 """Parameter tables of the nodes: name, default, description, range, choices. ROS-free, so the YAML and the docs can be
 checked against them without rclpy; `declare_parameters` turns a table into declared parameters with descriptors.
+The nodes' defaults live here and nowhere else in the ROS layer; the depth pipeline's settings take theirs from
+avs_depth_core.pipeline.PipelineSettings, the object the depth node builds its pipeline from.
 
 Every parameter is read-only after start (the nodes configure models, streams and worlds once); set them in
 config/avs_depth.yaml or with launch arguments and restart the node.
@@ -9,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any
+
+from avs_depth_core.pipeline import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
 
 ParamValue = bool | int | float | str | list
 
@@ -30,7 +34,7 @@ class ParamSpec:
         return ""
 
 
-# BatVision chirp: 3 ms linear sweep 20 Hz - 20 kHz at 44.1 kHz (method_spec section 4).
+# BatVision chirp: 3 ms linear sweep 20 Hz - 20 kHz at 44.1 kHz (BatVision, AmandineBtto/Batvision-Dataset).
 _CHIRP = [
     ParamSpec("chirp_start_hz", 20.0, "chirp sweep start frequency, Hz (BatVision: 20)", (1.0, 96_000.0)),
     ParamSpec("chirp_end_hz", 20_000.0, "chirp sweep end frequency, Hz (BatVision: 20000)", (1.0, 96_000.0)),
@@ -110,37 +114,36 @@ SIM_SENSORS_NODE: list[ParamSpec] = [
     ParamSpec("mic_frame_id", "mic_array", "frame_id of the echoes"),
 ]
 
+_PIPELINE = PipelineSettings()
+
 DEPTH_NODE: list[ParamSpec] = [
-    ParamSpec("avsnet_checkpoint", "", "AVS-Net checkpoint (safetensors + JSON); '' = the bundled default"),
-    ParamSpec("relative_model", "avsnet_rgb", "depth network whose output is scaled to metres: avsnet_rgb (AVS-Net "
-              "Only-RGB checkpoint), monodepth2, or torchscript (a TorchScript file returning (B, 1, H, W) depth)", None,
-              ("avsnet_rgb", "monodepth2", "torchscript")),
-    ParamSpec("relative_checkpoint", "", "checkpoint of the relative model; '' = the bundled default for relative_model"),
-    ParamSpec("device", "auto", "torch device: auto (CUDA if available), cpu, cuda or cuda:N; CUDA requested but absent "
-              "falls back to CPU with a warning"),
-    ParamSpec("half", False, "fp16 autocast on CUDA (ignored on CPU, with a warning)"),
+    ParamSpec("avsnet_checkpoint", _PIPELINE.avsnet_checkpoint, "AVS-Net checkpoint (safetensors + JSON); '' = the "
+              "bundled default"),
+    ParamSpec("relative_model", _PIPELINE.relative_model, "depth network whose output is scaled to metres: avsnet_rgb "
+              "(AVS-Net Only-RGB checkpoint), monodepth2, or torchscript (a TorchScript file returning (B, 1, H, W) depth)",
+              None, RELATIVE_KINDS),
+    ParamSpec("relative_checkpoint", _PIPELINE.relative_checkpoint, "checkpoint of the relative model; '' = the bundled "
+              "default for relative_model"),
+    ParamSpec("device", _PIPELINE.device, "torch device: auto (CUDA if available), cpu, cuda or cuda:N; CUDA requested "
+              "but absent falls back to CPU with a warning"),
+    ParamSpec("half", _PIPELINE.half, "fp16 autocast on CUDA (ignored on CPU, with a warning)"),
     ParamSpec("warmup_iterations", 2, "forward passes on a blank frame at start, so the first frame is not slow", (0, 50)),
     ParamSpec("torch_threads", 1, "torch intra-op threads; 0 = torch's default (all cores). One leaves the other cores to "
-              "the sensor drivers and the robot's other processes; on 2 cores with the bundled models a pipeline call "
-              "takes 43 ms with 1 thread, 36 ms with 2 (benchmarks/node_latency.py --torch-threads); raise it on a "
-              "many-core CPU without a GPU", (0, 256)),
-    ParamSpec("inference_in", "worker_thread", "where the models run: the node's own thread (any executor; measured "
-              "fastest with rclpy, see avs_depth_ros.workers), or a MutuallyExclusiveCallbackGroup of its own run by a "
-              "MultiThreadedExecutor (the depth_anything_v2_ros2 pattern; bringup --threads 2 or more)", None,
-              ("worker_thread", "callback_group")),
-    ParamSpec("scale_method", "median", "scale recovery: median ratio (AVS-Net eq. 3), mean-std, or none (the relative "
-              "model is already metric)", None, ("median", "mean-std", "none")),
-    ParamSpec("scale_smoothing_alpha", 1.0, "weight of a new scale in log-space smoothing; 1 = none (the paper scales "
-              "each frame on its own)", (0.01, 1.0)),
-    ParamSpec("max_scale_hold_s", 1.0, "without a fresh echo, keep using the last scale this long (s), then publish "
-              "NaN depth until an echo arrives", (0.0, 60.0)),
+              "the sensor drivers and the robot's other processes (measured in benchmarks/node_latency.py "
+              "--torch-threads); raise it on a many-core CPU without a GPU", (0, 256)),
+    ParamSpec("scale_method", _PIPELINE.scale_method, "scale recovery: median ratio (AVS-Net eq. 3), mean-std, or none "
+              "(the relative model is already metric)", None, ("median", "mean-std", "none")),
+    ParamSpec("scale_smoothing_alpha", _PIPELINE.scale_smoothing_alpha, "weight of a new scale in log-space smoothing; "
+              "1 = none (the paper scales each frame on its own)", (0.01, 1.0)),
+    ParamSpec("max_scale_hold_s", _PIPELINE.max_scale_hold_s, "without a fresh echo, keep using the last scale this long "
+              "(s), then publish NaN depth until an echo arrives", (0.0, 60.0)),
     ParamSpec("echo_tolerance_s", 0.35, "largest |image stamp - echo emission stamp| for pairing, s; must cover the "
               "chirp period plus the echo window, because an echo is published only after its window", (0.0, 5.0)),
     ParamSpec("echo_queue_size", 16, "echoes kept for pairing", (1, 1000)),
     ParamSpec("max_image_age_s", 1.0, "images older than this (now - stamp) are dropped as stale, s", (0.01, 3600.0)),
     ParamSpec("max_future_s", 0.5, "stamps further than this in the future are rejected, s", (0.0, 3600.0)),
-    ParamSpec("out_of_range", "clip", "metric depth outside [min_depth, max_depth] of the model: clip to the range, or "
-              "NaN (REP 117: no estimate)", None, ("clip", "nan")),
+    ParamSpec("out_of_range", _PIPELINE.out_of_range, "metric depth outside [min_depth, max_depth] of the model: clip "
+              "to the range, or NaN (REP 117: no estimate)", None, OUT_OF_RANGE),
     ParamSpec("publish_pseudo_metric", False, "also publish AVS-Net's pseudo-metric depth on avs/pseudo_metric_depth"),
     ParamSpec("publish_relative", False, "also publish the relative depth on avs/relative_depth"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics, s", (0.1, 60.0)),

@@ -24,12 +24,13 @@ from geometry_msgs.msg import PoseStamped
 from rcl_interfaces.srv import GetParameters
 from rclpy.node import Node
 
+from avs_depth_core.data import topics
 from avs_depth_ros.conversions import pose_from_msg
 from avs_depth_ros.params import ROOM_LOOP, declare_parameters
 from avs_depth_ros.room_audio import RoomAudio
-from avs_depth_ros.runner import run_node
+from avs_depth_ros.runner import node_main
 
-POSE_TOPIC = "camera/pose"
+POSE_TOPIC = topics.relative(topics.POSE)
 WORLD_KEYS = ("preset", "seed", "sequence", "height", "width", "camera_rate")  # sim_sensors_node's world
 
 
@@ -111,8 +112,7 @@ class RoomLoopNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(RoomLoopNode, "room_loop", args)
+main = node_main(RoomLoopNode, "room_loop")
 
 
 if __name__ == "__main__":

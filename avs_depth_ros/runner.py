@@ -2,8 +2,7 @@
 
 A SingleThreadedExecutor by default: every callback of these nodes only checks and stores, the slow work (inference,
 sensor drivers) runs in the nodes' own threads (avs_depth_ros.workers), and rclpy's MultiThreadedExecutor spins while
-callbacks wait in its pool, taking the GIL from those threads (bringup --sim measured 3-8 Hz with 4 executor threads,
-10 Hz with one).
+callbacks wait in its pool, taking the GIL from those threads (figures: README, Threads).
 """
 
 from __future__ import annotations
@@ -44,7 +43,7 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     node = None
     try:
         node = factory()
-        spin([node], threads=getattr(node, "executor_threads", 1))
+        spin([node])
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except CONFIG_ERRORS as err:
@@ -56,6 +55,15 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
         rclpy.try_shutdown()
     # 1 when one of the node's own threads stopped it (shutdown_on_error has logged why)
     return 1 if getattr(node, "error", None) is not None else 0
+
+
+def node_main(factory: Callable[[], Node], name: str) -> Callable[[list[str] | None], int]:
+    """A node's console-script entry point (setup.py): run_node(factory, name, args)."""
+
+    def main(args: list[str] | None = None) -> int:
+        return run_node(factory, name, args)
+
+    return main
 
 
 def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], bool]:

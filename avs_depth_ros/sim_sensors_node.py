@@ -17,19 +17,15 @@ from geometry_msgs.msg import PoseStamped
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, Image
 
+from avs_depth_core.data import topics
 from avs_depth_core.sim.world import SimWorld
 from avs_depth_ros.conversions import camera_info_msg, echo_msg, header, image_msg, pose_msg
 from avs_depth_ros.params import SIM_SENSORS_NODE, declare_parameters
 from avs_depth_ros.qos import overridable, reliable_output
-from avs_depth_ros.runner import publish_while_running, run_node, shutdown_on_error
+from avs_depth_ros.runner import node_main, publish_while_running, shutdown_on_error
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.workers import DriverThread
 
-IMAGE_TOPIC = "camera/color/image_raw"
-CAMERA_INFO_TOPIC = "camera/color/camera_info"
-DEPTH_TOPIC = "camera/depth/image"
-POSE_TOPIC = "camera/pose"
-ECHO_TOPIC = "audio/echo"
 FIRST_FRAME_TIMEOUT_S = 120.0
 MAX_WAIT_S = 0.05
 
@@ -52,11 +48,11 @@ class SimSensorsNode(Node):
             return self.create_publisher(msg_type, topic, reliable_output(depth), qos_overriding_options=overridable())
 
         # Reliable, like most camera drivers: reaches best-effort (depth_node) and reliable (recorders) subscribers.
-        self._pub_image = publisher(Image, IMAGE_TOPIC, 5)
-        self._pub_info = publisher(CameraInfo, CAMERA_INFO_TOPIC, 5)
-        self._pub_depth = publisher(Image, DEPTH_TOPIC, 5) if p["publish_depth"] else None
-        self._pub_pose = publisher(PoseStamped, POSE_TOPIC, 5) if p["publish_pose"] else None
-        self._pub_echo = publisher(EchoStamped, ECHO_TOPIC, 10) if p["publish_echo"] else None
+        self._pub_image = publisher(Image, topics.relative(topics.IMAGE), 5)
+        self._pub_info = publisher(CameraInfo, topics.relative(topics.CAMERA_INFO), 5)
+        self._pub_depth = publisher(Image, topics.relative(topics.DEPTH), 5) if p["publish_depth"] else None
+        self._pub_pose = publisher(PoseStamped, topics.relative(topics.POSE), 5) if p["publish_pose"] else None
+        self._pub_echo = publisher(EchoStamped, topics.relative(topics.ECHO), 10) if p["publish_echo"] else None
         self.published = {"image": 0, "echo": 0}
         # Published from its own thread, as a camera driver does (see avs_depth_ros.workers for why not an rclpy timer).
         self._driver = DriverThread("sim-sensors", self._tick, shutdown_on_error(self, "simulated sensors"))
@@ -103,8 +99,7 @@ class SimSensorsNode(Node):
         super().destroy_node()
 
 
-def main(args: list[str] | None = None) -> int:
-    return run_node(SimSensorsNode, "sim_sensors_node", args)
+main = node_main(SimSensorsNode, "sim_sensors_node")
 
 
 if __name__ == "__main__":

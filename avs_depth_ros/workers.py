@@ -1,11 +1,9 @@
 """Threads that keep slow or frequent work out of the rclpy executor.
 
-Why: an rclpy executor callback costs about 1 ms of Python while holding the GIL (measured here with rclpy Kilted:
-0.8 ms SingleThreadedExecutor, 1.2 ms MultiThreadedExecutor per no-op timer callback), and the MultiThreadedExecutor
-re-offers callbacks it has queued but not yet started, so it spins while a long callback runs. With the sensors polled
-by a 100 Hz timer and inference in an executor callback, `avs-depth-ros bringup --sim` (all nodes in one process) ran
-the tiny model at 2-4 Hz with frames held up to 2 s, where it runs at the camera's 10 Hz once the work moved here
-(figures in benchmarks/node_latency.py and the issue notes). ROS callbacks now only store and signal.
+Why: an rclpy executor callback runs Python while holding the GIL, and the MultiThreadedExecutor re-offers callbacks it
+has queued but not yet started, so it spins while a long callback runs. With the sensors polled by a timer and inference
+in an executor callback, `avs-depth-ros bringup --sim` fell well below the camera's rate; with the work here it keeps up
+(figures: README, Threads; benchmarks/node_latency.py). ROS callbacks only store and signal.
 
 - DriverThread: a sensor driver's loop (sim_sensors_node, echo_node), sleeping until its next event.
 - LatestFrameWorker: depth_node's inference on the newest frame; a frame replaced before it is taken is dropped.
@@ -61,8 +59,7 @@ class LatestSlot(Generic[T]):
 
     put() stores the item and says whether it replaced one not yet taken (a dropped frame) and whether the consumer must
     be woken (it was idle: nothing pending, nothing in progress). The consumer calls take() until it returns None, which
-    marks it idle again. Both depth_node inference modes use it: the worker thread, and the callback group, whose guard
-    condition must only be triggered while the consumer is idle.
+    marks it idle again (LatestFrameWorker's hand-over).
     """
 
     def __init__(self) -> None:

@@ -3,7 +3,7 @@
     .venv/bin/python benchmarks/avsnet_speed.py                      # CPU fp32 (+ CUDA fp32/fp16 when a GPU is there)
     .venv/bin/python benchmarks/avsnet_speed.py --iters 3 --batch-sizes 1 --devices cpu
 
-Targets (issue 3, H100): midas_small AVS-Net >= 200 frames/s at batch 1 in fp16; the echo branch adds <= 15 % over Only-RGB.
+Targets (H100): midas_small AVS-Net >= 200 frames/s at batch 1 in fp16; the echo branch adds <= 15 % over Only-RGB.
 Timed: AVSNet.forward under torch.inference_mode (input checks included), inputs already on the device; median of --iters.
 fp16-autocast keeps fp32 weights (what AVSNet.predict(fp16=True) does); fp16 converts the weights to half.
 """

@@ -6,7 +6,7 @@
 
 Per window: depth images received and their rate, frames whose header is not one the camera published, NaN frames
 (no scale), held scales, latency from the image stamp to arrival, and the bringup process's resident memory (from
-/proc), so a slow leak or a rate that decays shows. Target (issue 5): 5 Hz or more on 2 CPU cores, each depth with the
+/proc), so a slow leak or a rate that decays shows. Target: 5 Hz or more on 2 CPU cores, each depth with the
 header of a published camera image, mostly finite, for as long as it runs.
 """
 

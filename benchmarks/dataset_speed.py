@@ -6,7 +6,7 @@ SupervisedBagDataset + DataLoader over whole epochs:
   cached      - a fresh dataset on the built cache (as the next run sees it): its first epoch (including DataLoader
                 worker start-up) and its next epoch (persistent workers), per worker count;
   window      - the cache holding echo windows instead of features, so the STFT and resize run per item.
-Target (issue 2): the loader is never the bottleneck of CPU training, 200 samples/s or more.
+Target: the loader is never the bottleneck of CPU training, 200 samples/s or more.
 
   .venv/bin/python benchmarks/dataset_speed.py [--frames 200] [--batch-size 8] [--workers 0,2]
 """

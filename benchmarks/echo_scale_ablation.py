@@ -41,11 +41,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from avs_depth_core.cli import main as avs_depth  # noqa: E402
-from avs_depth_core.evaluation import TABLE_METRICS, evaluate_model  # noqa: E402
-from avs_depth_core.evaluation.cli import HEADERS  # noqa: E402
+from avs_depth_core.config import apply_overrides  # noqa: E402
+from avs_depth_core.evaluation import (  # noqa: E402
+    HEADERS,
+    TABLE_METRICS,
+    evaluate_model,
+)
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
 from avs_depth_core.train.avsnet import build_dataset, resolve_config, train_avsnet  # noqa: E402
-from avs_depth_core.train.loop import apply_overrides  # noqa: E402
 
 # (sequences, frames per sequence, split fractions train/val/test, image height, width, optimiser steps)
 SETTINGS = {

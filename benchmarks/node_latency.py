@@ -5,14 +5,13 @@
     .venv/bin/python benchmarks/node_latency.py --tiny                  # random tiny AVS-Net pair at 64x128, no checkpoints
     .venv/bin/python benchmarks/node_latency.py --rates 2 5 10 --seconds 10 --device cpu
     .venv/bin/python benchmarks/node_latency.py --tiny --threads 1 4      # Single- vs MultiThreadedExecutor, one run
-    .venv/bin/python benchmarks/node_latency.py --threads 1 2 --inference-in worker_thread callback_group
 
 One process, as `avs-depth-ros bringup --sim` runs it: sim_sensors_node (camera at each --rates value, echoes at 10 Hz),
 depth_node (the pipeline injected, so the models load once) and a listener on the camera and the depth.
 Figures per input rate: output rate, dropped frames, latency from the image stamp to the depth's arrival, and the node's
 share: depth arrival - image arrival (at the same listener) - the pipeline call for that frame, i.e. what the node adds
 over the bare forward (decode, pairing, message building, publishing, the depth's transport, and any wait for the model
-when the input outruns it). Target (issue 5): at most 5 ms added at input rates the model keeps up with.
+when the input outruns it). Target: at most 5 ms added at input rates the model keeps up with.
 --threads picks the executor (1: SingleThreadedExecutor, as the nodes and bringup spin by default; N: MultiThreaded
 with N threads); several values are measured one after the other in the same run.
 """
@@ -82,13 +81,13 @@ def bare_forward_ms(pipeline: Any, frames: list[Any], iters: int) -> tuple[float
     return statistics.median(calls), statistics.median(nets)
 
 
-def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[int, int], threads: int,
-             inference_in: str = "worker_thread") -> dict[str, Any]:
+def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[int, int], threads: int) -> dict[str, Any]:
     import rclpy
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
 
+    from avs_depth_core.data import topics
     from avs_depth_core.data.messages import stamp_to_ns
     from avs_depth_ros.depth_node import DepthNode
     from avs_depth_ros.runner import make_executor
@@ -98,7 +97,6 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     rclpy.init(context=context)
     pipeline.forward_ms.clear()
     depth_node = DepthNode(context=context, pipeline=pipeline, parameter_overrides=[
-        Parameter("inference_in", value=inference_in),
         Parameter("warmup_iterations", value=0), Parameter("diagnostics_period_s", value=60.0)])
     sim = SimSensorsNode(context=context, parameter_overrides=[
         Parameter("camera_rate", value=float(rate)), Parameter("height", value=size[0]),
@@ -106,10 +104,10 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     listener = rclpy.create_node("latency_listener", context=context)
     image_rx: dict[int, int] = {}
     depth_rx: dict[int, int] = {}
-    listener.create_subscription(Image, "camera/color/image_raw",
+    listener.create_subscription(Image, topics.relative(topics.IMAGE),
                                  lambda m: image_rx.__setitem__(stamp_to_ns(m.header.stamp), time.time_ns()),
                                  QoSProfile(depth=20, reliability=ReliabilityPolicy.BEST_EFFORT))
-    listener.create_subscription(Image, "avs/metric_depth",
+    listener.create_subscription(Image, topics.relative(topics.METRIC_DEPTH),
                                  lambda m: depth_rx.__setitem__(stamp_to_ns(m.header.stamp), time.time_ns()), 10)
     sim.frames.wait_for(19, 120.0)  # all 20 frames rendered before timing starts
     executor = make_executor(threads, context)
@@ -136,8 +134,7 @@ def run_rate(pipeline: TimedPipeline, rate: float, seconds: float, size: tuple[i
     added = [(depth_rx[s] - image_rx[s]) / 1e6 - pipeline.forward_ms[s] for s in outputs
              if s in image_rx and s in pipeline.forward_ms]
     return {
-        "executor": ("single" if threads == 1 else f"multi x{threads}"),
-        "inference": "worker" if inference_in == "worker_thread" else "cb group", "rate": rate, "in_hz": images / elapsed,
+        "executor": ("single" if threads == 1 else f"multi x{threads}"), "rate": rate, "in_hz": images / elapsed,
         "out_hz": (len(depth_rx) - out_before) / elapsed,
         "dropped": counters.dropped_stale - dropped_before, "images": images,
         "latency_p50": _pct(latency, 50), "latency_p95": _pct(latency, 95),
@@ -161,14 +158,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", default="256x512", help="camera image HxW (default 256x512)")
     parser.add_argument("--iters", type=int, default=10, help="bare forward repetitions")
     parser.add_argument("--threads", type=int, nargs="+", default=[1], help="executor threads per run (1 = single)")
-    parser.add_argument("--inference-in", nargs="+", default=["worker_thread"], choices=["worker_thread", "callback_group"],
-                        help="depth_node's inference_in per run")
     args = parser.parse_args(argv)
 
     import torch
     import yaml
 
-    from avs_depth_core.pipeline import DepthPipeline
+    from avs_depth_core.pipeline import DepthPipeline, PipelineSettings
     from avs_depth_core.sim.world import SimWorld
 
     h, w = (int(v) for v in args.size.lower().split("x"))
@@ -182,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         params["torch_threads"] = args.torch_threads
     if params.get("torch_threads"):
         torch.set_num_threads(params["torch_threads"])
-    pipeline = TimedPipeline(DepthPipeline.from_config(params))
+    pipeline = TimedPipeline(DepthPipeline.from_settings(PipelineSettings.from_params(params)))
     cfg = pipeline.cfg
     models = "random tiny AVS-Net pair" if args.tiny else f"{params['avsnet_checkpoint'] or 'bundled AVS-Net'} + " \
         f"{params['relative_model']} {params['relative_checkpoint'] or '(bundled)'}"
@@ -196,12 +191,11 @@ def main(argv: list[str] | None = None) -> int:
     pipeline.tracker.reset()
     print(f"bare pipeline call {call_ms:.1f} ms (networks alone {net_ms:.1f} ms): at most {1000 / call_ms:.1f} Hz")
 
-    rows = [run_rate(pipeline, rate, args.seconds, (h, w), threads, where) for where in args.inference_in
-            for threads in args.threads for rate in args.rates]
-    print(f"\n{'inference':>9} {'executor':>10} {'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} "
+    rows = [run_rate(pipeline, rate, args.seconds, (h, w), threads) for threads in args.threads for rate in args.rates]
+    print(f"\n{'executor':>10} {'in Hz':>7} {'out Hz':>7} {'dropped':>8} {'latency p50':>12} {'p95':>7} "
           f"{'forward p50':>12} {'added p50':>10} {'p90':>7} {'node ms':>8}")
     for r in rows:
-        print(f"{r['inference']:>9} {r['executor']:>10} {r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} "
+        print(f"{r['executor']:>10} {r['in_hz']:7.2f} {r['out_hz']:7.2f} {r['dropped']:8d} "
               f"{r['latency_p50']:10.1f}ms {r['latency_p95']:5.1f}ms {r['forward_p50']:10.1f}ms {r['added_p50']:8.1f}ms "
               f"{r['added_p90']:5.1f}ms {r['node_ms']:6.2f}ms")
     print("\nlatency: image stamp -> depth received; added: depth received - image received - pipeline call (the node's "

@@ -11,7 +11,7 @@ AVS-Net's scale and with the RGB-Echoes AVS-Net's scale (the AVS-Net paper's sca
    lane 2: AVS-Net RGB-Echoes, then Only-RGB, with the CPU recipe of benchmarks/echo_scale_ablation.py (same trainer,
    data, seed and steps; they differ only in use_echo).
    With --work DIR, a finished run of the same setting is reused instead of trained again (delete it to retrain).
-3. `evaluate-scaling` on the test sequences (avs_depth_core.evaluation.scaling_cli.evaluate_scaling): the rows No / RGB /
+3. `evaluate-scaling` on the test sequences (avs_depth_core.evaluation.echo_scaling.evaluate_scaling): the rows No / RGB /
    RGB-Echoes with the seven metrics, printed as markdown; --out R.json gets {"none": {...}, "rgb": {...}, "rgb_echo":
    {...}} and R.details.json the setting, timings, the GT-median reference row and the training summaries.
 
@@ -56,7 +56,7 @@ from echo_scale_ablation import config_for  # noqa: E402
 from avs_depth_core.cli import main as avs_depth  # noqa: E402
 from avs_depth_core.data.datasets import SupervisedBagDataset  # noqa: E402
 from avs_depth_core.evaluation import TABLE_METRICS  # noqa: E402
-from avs_depth_core.evaluation.scaling_cli import REFERENCE_ROW, ROWS, evaluate_scaling, load_avsnets, markdown_table  # noqa: E402
+from avs_depth_core.evaluation.echo_scaling import REFERENCE_ROW, ROWS, evaluate_scaling, load_avsnets, markdown_table  # noqa: E402
 from avs_depth_core.relative import RelativeDepthModel  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 
@@ -245,7 +245,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     results, records = evaluate_scaling(test, relative, echo_net, rgb_net, device, cfg.min_depth, cfg.max_depth,
                                         batch_size=16, figure_indices=figure_indices)
     if records:
-        from avs_depth_core.evaluation.scaling_cli import save_scaling_figure
+        from avs_depth_core.evaluation.echo_scaling import save_scaling_figure
 
         for rec in records:
             save_scaling_figure(work / "figures" / f"{rec['index']:05d}.png", rec, "monodepth2", cfg.min_depth, cfg.max_depth)

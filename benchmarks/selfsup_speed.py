@@ -27,8 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from avs_depth_core.losses.photometric import Monodepth2Loss
 from avs_depth_core.models.monodepth2 import Monodepth2Config
-from avs_depth_core.train.loop import Runtime
 from avs_depth_core.train.monodepth2 import Monodepth2Model, batch_intrinsics, training_loss
+from avs_depth_core.train.runtime import Runtime
 
 CONFIGS = {
     "tiny": {"height": 64, "width": 128, "encoder_width": 8, "decoder_channels": [4, 8, 16, 16, 32], "batch_size": 12},

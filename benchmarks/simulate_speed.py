@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 from avs_depth_core.data.bag import BagWriter
-from avs_depth_core.sim.cli import EPOCH_NS, frame_stamp, write_frame
+from avs_depth_core.sim.record import EPOCH_NS, frame_stamp, write_frame
 from avs_depth_core.sim.world import PRESETS, SimWorld
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,16 @@ def bv2_sample() -> Path:
     if not (BV2_SAMPLE / "audio_47.wav").is_file():
         pytest.fail(f"BatVision fixture missing at {BV2_SAMPLE}; ../shared must sit beside the project root")
     return BV2_SAMPLE
+
+
+@pytest.fixture
+def thread_errors() -> Iterator[Callable[[BaseException], None]]:
+    """An on_error for a thread under test (avs_depth_ros.workers): what the thread reports fails the test at its end.
+    (pytest.fail called inside a thread raises there, not in the test: pytest would only warn.)"""
+    errors: list[BaseException] = []
+    yield errors.append
+    if errors:
+        pytest.fail(f"a thread under test failed: {type(errors[0]).__name__}: {errors[0]}", pytrace=False)
 
 
 def pytest_configure(config: pytest.Config) -> None:

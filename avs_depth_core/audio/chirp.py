@@ -1,4 +1,4 @@
-"""The emitted chirp. BatVision: a 3 ms sweep from 20 Hz to 20 kHz at 44.1 kHz (method_spec section 4; the BITD
+"""The emitted chirp. BatVision (AmandineBtto/Batvision-Dataset): a 3 ms sweep from 20 Hz to 20 kHz at 44.1 kHz (the BITD
 repository's dataset/source_audio/3ms_sweep.wav is such a sweep, 132 samples)."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 BatVision (official UNetSoundOnly loader, "parameters from the original batvision paper"): torchaudio Spectrogram with
 n_fft 512, win_length 64, hop_length 16, power 1: torch.stft, centred with reflect padding, periodic Hann window of 64
-zero-padded to 512, onesided, magnitude, no dB (method_spec section 4). A (2, 7782) BV2 window gives (2, 257, 487).
+zero-padded to 512, onesided, magnitude, no dB (BatVision's dataloader). A (2, 7782) BV2 window gives (2, 257, 487).
 """
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def echo_features(samples: np.ndarray, sample_rate: int, *, expected_rate: int, 
     """The network's echo input, the one path shared by datasets and the live node: window after emission to max_depth,
     magnitude STFT per channel, resize to `size`. (channels, n) float samples -> (channels, *size) float32.
 
-    speed_of_sound 340 m/s matches BatVision's loader cut (method_spec section 4).
+    speed_of_sound 340 m/s matches BatVision's loader cut (its dataloader).
     """
     if int(sample_rate) != int(expected_rate):
         raise ValueError(f"{where}: sample rate {sample_rate} Hz, expected {expected_rate} Hz")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-# m/s at about 20 C. BatVision's loader cuts with 340 m/s (method_spec section 4); pass speed_of_sound=340 to match it.
+# m/s at about 20 C. BatVision's loader (AmandineBtto/Batvision-Dataset) cuts with 340 m/s; pass speed_of_sound=340 to match it.
 SPEED_OF_SOUND = 343.0
 
 

@@ -1,4 +1,4 @@
-"""`avs-depth bag-info DIR`: what a rosbag2 holds and whether the datasets can use it.
+"""What a rosbag2 holds and whether the datasets can use it.
 
 Topics with types, counts, header-stamp ranges and rates; image size and encoding; echo sample rate, channels, length
 and quality; CameraInfo; sequences and splits (from the bag metadata, or derived from stamp gaps as the datasets do);
@@ -7,8 +7,6 @@ and pairing statistics (frames with a paired echo by the shared pairing rule, fr
 
 from __future__ import annotations
 
-import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -25,14 +23,6 @@ from avs_depth_core.data.splits import (
     sequences_from_metadata,
     split_counts,
 )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("bag", type=Path, help="rosbag2 folder (or .mcap/.db3 file)")
-    parser.add_argument("--tolerance-s", type=float, default=DEFAULT_TOLERANCE_NS / 1e9,
-                        help="echo-frame pairing tolerance in seconds (default: half the 10 Hz chirp period)")
-    parser.add_argument("--depth-tolerance-s", type=float, default=0.001, help="depth-frame pairing tolerance in seconds")
-    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
 def _rate(stamps: np.ndarray) -> float:
@@ -149,9 +139,3 @@ def format_summary(s: dict[str, Any]) -> str:
     lines.append(f"pairing (tolerance {p['tolerance_s'] * 1e3:g} ms): {p['with_echo']}/{p['frames']} frames with an echo, "
                  f"{p['with_depth']} with depth, {p['with_echo_and_depth']} with both; {p['echoes_unused']} echoes unused")
     return "\n".join(lines)
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = summarise_bag(args.bag, args.tolerance_s, args.depth_tolerance_s)
-    print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
-    return 0

@@ -1,4 +1,4 @@
-"""`avs-depth convert-batvision`: turn a BatVision V1 or V2 download into one rosbag2 (method_spec section 4).
+"""Turn a BatVision V1 or V2 download into one rosbag2 (AmandineBtto/Batvision-Dataset, IROS 2023).
 
 Layouts read:
 - BV2: <root>/<location>/{train,val,test}.csv with columns `depth path`, `depth file name`, `audio path`,
@@ -26,6 +26,8 @@ included) is stamped start + k * period (default 0.1 s, the 10 Hz chirp rate); t
 (default 10 s, far above the 1 s sequence gap the datasets use) after the previous one's last row. The first sequence
 starts at 1.6e9 s. The echo's stamp equals its frame's stamp.
 
+Command line: `avs-depth convert-batvision` (avs_depth_core/cli/convert_batvision.py).
+
 Counting: every CSV row becomes a frame, or the command fails naming the CSV, line and file; with --skip-bad such rows
 are skipped and each is printed with its reason. The summary prints rows in / frames out / skipped per split, and
 rows in always equals frames out plus skipped.
@@ -33,7 +35,6 @@ rows in always equals frames out plus skipped.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 import shutil
@@ -67,7 +68,7 @@ DEFAULT_PERIOD_S = 0.1
 DEFAULT_GAP_S = 10.0
 DEFAULT_HFOV_DEG = 90.0  # assumption, see the module docstring
 SAMPLE_RATE = 44_100  # BatVision README: echoes at 44.1 kHz
-SPEED_OF_SOUND = 340.0  # BatVision's loader cut (method_spec section 4), written into each EchoStamped
+SPEED_OF_SOUND = 340.0  # BatVision's loader cut (its dataloader), written into each EchoStamped
 CAMERA_FRAME = "camera_color_optical_frame"
 MIC_FRAME = "binaural_microphones"
 
@@ -101,24 +102,21 @@ class SequenceRows:
     rows: list[Row]
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--root", required=True, type=Path, help="BatVision root (BV1: holds train.csv; BV2: location folders)")
-    parser.add_argument("--version", required=True, type=int, choices=(1, 2), help="BatVision version")
-    parser.add_argument("--out", required=True, type=Path, help="output rosbag2 folder (must not exist)")
-    parser.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="rosbag2 storage plugin")
-    parser.add_argument("--skip-bad", action="store_true",
-                        help="skip rows naming a missing/unreadable/bad file (each is printed and counted) instead of failing")
-    parser.add_argument("--splits", default=",".join(SPLITS), help="comma-separated splits to convert (default: all three)")
-    parser.add_argument("--locations", default="", help="BV2: comma-separated location folders (default: every one with CSVs)")
-    parser.add_argument("--intrinsics", default="", help="fx,fy,cx,cy in pixels of the original images (default: assumed, "
-                        f"{DEFAULT_HFOV_DEG:g} deg horizontal field of view)")
-    parser.add_argument("--hfov-deg", type=float, default=DEFAULT_HFOV_DEG, help="horizontal field of view of the default K")
-    parser.add_argument("--bv1-image-column", default="", help="BV1: the CSV column naming the RGB image (default: found)")
-    parser.add_argument("--bv1-audio-scale", type=float, default=1.0,
-                        help="BV1: divide float .npy waveforms by this to bring them into [-1, 1]")
-    parser.add_argument("--sample-rate", type=int, default=SAMPLE_RATE, help="expected audio sample rate in Hz")
-    parser.add_argument("--period-s", type=float, default=DEFAULT_PERIOD_S, help="synthetic stamp step between rows")
-    parser.add_argument("--gap-s", type=float, default=DEFAULT_GAP_S, help="synthetic stamp gap between sequences")
+@dataclass(frozen=True)
+class ConvertOptions:
+    """How convert reads the download and stamps the frames (the command-line defaults)."""
+
+    storage: str = "mcap"  # rosbag2 storage plugin: mcap or sqlite3
+    skip_bad: bool = False  # skip (print and count) rows naming a missing/unreadable/bad file instead of failing
+    splits: tuple[str, ...] = SPLITS
+    locations: tuple[str, ...] = ()  # BV2: location folders (empty: every one with CSVs)
+    intrinsics: tuple[float, float, float, float] | None = None  # fx, fy, cx, cy of the original images
+    hfov_deg: float = DEFAULT_HFOV_DEG  # horizontal field of view of the assumed K
+    bv1_image_column: str = ""  # BV1: the CSV column naming the RGB image ("" = found)
+    bv1_audio_scale: float = 1.0  # BV1: float .npy waveforms are divided by it
+    sample_rate: int = SAMPLE_RATE  # expected audio sample rate, Hz
+    period_s: float = DEFAULT_PERIOD_S  # synthetic stamp step between rows
+    gap_s: float = DEFAULT_GAP_S  # synthetic stamp gap between sequences
 
 
 def read_csv(path: Path) -> tuple[list[str], list[tuple[int, dict[str, str]]]]:
@@ -343,38 +341,39 @@ def write_frame(writer: BagWriter, stamp_ns: int, rgb: np.ndarray, depth: np.nda
         topics.ECHO_TYPE)
 
 
-def convert(args: argparse.Namespace) -> dict[str, dict[str, int]]:
-    """Convert and return {split: {"rows": .., "frames": .., "skipped": ..}}."""
-    root: Path = args.root
+def convert(root: Path, version: int, out: Path, options: ConvertOptions = ConvertOptions()) -> dict[str, dict[str, int]]:
+    """Convert the BatVision V`version` download at `root` into the rosbag2 `out`; returns {split: {"rows": ..,
+    "frames": .., "skipped": ..}} (rows in = frames out + skipped)."""
+    root, out, o = Path(root), Path(out), options
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: BatVision root folder not found")
-    if args.out.suffix == ".bag":
-        raise ValueError(f"{args.out}: rosbags reads any *.bag path as a ROS 1 file; name the rosbag2 folder without '.bag'")
-    if args.out.exists():
-        raise ValueError(f"{args.out}: output bag already exists; remove it or choose another --out")
-    splits = [s for s in args.splits.split(",") if s]
-    if not splits or any(s not in SPLITS for s in splits):
-        raise ValueError(f"--splits {args.splits!r}: expected a comma-separated subset of {list(SPLITS)}")
-    if args.period_s <= 0 or args.gap_s <= 0:
-        raise ValueError(f"--period-s and --gap-s must be positive, got {args.period_s} and {args.gap_s}")
-    if args.bv1_audio_scale <= 0:
-        raise ValueError(f"--bv1-audio-scale must be positive, got {args.bv1_audio_scale}")
-    intrinsics = parse_intrinsics(args.intrinsics)
-    if args.version == 2:
-        sequences = bv2_sequences(root, splits, [s for s in args.locations.split(",") if s])
+    if version not in (1, 2):
+        raise ValueError(f"BatVision version {version}: expected 1 or 2")
+    if out.suffix == ".bag":
+        raise ValueError(f"{out}: rosbags reads any *.bag path as a ROS 1 file; name the rosbag2 folder without '.bag'")
+    if out.exists():
+        raise ValueError(f"{out}: output bag already exists; remove it or choose another --out")
+    if not o.splits or any(s not in SPLITS for s in o.splits):
+        raise ValueError(f"--splits {','.join(o.splits)!r}: expected a comma-separated subset of {list(SPLITS)}")
+    if o.period_s <= 0 or o.gap_s <= 0:
+        raise ValueError(f"--period-s and --gap-s must be positive, got {o.period_s} and {o.gap_s}")
+    if o.bv1_audio_scale <= 0:
+        raise ValueError(f"--bv1-audio-scale must be positive, got {o.bv1_audio_scale}")
+    if version == 2:
+        sequences = bv2_sequences(root, list(o.splits), list(o.locations))
     else:
-        sequences = bv1_sequences(root, splits, args.bv1_image_column)
+        sequences = bv1_sequences(root, list(o.splits), o.bv1_image_column)
 
     bad = [f"{row.where}: {p}" for seq in sequences for row in seq.rows for p in row.problems]
-    if bad and not args.skip_bad:
+    if bad and not o.skip_bad:
         raise ValueError(f"{len(bad)} problem(s) in the CSV rows (pass --skip-bad to skip such rows):\n  " + "\n  ".join(bad))
 
     summary: dict[str, dict[str, int]] = defaultdict(lambda: {"rows": 0, "frames": 0, "skipped": 0})
-    period_ns, gap_ns = round(args.period_s * 1e9), round(args.gap_s * 1e9)
+    period_ns, gap_ns = round(o.period_s * 1e9), round(o.gap_s * 1e9)
     total = sum(len(seq.rows) for seq in sequences)
     start_ns = STAMP_ORIGIN_NS
     try:
-        with BagWriter(args.out, storage=args.storage) as writer, tqdm(total=total, desc="converting", unit="row") as bar:
+        with BagWriter(out, storage=o.storage) as writer, tqdm(total=total, desc="converting", unit="row") as bar:
             for seq in sequences:
                 frames = 0
                 for k, row in enumerate(seq.rows):
@@ -389,42 +388,29 @@ def convert(args: argparse.Namespace) -> dict[str, dict[str, int]]:
                         if depth.shape != rgb.shape[:2]:
                             raise RowError(f"depth file {row.depth} is {depth.shape[1]}x{depth.shape[0]}, "
                                            f"image {row.image} is {rgb.shape[1]}x{rgb.shape[0]}; expected registered maps")
-                        echo = load_echo(row, args.version, args.sample_rate, args.bv1_audio_scale)
+                        echo = load_echo(row, version, o.sample_rate, o.bv1_audio_scale)
                     except RowError as err:
-                        if not args.skip_bad:
+                        if not o.skip_bad:
                             raise ValueError(f"{row.where}: {err} (pass --skip-bad to skip such rows)") from None
                         stats["skipped"] += 1
                         tqdm.write(f"skipped {row.where}: {err}", file=sys.stderr)
                         continue
-                    K = intrinsic_matrix(rgb.shape[1], rgb.shape[0], intrinsics, args.hfov_deg)
-                    write_frame(writer, start_ns + k * period_ns, rgb, depth, echo, K, args.sample_rate)
+                    K = intrinsic_matrix(rgb.shape[1], rgb.shape[0], o.intrinsics, o.hfov_deg)
+                    write_frame(writer, start_ns + k * period_ns, rgb, depth, echo, K, o.sample_rate)
                     stats["frames"] += 1
                     frames += 1
                 if seq.rows:
                     end_ns = start_ns + (len(seq.rows) - 1) * period_ns
                     if frames:
-                        writer.add_sequence(seq.name, seq.split, start_ns, end_ns, source=f"batvision-v{args.version}",
+                        writer.add_sequence(seq.name, seq.split, start_ns, end_ns, source=f"batvision-v{version}",
                                             group=seq.group, csv=str(seq.csv), rows=len(seq.rows), frames=frames)
                     start_ns = end_ns + gap_ns
             if not writer.counts:
                 raise ValueError(f"{root}: no frames converted ({total} rows read)")
     except BaseException:
-        shutil.rmtree(args.out, ignore_errors=True)  # never leave a partial bag behind
+        shutil.rmtree(out, ignore_errors=True)  # never leave a partial bag behind
         raise
     for split, stats in summary.items():
         if stats["rows"] != stats["frames"] + stats["skipped"]:
             raise RuntimeError(f"internal count mismatch in split {split}: {stats}")
     return dict(summary)
-
-
-def run(args: argparse.Namespace) -> int:
-    summary = convert(args)
-    print(f"{'split':<8}{'rows in':>10}{'frames out':>12}{'skipped':>10}")
-    for split in SPLITS:
-        if split in summary:
-            s = summary[split]
-            print(f"{split:<8}{s['rows']:>10}{s['frames']:>12}{s['skipped']:>10}")
-    totals = {k: sum(s[k] for s in summary.values()) for k in ("rows", "frames", "skipped")}
-    print(f"{'total':<8}{totals['rows']:>10}{totals['frames']:>12}{totals['skipped']:>10}")
-    print(f"wrote {args.out}")
-    return 0

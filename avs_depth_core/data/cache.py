@@ -51,6 +51,7 @@ from avs_depth_core.data.splits import (
     derive_sequences,
     sequences_from_metadata,
 )
+from avs_depth_core.geometry import scale_intrinsics
 
 CACHE_VERSION = 1
 NO_SPLIT = "(none)"  # report key for frames outside every sequence
@@ -197,18 +198,6 @@ def load_or_build(bag: str | Path, settings: CacheSettings, cache_dir: str | Pat
     return FrameCache(path)
 
 
-def scale_intrinsics(K: np.ndarray, from_hw: tuple[int, int], to_hw: tuple[int, int]) -> np.ndarray:
-    """K of an image resized from `from_hw` to `to_hw` (align_corners=False resampling: pixel centres map as
-    u' = (u + 0.5) * s - 0.5, so the principal point shifts by half a pixel beyond plain scaling)."""
-    sy, sx = to_hw[0] / from_hw[0], to_hw[1] / from_hw[1]
-    out = np.asarray(K, dtype=np.float64).copy()
-    out[0, :2] *= sx
-    out[1, :2] *= sy
-    out[0, 2] = (out[0, 2] + 0.5) * sx - 0.5
-    out[1, 2] = (out[1, 2] + 0.5) * sy - 0.5
-    return out
-
-
 def resize_rgb(rgb: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """(h, w, 3) uint8 -> (3, H, W) uint8: bilinear with antialias (torchvision Resize on tensors), rounded."""
     if rgb.shape[:2] == tuple(size):
@@ -253,43 +242,71 @@ def _unique_sorted(stamps: list[int]) -> tuple[np.ndarray, int]:
     return uniq, int(arr.size - uniq.size)
 
 
+EXPECTED_TYPES = {topics.IMAGE: topics.IMAGE_TYPE, topics.DEPTH: topics.IMAGE_TYPE, topics.ECHO: topics.ECHO_TYPE,
+                  topics.CAMERA_INFO: topics.CAMERA_INFO_TYPE}
+
+
 def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
-    required = [topics.IMAGE] + ([topics.DEPTH, topics.ECHO] if s.keep == "paired" else []) + (
-        [topics.CAMERA_INFO] if s.need_intrinsics else [])
-    expected_type = {topics.IMAGE: topics.IMAGE_TYPE, topics.DEPTH: topics.IMAGE_TYPE, topics.ECHO: topics.ECHO_TYPE,
-                     topics.CAMERA_INFO: topics.CAMERA_INFO_TYPE}
-    skips = _Skips(s.skip_bad)
     with open_bag(bag) as reader:
-        conns = {t: [c for c in reader.connections if c.topic == t] for t in expected_type}
+        _CacheBuilder(bag, s, out, progress, reader).build()
+
+
+class _CacheBuilder:
+    """One cache build (see the module docstring): check the topics, pass 1 (index and select the frames), allocate the
+    arrays, pass 2 (decode into them), per-frame checks, meta.json."""
+
+    def __init__(self, bag: Path, settings: CacheSettings, out: Path, progress: bool, reader: Any) -> None:
+        self.bag, self.s, self.out, self.progress, self.reader = bag, settings, out, progress, reader
+        self.skips = _Skips(settings.skip_bad)
+
+    def build(self) -> None:
+        self._check_topics()
+        self._index()
+        self._select()
+        self._allocate()
+        self._decode()
+        self._check_frames()
+        self._write_meta()
+
+    def _check_topics(self) -> None:
+        bag, s, reader = self.bag, self.s, self.reader
+        required = [topics.IMAGE] + ([topics.DEPTH, topics.ECHO] if s.keep == "paired" else []) + (
+            [topics.CAMERA_INFO] if s.need_intrinsics else [])
+        conns = {t: [c for c in reader.connections if c.topic == t] for t in EXPECTED_TYPES}
         have = sorted({c.topic for c in reader.connections})
         for t in required:
             if not conns[t]:
                 raise ValueError(f"{bag}: topic {t} not found; the bag has {have}")
         for t, cs in conns.items():
             for c in cs:
-                if c.msgtype != expected_type[t]:
-                    raise ValueError(f"{bag}: topic {t} has type {c.msgtype}; expected {expected_type[t]}")
-        used = [c for cs in conns.values() for c in cs]
-        total = sum(c.msgcount for c in used)
+                if c.msgtype != EXPECTED_TYPES[t]:
+                    raise ValueError(f"{bag}: topic {t} has type {c.msgtype}; expected {EXPECTED_TYPES[t]}")
+        self.used = [c for cs in conns.values() for c in cs]
+        self.total = sum(c.msgcount for c in self.used)
 
-        # Pass 1: header stamps only.
-        raw_stamps: dict[str, list[int]] = {t: [] for t in expected_type}
-        for conn, raw in tqdm(iter_raw(reader, used, bag), total=total, desc=f"indexing {bag.name}", unit="msg",
-                              disable=not progress, leave=False):
+    def _index(self) -> None:
+        """Pass 1: header stamps only."""
+        bag, reader = self.bag, self.reader
+        raw_stamps: dict[str, list[int]] = {t: [] for t in EXPECTED_TYPES}
+        for conn, raw in tqdm(iter_raw(reader, self.used, bag), total=self.total, desc=f"indexing {bag.name}", unit="msg",
+                              disable=not self.progress, leave=False):
             raw_stamps[conn.topic].append(message_stamp_ns(reader, conn.msgtype, raw, f"{bag}:{conn.topic}"))
-        stamps: dict[str, np.ndarray] = {}
-        for t in expected_type:
-            stamps[t], dup = _unique_sorted(raw_stamps[t])
+        self.stamps: dict[str, np.ndarray] = {}
+        for t in EXPECTED_TYPES:
+            self.stamps[t], dup = _unique_sorted(raw_stamps[t])
             if dup:
-                skips.note(NO_SPLIT, f"duplicate {t} stamps (first message kept)", dup)
-        frames = stamps[topics.IMAGE]
-        if frames.size == 0:
+                self.skips.note(NO_SPLIT, f"duplicate {t} stamps (first message kept)", dup)
+        if self.stamps[topics.IMAGE].size == 0:
             raise ValueError(f"{bag}: topic {topics.IMAGE} holds no messages")
 
-        records = bag_sequences(bag) if bag.is_dir() else []
-        sequences = sequences_from_metadata(records, bag) if records else derive_sequences(
+    def _select(self) -> None:
+        """Sequences and splits, pairing, and the frames this cache keeps (each excluded one counted)."""
+        bag, s, stamps, skips = self.bag, self.s, self.stamps, self.skips
+        frames = stamps[topics.IMAGE]
+        self.records = bag_sequences(bag) if bag.is_dir() else []
+        self.sequences = sequences_from_metadata(self.records, bag) if self.records else derive_sequences(
             frames, s.sequence_gap_ns, dict(s.split_fractions))
-        seq_of = assign_frames(frames, sequences, bag)
+        seq_of = assign_frames(frames, self.sequences, bag)
         echo_of = np.array([-1 if (j := pair_echo_with_frame(int(t), stamps[topics.ECHO], s.tolerance_ns)) is None else j
                             for t in frames], dtype=np.int64)
         depth_of = np.array([-1 if (j := nearest_stamp(int(t), stamps[topics.DEPTH], s.depth_tolerance_ns)) is None else j
@@ -297,8 +314,7 @@ def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
         # Intrinsics rarely change: every frame takes the CameraInfo nearest in time, however far.
         info_of = np.array([-1 if (j := nearest_stamp(int(t), stamps[topics.CAMERA_INFO], 2**62)) is None else j
                             for t in frames], dtype=np.int64)
-
-        split_of = np.array([sequences[k].split if k >= 0 else NO_SPLIT for k in seq_of])
+        split_of = np.array([self.sequences[k].split if k >= 0 else NO_SPLIT for k in seq_of])
 
         def note_frames(mask: np.ndarray, reason: str) -> None:
             for split, n in zip(*np.unique(split_of[mask], return_counts=True), strict=True):
@@ -321,164 +337,191 @@ def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
             skips.note(NO_SPLIT, f"no {topics.CAMERA_INFO} in the bag: K is NaN", int(keep.sum()))
 
         kept = np.flatnonzero(keep)
-        slot_of_stamp = {int(frames[n]): i for i, n in enumerate(kept)}
-        users: dict[str, dict[int, list[int]]] = {t: defaultdict(list) for t in expected_type}
+        self.slot_of_stamp = {int(frames[n]): i for i, n in enumerate(kept)}
+        self.users: dict[str, dict[int, list[int]]] = {t: defaultdict(list) for t in EXPECTED_TYPES}
         for i, n in enumerate(kept):
             for t, idx in ((topics.DEPTH, depth_of[n]), (topics.ECHO, echo_of[n]), (topics.CAMERA_INFO, info_of[n])):
                 if idx >= 0:
-                    users[t][int(stamps[t][idx])].append(i)
+                    self.users[t][int(stamps[t][idx])].append(i)
+        self.kept_stamps, self.kept_sequence = frames[kept], seq_of[kept]
+        self.kept_depth_of, self.kept_echo_of = depth_of[kept], echo_of[kept]
 
-        count = len(kept)
+    def _allocate(self) -> None:
+        """The memory-mapped arrays (depth at native resolution waits for the first depth map) and per-slot bookkeeping."""
+        s, out = self.s, self.out
+        count = self.count = len(self.kept_stamps)
         H, W = s.image_size
-        fields: dict[str, tuple[tuple[int, ...], str]] = {
+        self.fields: dict[str, tuple[tuple[int, ...], str]] = {
             "stamps": ((count,), "int64"), "sequence": ((count,), "int64"), "valid": ((count,), "bool"),
             "rgb": ((count, 3, H, W), "uint8"), "K": ((count, 3, 3), "float32")}
-        has_depth_topic = stamps[topics.DEPTH].size > 0
-        if has_depth_topic:
-            fields["has_depth"] = ((count,), "bool")
+        self.has_depth_topic = self.stamps[topics.DEPTH].size > 0
+        if self.has_depth_topic:
+            self.fields["has_depth"] = ((count,), "bool")
             if s.depth_hw is not None:  # native: allocated at the first depth map, whose size it takes
-                fields["depth"] = ((count, 1, *s.depth_hw), "float32")
-        arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
-                  for name, (shape, dtype) in fields.items()}
-
-        def depth_array(hw: tuple[int, int], where: str) -> np.ndarray:
-            if "depth" not in arrays:
-                fields["depth"] = ((count, 1, *hw), "float32")
-                arrays["depth"] = np.lib.format.open_memmap(out / "depth.npy", mode="w+", dtype="float32",
-                                                            shape=fields["depth"][0])
-            elif tuple(arrays["depth"].shape[-2:]) != tuple(hw):
-                have = arrays["depth"].shape
-                raise ValueError(f"{where}: depth {hw[1]}x{hw[0]} differs from the {have[-1]}x{have[-2]} of this bag's "
-                                 f"earlier depth maps; native-resolution ground truth needs one size per bag (use "
-                                 f"depth_size=None or (H, W) to resize)")
-            return arrays["depth"]
-        arrays["stamps"][:] = frames[kept]
-        arrays["sequence"][:] = seq_of[kept]
+                self.fields["depth"] = ((count, 1, *s.depth_hw), "float32")
+        arrays = self.arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+                                for name, (shape, dtype) in self.fields.items()}
+        arrays["stamps"][:] = self.kept_stamps
+        arrays["sequence"][:] = self.kept_sequence
         arrays["valid"][:] = True
-        if has_depth_topic:
-            arrays["has_depth"][:] = depth_of[kept] >= 0
-        has_echo = echo_of[kept] >= 0
+        if self.has_depth_topic:
+            arrays["has_depth"][:] = self.kept_depth_of >= 0
+        self.has_echo = self.kept_echo_of >= 0
         arrays["K"][:] = np.nan
-        image_hw = np.zeros((count, 2), np.int64)
-        depth_hw = np.zeros((count, 2), np.int64)
-        info_hw = np.zeros((count, 2), np.int64)
-        raw_K = np.full((count, 3, 3), np.nan)
-        got_image = np.zeros(count, bool)
-        echo_info: dict[str, Any] = {}
+        self.image_hw = np.zeros((count, 2), np.int64)
+        self.depth_hw = np.zeros((count, 2), np.int64)
+        self.info_hw = np.zeros((count, 2), np.int64)
+        self.raw_K = np.full((count, 3, 3), np.nan)
+        self.got_image = np.zeros(count, bool)
+        self.echo_info: dict[str, Any] = {}
 
-        def drop(slots: list[int], what: str, message: str) -> None:
-            """A bad message: fail, or (skip_bad) exclude the frames that need it and count them. Intrinsics the
-            dataset does not need only leave K as NaN (an uncalibrated webcam still gives supervised samples)."""
-            if what == "camera_info" and not s.need_intrinsics:
-                skips.note(NO_SPLIT, f"unusable {topics.CAMERA_INFO}: K is NaN", len(slots))
-                if len(skips.examples) < MAX_EXAMPLES:
-                    skips.examples.append(message)
-                return
-            skips.bad(message)
-            for i in slots:
-                split = sequences[int(arrays["sequence"][i])].split
-                essential = what in ("image", "camera_info") or s.keep == "paired"
-                if essential and arrays["valid"][i]:
-                    arrays["valid"][i] = False
-                    skips.note(split, f"bad {what} (skipped)")
-                elif not essential:
-                    skips.note(split, f"bad {what} (dropped, frame kept)")
-                    if what == "depth":
-                        arrays["has_depth"][i] = False
-                    else:
-                        has_echo[i] = False
+    def depth_array(self, hw: tuple[int, int], where: str) -> np.ndarray:
+        arrays = self.arrays
+        if "depth" not in arrays:
+            self.fields["depth"] = ((self.count, 1, *hw), "float32")
+            arrays["depth"] = np.lib.format.open_memmap(self.out / "depth.npy", mode="w+", dtype="float32",
+                                                        shape=self.fields["depth"][0])
+        elif tuple(arrays["depth"].shape[-2:]) != tuple(hw):
+            have = arrays["depth"].shape
+            raise ValueError(f"{where}: depth {hw[1]}x{hw[0]} differs from the {have[-1]}x{have[-2]} of this bag's "
+                             f"earlier depth maps; native-resolution ground truth needs one size per bag (use "
+                             f"depth_size=None or (H, W) to resize)")
+        return arrays["depth"]
 
-        # Pass 2: decode each needed message once.
-        seen: dict[str, set[int]] = {t: set() for t in expected_type}
-        for conn, raw in tqdm(iter_raw(reader, used, bag), total=total, desc=f"caching {bag.name}", unit="msg",
-                              disable=not progress):
+    def drop(self, slots: list[int], what: str, message: str) -> None:
+        """A bad message: fail, or (skip_bad) exclude the frames that need it and count them. Intrinsics the
+        dataset does not need only leave K as NaN (an uncalibrated webcam still gives supervised samples)."""
+        s, skips, arrays = self.s, self.skips, self.arrays
+        if what == "camera_info" and not s.need_intrinsics:
+            skips.note(NO_SPLIT, f"unusable {topics.CAMERA_INFO}: K is NaN", len(slots))
+            if len(skips.examples) < MAX_EXAMPLES:
+                skips.examples.append(message)
+            return
+        skips.bad(message)
+        for i in slots:
+            split = self.sequences[int(arrays["sequence"][i])].split
+            essential = what in ("image", "camera_info") or s.keep == "paired"
+            if essential and arrays["valid"][i]:
+                arrays["valid"][i] = False
+                skips.note(split, f"bad {what} (skipped)")
+            elif not essential:
+                skips.note(split, f"bad {what} (dropped, frame kept)")
+                if what == "depth":
+                    arrays["has_depth"][i] = False
+                else:
+                    self.has_echo[i] = False
+
+    def _decode(self) -> None:
+        """Pass 2: decode each needed message once into the slots of every frame that uses it."""
+        bag, reader = self.bag, self.reader
+        seen: dict[str, set[int]] = {t: set() for t in EXPECTED_TYPES}
+        for conn, raw in tqdm(iter_raw(reader, self.used, bag), total=self.total, desc=f"caching {bag.name}", unit="msg",
+                              disable=not self.progress):
             t = conn.topic
             stamp = message_stamp_ns(reader, conn.msgtype, raw, f"{bag}:{t}")
             if stamp in seen[t]:
                 continue
             seen[t].add(stamp)
             where = f"{bag}:{t} stamp {stamp} ns"
-            slots = [slot_of_stamp[stamp]] if t == topics.IMAGE and stamp in slot_of_stamp else users[t].get(stamp, [])
+            if t == topics.IMAGE:
+                slots = [self.slot_of_stamp[stamp]] if stamp in self.slot_of_stamp else []
+            else:
+                slots = self.users[t].get(stamp, [])
             if not slots:
                 continue
             try:
                 msg = reader.deserialize(raw, conn.msgtype)
             except Exception as err:  # a damaged message; rosbags raises several error types
-                drop(slots, _what(t), f"{where}: cannot deserialise ({type(err).__name__}: {err})")
+                self.drop(slots, _what(t), f"{where}: cannot deserialise ({type(err).__name__}: {err})")
                 continue
             try:
-                if t == topics.IMAGE:
-                    rgb = image_to_rgb(msg, where)
-                    arrays["rgb"][slots[0]] = resize_rgb(rgb, s.image_size)
-                    image_hw[slots[0]] = rgb.shape[:2]
-                    got_image[slots[0]] = True
-                elif t == topics.DEPTH:
-                    depth = image_to_depth(msg, where)
-                    if problem := depth_problem(depth):
-                        raise ValueError(f"{where}: {problem}")
-                    hw = s.depth_hw or depth.shape
-                    target = depth_array(hw, where)
-                    resized = resize_depth(depth, hw, s.max_depth)
-                    for i in slots:
-                        target[i] = resized
-                        depth_hw[i] = depth.shape
-                    if not resized.any():  # valid input, but nothing nearer than max_depth: no supervision in it
-                        for i in slots:
-                            split = sequences[int(arrays["sequence"][i])].split
-                            if s.keep == "paired" and arrays["valid"][i]:
-                                arrays["valid"][i] = False
-                                skips.note(split, f"no valid depth pixel below max_depth {s.max_depth:g} m")
-                            elif s.keep == "all":
-                                arrays["has_depth"][i] = False
-                                skips.note(split, f"no valid depth pixel below max_depth {s.max_depth:g} m (frame kept)")
-                elif t == topics.ECHO:
-                    _store_echo(msg, where, slots, s, arrays, out, count, echo_info)
-                else:
-                    K = camera_info_to_K(msg, where)
-                    for i in slots:
-                        raw_K[i] = K
-                        info_hw[i] = (int(msg.height), int(msg.width))
+                self._store(t, msg, where, slots)
             except ValueError as err:
-                drop(slots, _what(t), str(err))
+                self.drop(slots, _what(t), str(err))
 
-        missing = np.flatnonzero(~got_image & arrays["valid"])
+    def _store(self, topic: str, msg: Any, where: str, slots: list[int]) -> None:
+        s = self.s
+        if topic == topics.IMAGE:
+            rgb = image_to_rgb(msg, where)
+            self.arrays["rgb"][slots[0]] = resize_rgb(rgb, s.image_size)
+            self.image_hw[slots[0]] = rgb.shape[:2]
+            self.got_image[slots[0]] = True
+        elif topic == topics.DEPTH:
+            self._store_depth(msg, where, slots)
+        elif topic == topics.ECHO:
+            _store_echo(msg, where, slots, s, self.arrays, self.out, self.count, self.echo_info)
+        else:
+            K = camera_info_to_K(msg, where)
+            for i in slots:
+                self.raw_K[i] = K
+                self.info_hw[i] = (int(msg.height), int(msg.width))
+
+    def _store_depth(self, msg: Any, where: str, slots: list[int]) -> None:
+        s, arrays = self.s, self.arrays
+        depth = image_to_depth(msg, where)
+        if problem := depth_problem(depth):
+            raise ValueError(f"{where}: {problem}")
+        hw = s.depth_hw or depth.shape
+        target = self.depth_array(hw, where)
+        resized = resize_depth(depth, hw, s.max_depth)
+        for i in slots:
+            target[i] = resized
+            self.depth_hw[i] = depth.shape
+        if not resized.any():  # valid input, but nothing nearer than max_depth: no supervision in it
+            for i in slots:
+                split = self.sequences[int(arrays["sequence"][i])].split
+                if s.keep == "paired" and arrays["valid"][i]:
+                    arrays["valid"][i] = False
+                    self.skips.note(split, f"no valid depth pixel below max_depth {s.max_depth:g} m")
+                elif s.keep == "all":
+                    arrays["has_depth"][i] = False
+                    self.skips.note(split, f"no valid depth pixel below max_depth {s.max_depth:g} m (frame kept)")
+
+    def _check_frames(self) -> None:
+        """After pass 2: every kept image read back, CameraInfo and depth registered to their image, K at the cached size."""
+        bag, arrays, image_hw, depth_hw, info_hw, raw_K = (self.bag, self.arrays, self.image_hw, self.depth_hw,
+                                                           self.info_hw, self.raw_K)
+        missing = np.flatnonzero(~self.got_image & arrays["valid"])
         if missing.size:
             raise ValueError(f"{bag}: {missing.size} image messages seen in the first pass were not read back; "
                              f"the bag changed while it was read")
-        for i in range(count):
+        for i in range(self.count):
             if not arrays["valid"][i]:
                 continue
             where = f"{bag}: frame stamp {int(arrays['stamps'][i])} ns"
             if info_hw[i].any() and tuple(info_hw[i]) != tuple(image_hw[i]):
-                drop([i], "camera_info", f"{where}: {topics.CAMERA_INFO} is for {info_hw[i][1]}x{info_hw[i][0]} but the "
-                     f"image is {image_hw[i][1]}x{image_hw[i][0]}")
+                self.drop([i], "camera_info", f"{where}: {topics.CAMERA_INFO} is for {info_hw[i][1]}x{info_hw[i][0]} but "
+                          f"the image is {image_hw[i][1]}x{image_hw[i][0]}")
                 raw_K[i] = np.nan
             aspect_gap = abs(depth_hw[i][1] / max(depth_hw[i][0], 1) - image_hw[i][1] / image_hw[i][0])
             if arrays["valid"][i] and depth_hw[i].any() and aspect_gap > 0.01:
-                drop([i], "depth", f"{where}: depth {depth_hw[i][1]}x{depth_hw[i][0]} does not match the aspect of "
-                     f"the {image_hw[i][1]}x{image_hw[i][0]} image it is registered to")
+                self.drop([i], "depth", f"{where}: depth {depth_hw[i][1]}x{depth_hw[i][0]} does not match the aspect of "
+                          f"the {image_hw[i][1]}x{image_hw[i][0]} image it is registered to")
             if np.isfinite(raw_K[i]).all():
-                arrays["K"][i] = scale_intrinsics(raw_K[i], tuple(image_hw[i]), s.image_size)
-        if has_depth_topic and "depth" not in arrays:  # native, and no depth map could be read: has_depth is all false
-            depth_array(s.image_size, str(bag))
+                arrays["K"][i] = scale_intrinsics(raw_K[i], tuple(image_hw[i]), self.s.image_size)
+        if self.has_depth_topic and "depth" not in arrays:  # native, and no depth map could be read: has_depth all false
+            self.depth_array(self.s.image_size, str(bag))
+
+    def _write_meta(self) -> None:
+        arrays, fields, echo_info = self.arrays, self.fields, self.echo_info
         if "echo" in echo_info:
-            has = np.lib.format.open_memmap(out / "has_echo.npy", mode="w+", dtype="bool", shape=(count,))
-            has[:] = has_echo
+            has = np.lib.format.open_memmap(self.out / "has_echo.npy", mode="w+", dtype="bool", shape=(self.count,))
+            has[:] = self.has_echo
             arrays["has_echo"] = has
-            fields["has_echo"] = ((count,), "bool")
+            fields["has_echo"] = ((self.count,), "bool")
             fields["echo"] = (tuple(echo_info["echo"].shape), "float32")
             arrays["echo"] = echo_info["echo"]
         for arr in arrays.values():
             arr.flush()
         meta = {
-            "version": CACHE_VERSION, "bag": str(bag.resolve()), "settings": asdict(s), "count": count,
+            "version": CACHE_VERSION, "bag": str(self.bag.resolve()), "settings": asdict(self.s), "count": self.count,
             "fields": {name: {"shape": list(shape), "dtype": dtype} for name, (shape, dtype) in fields.items()},
-            "sequences": [asdict(q) for q in sequences], "sequences_derived": not records,
-            "report": {split: dict(reasons) for split, reasons in skips.counts.items()}, "examples": skips.examples,
-            "echo_channels": echo_info.get("channels"),
-            "source_image_size": sorted({tuple(map(int, hw)) for hw in image_hw[got_image]}),
+            "sequences": [asdict(q) for q in self.sequences], "sequences_derived": not self.records,
+            "report": {split: dict(reasons) for split, reasons in self.skips.counts.items()},
+            "examples": self.skips.examples, "echo_channels": echo_info.get("channels"),
+            "source_image_size": sorted({tuple(map(int, hw)) for hw in self.image_hw[self.got_image]}),
         }
-        (out / "meta.json").write_text(json.dumps(meta, indent=1))
+        (self.out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 def _what(topic: str) -> str:

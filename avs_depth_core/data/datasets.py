@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -27,6 +27,17 @@ from avs_depth_core.data.splits import ALL, DEFAULT_FRACTIONS, DEFAULT_GAP_NS, c
 # apart (paper, experiments section).
 DEFAULT_TRIPLE_INTERVAL = 20
 DEFAULT_STFT = StftSettings()  # BatVision's n_fft 512, win 64, hop 16 (audio/features.py)
+
+
+class ModelInput(Protocol):
+    """What a model's config says about its input (AVSNetConfig has these): sizes, depth range, echo STFT settings."""
+
+    image_size: tuple[int, int]
+    max_depth: float
+    echo_size: tuple[int, int] | None
+    stft: StftSettings
+    speed_of_sound: float
+    sample_rate: int
 
 
 class _BagDataset(Dataset):
@@ -126,7 +137,7 @@ class SupervisedBagDataset(_BagDataset):
     metres with 0 where invalid (NaN, inf, <= 0, >= max_depth), "K": (3, 3) float32 for (H, W) (NaN without CameraInfo
     unless need_intrinsics), "stamp_ns": int}.
     image_size 256x512 and the echo STFT resized to the image resolution follow the AVS-Net paper; max_depth 30 m and
-    speed of sound 340 m/s follow BatVision V2's loader (method_spec section 4). RGB is resized bilinearly with
+    speed of sound 340 m/s follow BatVision V2's loader (AmandineBtto/Batvision-Dataset). RGB is resized bilinearly with
     antialias and rounded to uint8 in the cache; depth by nearest neighbour to (Hd, Wd) = image_size (training), or to
     depth_size=(H, W), or not at all with depth_size="native" (evaluation at the ground truth's resolution: every depth
     map of the bag must then have one size, so items batch; only the selected split is cached).
@@ -151,6 +162,14 @@ class SupervisedBagDataset(_BagDataset):
         self.slots = np.flatnonzero(usable & self._split_mask())
         if verbose:
             print(self.summary(), file=sys.stderr)
+
+    @classmethod
+    def for_model(cls, bag: str | Path, split: str, cfg: ModelInput, **options: Any) -> SupervisedBagDataset:
+        """The dataset that feeds a model configured by `cfg` (image and echo sizes, depth range, STFT, sample rate and
+        speed of sound); `options` are further constructor arguments and may override those (e.g. max_depth)."""
+        inputs = {"image_size": cfg.image_size, "max_depth": cfg.max_depth, "echo_size": cfg.echo_size, "stft": cfg.stft,
+                  "speed_of_sound": cfg.speed_of_sound, "sample_rate": cfg.sample_rate}
+        return cls(bag, split, **{**inputs, **options})
 
     def __len__(self) -> int:
         return len(self.slots)

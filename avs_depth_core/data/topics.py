@@ -1,9 +1,20 @@
-"""Topic names and message types fixed by the design card (shared/design/architecture.md)."""
+"""Topic names and message types of the package's interface (README, Nodes and topics), for the bags and the nodes
+alike: the one place that spells them. Bags store resolved names ('/camera/...'); nodes subscribe and publish the
+relative forms (`relative`), so a namespace or a remapping moves them, except /diagnostics, which is global by
+convention."""
 
 IMAGE = "/camera/color/image_raw"
 CAMERA_INFO = "/camera/color/camera_info"
-DEPTH = "/camera/depth/image"
+DEPTH = "/camera/depth/image"  # ground truth, in datasets and simulation only
+POSE = "/camera/pose"  # ground-truth camera pose (geometry_msgs/PoseStamped), simulation only
 ECHO = "/audio/echo"
+
+METRIC_DEPTH = "/avs/metric_depth"
+METRIC_DEPTH_INFO = "/avs/metric_depth/camera_info"
+PSEUDO_METRIC_DEPTH = "/avs/pseudo_metric_depth"
+RELATIVE_DEPTH = "/avs/relative_depth"
+SCALE = "/avs/scale"
+DIAGNOSTICS = "/diagnostics"
 
 IMAGE_TYPE = "sensor_msgs/msg/Image"
 CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
@@ -19,3 +30,8 @@ SEQUENCES_KEY = "avs_depth.sequences"
 def normalise(topic: str) -> str:
     """Bags store resolved names ('/camera/...'); users may type relative ones ('camera/...')."""
     return topic if topic.startswith("/") else "/" + topic
+
+
+def relative(topic: str) -> str:
+    """The name a node uses for `topic`: relative, so it resolves under the node's namespace and can be remapped."""
+    return topic.lstrip("/")

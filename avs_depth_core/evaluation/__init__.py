@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -19,11 +20,20 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from avs_depth_core.guards import check_batch_finite
 from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator
-from avs_depth_core.train.loop import check_batch_finite
 
-# The seven columns of the AVS-Net paper's Table 1, in its order.
+# The seven columns of the AVS-Net paper's Table 1, in its order, and their headers.
 TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
+HEADERS = {"abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
+           "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑"}
+
+
+def checkpoint_label(path: Path) -> str:
+    """runs/NAME/checkpoints/best(.safetensors) -> NAME/best; anything else -> its stem."""
+    stem = path.name.removesuffix(".safetensors").removesuffix(".json")
+    parent = path.parent
+    return f"{parent.parent.name}/{stem}" if parent.name == "checkpoints" and parent.parent.name else stem
 
 
 @dataclass
@@ -68,4 +78,5 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, m
     return EvalResult(acc.compute(), acc.count, acc.skipped, time.perf_counter() - start)
 
 
-__all__ = ["METRIC_NAMES", "TABLE_METRICS", "EvalResult", "check_batch", "evaluate_model", "predict_depth"]
+__all__ = ["HEADERS", "METRIC_NAMES", "TABLE_METRICS", "EvalResult", "check_batch", "checkpoint_label", "evaluate_model",
+           "predict_depth"]

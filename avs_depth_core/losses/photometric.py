@@ -1,7 +1,7 @@
 """Monodepth2's self-supervised loss: view synthesis by warping source frames into the target, SSIM + L1 photometric error,
 per-pixel minimum reprojection over the sources, auto-masking of static pixels, edge-aware smoothness.
 
-Numbers and order of operations follow nianticlabs/monodepth2 (layers.py, trainer.py; method_spec section 3).
+Numbers and order of operations follow nianticlabs/monodepth2 (layers.py, trainer.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Scale-invariant log loss as ZoeDepth trains with it (zoedepth/trainers/loss.py SILogLoss; method_spec 1.4).
+"""Scale-invariant log loss as ZoeDepth trains with it (zoedepth/trainers/loss.py SILogLoss).
 
 g = log(pred + 1e-7) - log(gt + 1e-7) over the masked pixels of the whole batch (pooled, not per image);
 loss = alpha * sqrt(var(g) + (1 - lambda) * mean(g)^2) with the unbiased variance, alpha 10 and lambda 0.85 (AVS-Net).
@@ -20,7 +20,8 @@ class SILogLoss(nn.Module):
     def forward(self, pred: torch.Tensor | dict[str, torch.Tensor], target: torch.Tensor,
                 mask: torch.Tensor | None = None) -> torch.Tensor:
         """pred (B,1,h,w) metres (or AVS-Net's output dict), target (B,1,H,W) or (B,H,W), mask bool like target
-        (default target > 0). pred is resized bilinearly (align_corners=True) to the target size when they differ."""
+        (default target > 0; ZoeDepth's default is every pixel, log(1e-7) at missing depth included: kept as the better
+        default). pred is resized bilinearly (align_corners=True, as ZoeDepth) to the target size when they differ."""
         if isinstance(pred, dict):
             pred = pred["metric_depth"]
         if target.ndim == 3:

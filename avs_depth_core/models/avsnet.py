@@ -22,6 +22,7 @@ from avs_depth_core.audio.features import StftSettings, echo_features
 from avs_depth_core.audio.window import echo_window_samples
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
 from avs_depth_core.config import check_fields, dataclass_from_dict
+from avs_depth_core.metrics import resize_prediction
 from avs_depth_core.models.audio_encoder import AudioEncoder
 from avs_depth_core.models.fusion import CrossModalAttention
 from avs_depth_core.models.metric_bins import BIN_CENTERS_TYPES, MetricBinsHead
@@ -37,34 +38,40 @@ class AVSNetConfig:
     """Every architecture number of AVS-Net; defaults are BatVision V2 with MiDaS-small and ZoeD_N's head settings."""
 
     backbone: str = "midas_small"  # midas_small | tiny | dpt_beit_l_384 | dpt_beit_l_512 | dpt_beit_b_384 (DPT needs timm)
-    image_size: tuple[int, int] = (256, 512)  # (H, W) network input; AVS-Net uses 256x512 (method_spec 8)
+    image_size: tuple[int, int] = (256, 512)  # (H, W) network input; AVS-Net uses 256x512 (paper)
     echo_size: tuple[int, int] | None = None  # spectrogram resize (H, W); None = image_size (AVS-Net resizes to the image)
     use_echo: bool = True  # False: Only-RGB baseline (ZoeDepth)
     min_depth: float = 1e-3  # ZoeDepth dataset bounds
-    max_depth: float = 30.0  # BatVision clip: 30 m BV2, 12 m BV1 (method_spec 4)
+    max_depth: float = 30.0  # BatVision clip: 30 m BV2, 12 m BV1 (BatVision dataloader)
     n_bins: int = 64  # ZoeD_N config_zoedepth.json
-    # ZoeD_N uses "softplus"; "normed" (ZoeD_K style) keeps every bin inside [min, max], suggested for BatVision (method_spec 1.3)
+    # ZoeD_N uses "softplus"; "normed" (ZoeD_K style, config_zoedepth_kitti.json) keeps every bin inside [min, max],
+    # suggested for BatVision
     bin_centers_type: str = "normed"
     bin_embedding_dim: int = 128
     n_attractors: list[int] = field(default_factory=lambda: [16, 8, 4, 1])
-    attractor_alpha: float = 1000.0  # ZoeD_N JSON (the constructor default 300 is overridden)
+    attractor_alpha: float = 1000.0  # ZoeD_N JSON; ZoeDepth's code never applies it (see apply_attractor_alpha)
     attractor_gamma: int = 2
     attractor_kind: str = "mean"
     attractor_type: str = "inv"
+    # False = ZoeDepth's code (zoedepth/models/layers/attractor.py): the attractor function is called without alpha and
+    # gamma, so its defaults 300 and 2 apply. True = deviation option: apply attractor_alpha and attractor_gamma (the
+    # package's behaviour before this key existed; checkpoints saved without the key load with True, see from_checkpoint).
+    apply_attractor_alpha: bool = False
     min_temp: float = 0.0212
     max_temp: float = 50.0
     inverse_midas: bool = False
-    fusion_heads: int = 8  # not fixed by the paper [method_spec 8 ?]
+    fusion_heads: int = 8  # not fixed by the paper
     fusion_layer_norm: bool = False  # deviation option: LayerNorm before the attention (not in the paper)
     audio_layers: int = 18  # ResNet-18 (the paper)
     audio_width: int = 64  # ResNet stem width (64 = torchvision's; smaller only for test-sized models)
-    # MiDaS-small was trained with ImageNet mean/std; ZoeDepth normalises with 0.5/0.5 for every MiDaS (method_spec 1.5 quirk).
+    # MiDaS-small was trained with ImageNet mean/std; ZoeDepth normalises with 0.5/0.5 for every MiDaS
+    # (zoedepth/models/base_models/midas.py).
     # Match the weights: ImageNet for midas_small, 0.5 for the DPT backbones.
     norm_mean: tuple[float, float, float] = IMAGENET_MEAN
     norm_std: tuple[float, float, float] = IMAGENET_STD
     freeze_visual_bn: bool = True  # ZoeD_N freeze_midas_bn: MiDaS BatchNorm stays in eval mode while training
     sample_rate: int = 44100  # BatVision
-    speed_of_sound: float = 340.0  # BatVision's loader cut (method_spec 4)
+    speed_of_sound: float = 340.0  # BatVision's loader cut (its dataloader)
     n_fft: int = 512  # BatVision STFT: n_fft 512, win 64, hop 16, magnitude
     win_length: int = 64
     hop_length: int = 16
@@ -93,6 +100,9 @@ class AVSNetConfig:
             raise ValueError(f"attractor_kind: expected 'mean' or 'sum', got {self.attractor_kind!r}")
         if self.attractor_type not in ("inv", "exp"):
             raise ValueError(f"attractor_type: expected 'inv' or 'exp', got {self.attractor_type!r}")
+        if not self.apply_attractor_alpha and self.attractor_gamma != 2:
+            raise ValueError(f"attractor_gamma: {self.attractor_gamma} has no effect unless apply_attractor_alpha is true "
+                             "(ZoeDepth's attractor layers always use gamma 2); set apply_attractor_alpha: true or gamma 2")
         if len(self.n_attractors) != 4 or any(n < 1 for n in self.n_attractors):
             raise ValueError(f"n_attractors: expected 4 positive counts (one per decoder level r4..r1), got {self.n_attractors}")
         if len(self.norm_mean) != 3 or len(self.norm_std) != 3 or any(s <= 0 for s in self.norm_std):
@@ -155,7 +165,7 @@ def parse_overrides(overrides: dict[str, Any] | list[str] | None) -> dict[str, A
 
 class AVSNet(nn.Module):
     """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT or None) -> dict of
-    metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H/2,W/2) metres
+    metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H,W) metres
     [, probs (B,n_bins,H,W) with return_probs]."""
 
     def __init__(self, cfg: AVSNetConfig) -> None:
@@ -175,7 +185,8 @@ class AVSNet(nn.Module):
             bin_centers_type=cfg.bin_centers_type, bin_embedding_dim=cfg.bin_embedding_dim, min_depth=cfg.min_depth,
             max_depth=cfg.max_depth, n_attractors=cfg.n_attractors, attractor_alpha=cfg.attractor_alpha,
             attractor_gamma=cfg.attractor_gamma, attractor_kind=cfg.attractor_kind, attractor_type=cfg.attractor_type,
-            min_temp=cfg.min_temp, max_temp=cfg.max_temp, inverse_midas=cfg.inverse_midas)
+            min_temp=cfg.min_temp, max_temp=cfg.max_temp, inverse_midas=cfg.inverse_midas,
+            apply_attractor_alpha=cfg.apply_attractor_alpha)
         self.register_buffer("norm_mean", torch.tensor(cfg.norm_mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("norm_std", torch.tensor(cfg.norm_std).view(1, 3, 1, 1), persistent=False)
         self.checkpoint_meta: dict[str, Any] = {}
@@ -311,8 +322,7 @@ class AVSNet(nn.Module):
         result = {}
         for key in ("metric_depth", "rel_depth"):
             value = out[key].float()
-            result[key] = value if tuple(value.shape[-2:]) == size else \
-                F.interpolate(value, size=size, mode="bilinear", align_corners=True)
+            result[key] = resize_prediction(value, size)  # pixel centres: the inverse of image_input's resize
         return result
 
     # ------------------------------------------------------------------------------------------------------- training
@@ -346,6 +356,8 @@ class AVSNet(nn.Module):
         if kind != CHECKPOINT_KIND:
             raise ValueError(f"{path}: checkpoint kind is {kind!r}, expected {CHECKPOINT_KIND!r}")
         config = dict(config, visual_weights=None, audio_weights=None)
+        # saved before apply_attractor_alpha existed: trained with the configured alpha applied, so keep it applied
+        config.setdefault("apply_attractor_alpha", True)
         model = cls(AVSNetConfig.from_dict(config, where=f"{path} config"))
         own = model.state_dict()
         missing = sorted(set(own) - set(state))

@@ -1,7 +1,8 @@
 """EfficientNet-Lite in plain torch, with gen-efficientnet-pytorch (geffnet) parameter names.
 
-MiDaS v2.1 small uses geffnet's `tf_efficientnet_lite3` (method_spec section 2): channel multiplier 1.2, depth multiplier 1.4,
-ReLU6, a fixed 32-channel stem, no squeeze-excite, TF 'same' padding and BatchNorm eps 1e-3 (the "tf_" port of the TF weights).
+MiDaS v2.1 small uses geffnet's `tf_efficientnet_lite3` (isl-org/MiDaS midas/midas_net_custom.py): channel multiplier
+1.2, depth multiplier 1.4, ReLU6, a fixed 32-channel stem, no squeeze-excite, TF 'same' padding and BatchNorm eps 1e-3
+(the "tf_" port of the TF weights).
 Only the stem and the seven block stages are built (MiDaS never uses the classifier head).
 """
 

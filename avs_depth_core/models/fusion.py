@@ -14,7 +14,7 @@ class CrossModalAttention(nn.Module):
     """nn.MultiheadAttention(embed_dim=C_v, num_heads, kdim=vdim=C_a) with a residual connection.
 
     layer_norm=True is a documented deviation (not in the paper): pre-norm of queries and audio tokens before the attention.
-    Heads: the paper does not fix the count [method_spec 8 ?]; 8 is the default here.
+    Heads: the paper does not fix the count; 8 is the default here.
     """
 
     def __init__(self, visual_channels: int, audio_channels: int, num_heads: int = 8, layer_norm: bool = False) -> None:

@@ -1,4 +1,4 @@
-"""ZoeDepth's metric bins module (zoedepth/models/layers/*.py, zoedepth_v1.py; method_spec 1.1-1.2), layer by layer.
+"""ZoeDepth's metric bins module (zoedepth/models/layers/*.py, zoedepth/models/zoedepth/zoedepth_v1.py), layer by layer.
 
 Seed bins from the bottleneck, refined by attractors at each decoder level, and a per-pixel log-binomial distribution over
 the final bins, conditioned on the last decoder features and the relative depth. Metric depth = sum_k p_k * c_k.
@@ -79,18 +79,23 @@ ATTRACTORS = {"exp": exp_attractor, "inv": inv_attractor}
 
 
 class _Attractor(nn.Module):
-    def __init__(self, n_attractors: int, alpha: float, gamma: int, kind: str, attractor_type: str) -> None:
+    def __init__(self, n_attractors: int, alpha: float, gamma: int, kind: str, attractor_type: str,
+                 apply_alpha: bool = False) -> None:
         super().__init__()
         if kind not in ("mean", "sum"):
             raise ValueError(f"attractor_kind must be 'mean' or 'sum', got {kind!r}")
         if attractor_type not in ATTRACTORS:
             raise ValueError(f"attractor_type must be 'inv' or 'exp', got {attractor_type!r}")
         self.n_attractors, self.alpha, self.gamma = n_attractors, alpha, gamma
-        self.kind, self.attractor_type = kind, attractor_type
+        self.kind, self.attractor_type, self.apply_alpha = kind, attractor_type, apply_alpha
 
     def shift(self, attractors: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
         """Total shift of each center (B,n_bins,h,w) towards the attractors (B,n_attr,h,w): mean or sum over attractors."""
-        delta = ATTRACTORS[self.attractor_type](attractors.unsqueeze(2) - centers.unsqueeze(1), self.alpha, self.gamma)
+        attract, dx = ATTRACTORS[self.attractor_type], attractors.unsqueeze(2) - centers.unsqueeze(1)
+        # ZoeDepth's layers store alpha and gamma but call the function without them, so its defaults (300, 2) apply;
+        # apply_alpha=True uses the configured ones instead (a deviation, and this package's behaviour before it followed
+        # ZoeDepth here).
+        delta = attract(dx, self.alpha, self.gamma) if self.apply_alpha else attract(dx)
         return delta.mean(dim=1) if self.kind == "mean" else delta.sum(dim=1)
 
     @staticmethod
@@ -107,8 +112,8 @@ class AttractorLayer(_Attractor):
 
     def __init__(self, in_features: int, n_bins: int, n_attractors: int = 16, mlp_dim: int = 128, min_depth: float = 1e-3,
                  max_depth: float = 10.0, alpha: float = 300.0, gamma: int = 2, kind: str = "sum",
-                 attractor_type: str = "exp") -> None:
-        super().__init__(n_attractors, alpha, gamma, kind, attractor_type)
+                 attractor_type: str = "exp", apply_alpha: bool = False) -> None:
+        super().__init__(n_attractors, alpha, gamma, kind, attractor_type, apply_alpha)
         self.min_depth, self.max_depth = min_depth, max_depth
         self._net = nn.Sequential(nn.Conv2d(in_features, mlp_dim, 1), nn.ReLU(inplace=True),
                                   nn.Conv2d(mlp_dim, n_attractors * 2, 1), nn.ReLU(inplace=True))
@@ -130,8 +135,8 @@ class AttractorLayerUnnormed(_Attractor):
 
     def __init__(self, in_features: int, n_bins: int, n_attractors: int = 16, mlp_dim: int = 128, min_depth: float = 1e-3,
                  max_depth: float = 10.0, alpha: float = 300.0, gamma: int = 2, kind: str = "sum",
-                 attractor_type: str = "exp") -> None:
-        super().__init__(n_attractors, alpha, gamma, kind, attractor_type)
+                 attractor_type: str = "exp", apply_alpha: bool = False) -> None:
+        super().__init__(n_attractors, alpha, gamma, kind, attractor_type, apply_alpha)
         self._net = nn.Sequential(nn.Conv2d(in_features, mlp_dim, 1), nn.ReLU(inplace=True),
                                   nn.Conv2d(mlp_dim, n_attractors, 1), nn.Softplus())
 
@@ -175,8 +180,9 @@ class ConditionalLogBinomial(nn.Module):
                                  nn.Softplus())
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        # fp32 from here: the logits are divided by temperatures down to ~0.02, which fp16 rounding would not survive
-        pt = self.mlp(torch.cat((x, cond), dim=1)).float() + self.p_eps
+        # fp32 (or fp64) from here: the logits are divided by temperatures down to ~0.02, which fp16 would not survive
+        pt = self.mlp(torch.cat((x, cond), dim=1))
+        pt = pt.to(torch.promote_types(pt.dtype, torch.float32)) + self.p_eps
         p = pt[:, 0] / (pt[:, 0] + pt[:, 1])
         t = (pt[:, 2] / (pt[:, 2] + pt[:, 3])).unsqueeze(1)
         t = (self.max_temp - self.min_temp) * t + self.min_temp
@@ -187,8 +193,9 @@ class MetricBinsHead(nn.Module):
     """ZoeDepth's head after the MiDaS core (zoedepth_v1.ZoeDepth minus the core), with ZoeD_N's defaults.
 
     forward(out_conv, bottleneck, levels [r4, r3, r2, r1], rel_depth) -> dict(metric_depth (B,1,H,W),
-    bin_centers (B,n_bins,h1,w1) at the last attractor's resolution, probs (B,n_bins,H,W)). The bottleneck may already be
-    fused with the echo; conv2 is ZoeDepth's 1x1 bottleneck conv.
+    bin_centers (B,n_bins,H,W), probs (B,n_bins,H,W)), metric_depth = sum(probs * bin_centers) over the bins. The bottleneck
+    may already be fused with the echo; conv2 is ZoeDepth's 1x1 bottleneck conv. With apply_attractor_alpha False (default)
+    the attractors run as ZoeDepth's code runs them, with alpha 300 and gamma 2 whatever attractor_alpha/gamma say.
     """
 
     def __init__(self, bottleneck_channels: int, level_channels: list[int] | tuple[int, ...], out_conv_channels: int = 32,
@@ -196,7 +203,7 @@ class MetricBinsHead(nn.Module):
                  max_depth: float = 10.0, n_attractors: list[int] | tuple[int, ...] = (16, 8, 4, 1),
                  attractor_alpha: float = 1000.0, attractor_gamma: int = 2, attractor_kind: str = "mean",
                  attractor_type: str = "inv", min_temp: float = 0.0212, max_temp: float = 50.0,
-                 inverse_midas: bool = False) -> None:
+                 inverse_midas: bool = False, apply_attractor_alpha: bool = False) -> None:
         super().__init__()
         if bin_centers_type not in BIN_CENTERS_TYPES:
             raise ValueError(f"bin_centers_type must be one of {BIN_CENTERS_TYPES}, got {bin_centers_type!r}")
@@ -212,7 +219,8 @@ class MetricBinsHead(nn.Module):
         self.projectors = nn.ModuleList(Projector(c, bin_embedding_dim) for c in level_channels)
         self.attractors = nn.ModuleList(
             attractor(bin_embedding_dim, n_bins, n_attractors=n, min_depth=min_depth, max_depth=max_depth, alpha=attractor_alpha,
-                      gamma=attractor_gamma, kind=attractor_kind, attractor_type=attractor_type) for n in n_attractors)
+                      gamma=attractor_gamma, kind=attractor_kind, attractor_type=attractor_type,
+                      apply_alpha=apply_attractor_alpha) for n in n_attractors)
         self.conditional_log_binomial = ConditionalLogBinomial(out_conv_channels + 1, bin_embedding_dim, n_classes=n_bins,
                                                                min_temp=min_temp, max_temp=max_temp)
 
@@ -235,5 +243,7 @@ class MetricBinsHead(nn.Module):
             rel_depth = (rel_depth - rel_depth.min()) / (rel_depth.max() - rel_depth.min())
         last = torch.cat([out_conv, resize(rel_depth, out_conv.shape[-2:])], dim=1)
         probs = self.conditional_log_binomial(last, resize(prev_embedding, last.shape[-2:]))
-        metric = torch.sum(probs * resize(centers, probs.shape[-2:]), dim=1, keepdim=True)
+        # bin_centers at the depth's resolution, as ZoeDepth returns them: the centers the depth is the expectation over
+        centers = resize(centers, probs.shape[-2:])
+        metric = torch.sum(probs * centers, dim=1, keepdim=True)
         return {"metric_depth": metric, "bin_centers": centers, "probs": probs}

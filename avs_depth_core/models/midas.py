@@ -1,11 +1,12 @@
 """MiDaS relative depth networks in plain torch, with the parameter names of the published MiDaS checkpoints.
 
-`MidasSmall` is MiDaS v2.1 small (midas/midas_net_custom.py + blocks.py, method_spec section 2): EfficientNet-Lite3 encoder
+`MidasSmall` is MiDaS v2.1 small (isl-org/MiDaS midas/midas_net_custom.py + blocks.py): EfficientNet-Lite3 encoder
 as `pretrained.layer1..4` and the RefineNet-style decoder as `scratch`, so midas_v21_small_256.pt loads with
 `load_midas_weights`. The DPT/BEiT backbones (ZoeDepth's DPT_BEiT_L_384) need timm and are built only when it imports.
 
 Every network returns its features explicitly instead of through forward hooks (ZoeDepth's MidasCore hooks a ReLU that
-MiDaS-small shares between blocks, method_spec 1.5): rel_depth (B,1,H,W) relative inverse depth; out_conv (B,32,H,W), the ReLU
+MiDaS-small shares between blocks, zoedepth/models/base_models/midas.py): rel_depth (B,1,H,W) relative inverse depth;
+out_conv (B,32,H,W), the ReLU
 after the head's 32-channel conv; bottleneck = scratch.layer4_rn (1/32); r4..r1 = refinenet4..1 outputs (1/16 .. 1/2).
 """
 

@@ -1,7 +1,7 @@
 """Monodepth2 (Godard et al., ICCV 2019): self-supervised relative depth from monocular video.
 
 DepthNet = ResNet encoder + multi-scale disparity decoder; PoseNet = a separate ResNet over a frame pair, predicting axis-angle
-and translation. Architecture and numbers follow nianticlabs/monodepth2 (networks/*.py, options.py; method_spec section 3).
+and translation. Architecture and numbers follow nianticlabs/monodepth2 (networks/*.py, options.py).
 Parameter names match the released weights (decoder.N.conv.conv.*, net.N.*), so load_monodepth2_release() can read them.
 """
 
@@ -18,11 +18,15 @@ import yaml
 from torch import nn
 
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
-from avs_depth_core.config import check_fields, dataclass_from_dict
+from avs_depth_core.config import check_fields, dataclass_from_dict, read_sections
 from avs_depth_core.geometry import transformation_from_parameters
 from avs_depth_core.models.resnet import ResNetEncoder
 
 CHECKPOINT_KIND = "monodepth2"
+
+# A config file's train: keys that set Monodepth2Config's optimisation keys (the names every trainer's train: section uses).
+TRAIN_KEYS = {"epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
+              "scheduler_step_size": "scheduler_step_size", "scheduler_gamma": "scheduler_gamma"}
 
 # ResnetEncoder.forward: (x - 0.45) / 0.225, for the depth and the pose encoder alike.
 INPUT_MEAN, INPUT_STD = 0.45, 0.225
@@ -40,7 +44,7 @@ class Monodepth2Config:
     max_depth: float = 100.0
     # Source frames relative to the target, in units of frame_interval: options.py frame_ids [0, -1, 1] without the 0.
     source_offsets: list[int] = field(default_factory=lambda: [-1, 1])
-    # Camera frames between target and source: 20 in the AVS-Net paper (per issue 4); Monodepth2 on KITTI uses adjacent frames.
+    # Camera frames between target and source: 20 in the AVS-Net paper (experiments); Monodepth2 on KITTI uses adjacent frames.
     frame_interval: int = 20
     ssim_weight: float = 0.85
     disparity_smoothness: float = 1e-3
@@ -99,10 +103,13 @@ class Monodepth2Config:
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> Monodepth2Config:
+        """A training config file: its model: section with the train: keys of TRAIN_KEYS (or the older flat form)."""
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: monodepth2 config not found")
-        return cls.from_dict(yaml.safe_load(path.read_text()) or {}, source=str(path))
+        sections = read_sections(yaml.safe_load(path.read_text()) or {}, str(path), flat="model")
+        train = {model_key: sections["train"][key] for key, model_key in TRAIN_KEYS.items() if key in sections["train"]}
+        return cls.from_dict({**sections["model"], **train}, source=str(path))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

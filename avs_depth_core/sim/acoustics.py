@@ -31,7 +31,7 @@ from avs_depth_core.audio.chirp import BATVISION_CHIRP, ChirpSpec, synthesize_ch
 from avs_depth_core.audio.window import SPEED_OF_SOUND, echo_window_samples
 from avs_depth_core.sim.scene import Patches, Scene, Surfaces, scene_patches, scene_surfaces
 
-PRE_ROLL = 256            # samples before emission; the real BV2 sample's direct path arrives ~300 samples in (method_spec 4)
+PRE_ROLL = 256            # samples before emission; the real BV2 sample's direct path arrives ~300 samples in
 # Broadband air absorption in dB per metre: 8 kHz at 20 C and 50-70 % humidity, m = 0.0135 1/m (Vorlaender 2008 annex,
 # as tabulated in pyroomacoustics.parameters), i.e. 4.34 * m = 0.06 dB/m; the chirp's energy lies mostly above 2 kHz.
 AIR_DB_PER_M = 0.06
@@ -61,7 +61,7 @@ class BinauralRig:
     mic_spacing: distance between the ears (BatVision records binaurally; 0.18 m is an assumption, about a human head).
     direct_gain: the direct speaker -> microphone path relative to free-field 1/r spreading. The speaker faces forward and
     the microphones sit beside and behind it, so the direct path is weak; 0.07 puts echoes from 1-4 m at 0.1-0.5 of full
-    scale under a direct path peaking at 0.6-0.75, as in the real BV2 sample (method_spec section 4). Tuned by eye on that
+    scale under a direct path peaking at 0.6-0.75, as in the real BV2 sample. Tuned by eye on that
     one sample: a documented assumption, not a calibration.
     """
     mic_spacing: float = 0.18
@@ -138,7 +138,7 @@ class EchoSimulator:
         # What actually leaves the speaker and reaches the recorder: the chirp through the transducers' response.
         self.emitted = transducer_response(self.chirp, self.fs) if transducer else self.chirp
         self.pre_roll = int(pre_roll)
-        # BatVision's loader cuts int(2 * max_depth / 340 * fs) samples after emission (method_spec 4); add one chirp.
+        # BatVision's loader cuts int(2 * max_depth / 340 * fs) samples after emission (its dataloader); add one chirp.
         self.num_samples = self.pre_roll + echo_window_samples(max_depth, self.fs, 340.0) + 1 + len(self.chirp)
         self.ism_order = ism_order
         self.n, self.q = image_source_orders(ism_order)

@@ -91,7 +91,7 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # BatVision BV1: UC Berkeley offices, depth clipped at 12 m (method_spec section 4).
+    # BatVision BV1: UC Berkeley offices, depth clipped at 12 m (BatVision dataloader).
     "bv1": Preset(
         name="bv1", max_depth=12.0, room_length=(4.0, 10.0), room_width=(3.0, 8.0), room_height=(2.5, 3.2),
         box_count=(2, 7), furniture=("desk", "cabinet", "bookshelf", "sofa", "table", "crate"),
@@ -99,7 +99,7 @@ PRESETS: dict[str, Preset] = {
         ceilings=("plaster", "ceiling_tiles"), light_count=(1, 3), hfov_deg=80.0, camera_height=(0.5, 1.2),
         camera_pitch_deg=(-8.0, 3.0), speed=(0.3, 0.6), clearance=0.45, patch_size=0.35,
     ),
-    # BatVision BV2: Mines Paris campus halls and corridors, depth clipped at 30 m (method_spec section 4).
+    # BatVision BV2: Mines Paris campus halls and corridors, depth clipped at 30 m (BatVision dataloader).
     "bv2": Preset(
         name="bv2", max_depth=30.0, room_length=(12.0, 25.0), room_width=(10.0, 20.0), room_height=(3.5, 7.0),
         box_count=(4, 12), furniture=("pillar", "partition", "pallet_stack", "bench", "counter", "table", "crate"),

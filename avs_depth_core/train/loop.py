@@ -1,409 +1,147 @@
-"""Pieces every trainer shares: seeding, device and AMP, DDP from torchrun's environment, loaders, progress, logs,
-checkpoints with resume, and the NaN guard. Each trainer (avsnet.py, monodepth2.py) reads top to bottom and calls these.
+"""The one training loop and the hooks each model fills in (ZoeDepth's BaseTrainer pattern, zoedepth/trainers/base_trainer.py).
+
+A trainer (avsnet.py, monodepth2.py) says what differs: how to build its model, optimiser and schedule (`build`), how a
+batch becomes a loss (`loss`), how to validate (`validate`) and how to save its best model. `fit` does the rest for both:
+seeding, the run directory, train/val datasets, DDP, AMP, the NaN guard, gradient clipping, progress, logs, checkpoints
+after every epoch (and every train.checkpoint_every steps) with --resume, the best checkpoint on validation, summary.json.
+
+Every trainer reads the same config shape: `model:` (the network), `train:` (LoopConfig and the model's own keys) and
+`data:` (DataConfig and the model's own keys), see avs_depth_core.config.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
-import os
-import random
-from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
-from itertools import islice
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
-from torch.utils.data.distributed import DistributedSampler
-from tqdm import tqdm
+from torch.utils.data import DataLoader, Dataset
 
-from avs_depth_core.checkpoint import checkpoint_paths, load_checkpoint, load_checkpoint_extra, save_checkpoint
-from avs_depth_core.config import dataclass_from_dict as config_from_dict
-
-# ---------------------------------------------------------------------------------------------------------------------
-# configuration sections
-
-
-def dataclass_from_dict(cls: type, values: Mapping[str, Any] | None, section: str) -> Any:
-    """Build dataclass `cls` from config section `section` (None = all defaults); unknown keys and wrong types are errors
-    naming `section.key` (avs_depth_core.config)."""
-    return config_from_dict(cls, values or {}, "config", prefix=f"{section}.")
-
-
-def apply_overrides(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:
-    """Apply `section.key=value` strings (values parsed as YAML) to a nested config dict; returns a new dict."""
-    import yaml
-
-    out = json.loads(json.dumps(config))
-    for text in assignments:
-        if "=" not in text:
-            raise ValueError(f"--set {text!r}: expected section.key=value, e.g. model.n_bins=32")
-        path, raw = text.split("=", 1)
-        parts = path.strip().split(".")
-        if len(parts) < 2 or not all(parts):
-            raise ValueError(f"--set {text!r}: the key must name its section, e.g. train.lr or model.n_bins")
-        node = out
-        for part in parts[:-1]:
-            if part not in node:
-                node[part] = {}
-            if not isinstance(node[part], dict):
-                raise ValueError(f"--set {text!r}: {part} is a value, not a section")
-            node = node[part]
-        node[parts[-1]] = yaml.safe_load(raw)
-    return out
-
+from avs_depth_core.data.cache import bag_fingerprint
+from avs_depth_core.guards import check_batch_finite, check_loss_finite
+from avs_depth_core.train.logs import RunLog
+from avs_depth_core.train.runtime import (
+    Runtime,
+    barrier,
+    grad_scaler,
+    make_loader,
+    progress,
+    seed_everything,
+    setup_runtime,
+    teardown,
+    wrap_model,
+)
+from avs_depth_core.train.state import Progress, load_training_checkpoint, resume_path, save_training_checkpoint
 
 # ---------------------------------------------------------------------------------------------------------------------
-# seeding, device, AMP, distributed
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
+# the sections every trainer shares
 
 
 @dataclass
-class Runtime:
-    """Where this process runs: its device, its rank among the torchrun processes, and whether AMP is on."""
+class LoopConfig:
+    """The `train:` keys of the loop itself; a trainer's TrainConfig adds its optimisation keys."""
 
-    device: torch.device
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    amp: bool = False
+    seed: int = 0
+    num_workers: int = 2
+    amp: bool = False  # fp16 autocast + GradScaler, CUDA only
+    clip_grad: float = 0.0  # max grad norm; 0 = off
+    max_steps: int = 0  # 0 = epochs * batches per epoch; otherwise stop (and end a per-step schedule) after this many steps
+    checkpoint_every: int = 0  # also write checkpoints/last every N steps (0 = only at epoch ends)
+    stop_after_steps: int = 0  # end this invocation after N steps, schedule unchanged; continue with --resume (job slots)
+    log_every: int = 10  # steps between logged training scalars
+    validate: bool = True  # per-epoch validation (needs a val split); best checkpoint by it
 
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
-
-    @property
-    def distributed(self) -> bool:
-        return self.world_size > 1
-
-
-def select_device(name: str | None = None) -> torch.device:
-    """'cuda', 'cuda:1', 'cpu' or None (CUDA when available). Asking for CUDA without it is an error."""
-    if name in (None, "", "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: CUDA is not available on this machine (torch {torch.__version__})")
-    return device
-
-
-def setup_runtime(device: str | None = None, amp: bool = True) -> Runtime:
-    """Single process, or DDP when torchrun set WORLD_SIZE > 1: nccl on CUDA (one GPU per local rank), gloo on CPU.
-
-    AMP (fp16 autocast + GradScaler) is used only on CUDA and only when `amp` is true.
-    """
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = select_device(device)
-    if world_size > 1:
-        if dev.type == "cuda":
-            dev = torch.device("cuda", local_rank)
-            torch.cuda.set_device(dev)
-        else:
-            # The CPU cores are shared by the local processes.
-            local_world = int(os.environ.get("LOCAL_WORLD_SIZE", str(world_size)))
-            torch.set_num_threads(max(1, (os.cpu_count() or 1) // local_world))
-        if not dist.is_initialized():
-            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
-    return Runtime(dev, rank, world_size, local_rank, amp=bool(amp and dev.type == "cuda"))
-
-
-def teardown(runtime: Runtime) -> None:
-    if runtime.distributed and dist.is_initialized():
-        dist.destroy_process_group()
-
-
-def barrier(runtime: Runtime) -> None:
-    if runtime.distributed:
-        dist.barrier()
-
-
-def wrap_model(model: nn.Module, runtime: Runtime, find_unused_parameters: bool = False) -> nn.Module:
-    """DistributedDataParallel under torchrun, the model itself otherwise."""
-    if not runtime.distributed:
-        return model
-    ids = [runtime.device.index] if runtime.device.type == "cuda" else None
-    return nn.parallel.DistributedDataParallel(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
-
-
-def autocast(runtime: Runtime) -> torch.autocast:
-    return torch.autocast(device_type=runtime.device.type, dtype=torch.float16, enabled=runtime.amp)
-
-
-def grad_scaler(runtime: Runtime) -> torch.amp.GradScaler:
-    return torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# data loading and progress
-
-
-class SkipFirst(Sampler[int]):
-    """Drops the first `skip` indices of a sampler's epoch, so a run resumed mid-epoch sees the rest of the same order."""
-
-    def __init__(self, sampler: DistributedSampler, skip: int = 0) -> None:
-        self.sampler = sampler
-        self.skip = skip
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        self.sampler.set_epoch(epoch)
-        self.skip = skip
-
-    def __iter__(self) -> Iterator[int]:
-        return islice(iter(self.sampler), self.skip, None)
-
-    def __len__(self) -> int:
-        return max(0, len(self.sampler) - self.skip)
-
-
-def make_loader(dataset: Dataset, batch_size: int, runtime: Runtime, *, shuffle: bool, seed: int, num_workers: int = 0,
-                drop_last: bool = False) -> DataLoader:
-    """A loader whose order depends only on (seed, epoch): DistributedSampler shards it over ranks (one rank: all of it).
-
-    Call `loader.sampler.set_epoch(epoch, skip)` before each epoch.
-    """
-    if len(dataset) == 0:
-        raise ValueError("dataset is empty: no samples to load")
-    sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank, shuffle=shuffle, seed=seed,
-                                 drop_last=drop_last)
-    return DataLoader(dataset, batch_size=batch_size, sampler=SkipFirst(sampler), num_workers=num_workers,
-                      drop_last=drop_last, pin_memory=runtime.device.type == "cuda", persistent_workers=num_workers > 0)
-
-
-def progress(iterable: Iterable, total: int | None, desc: str, runtime: Runtime) -> Iterable:
-    """tqdm with rate and ETA on the main rank; the plain iterable elsewhere."""
-    return tqdm(iterable, total=total, desc=desc, dynamic_ncols=True, leave=False, disable=not runtime.is_main)
-
-
-def to_device(batch: Mapping[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# NaN guard
-
-
-def _stamps(batch: Mapping[str, Any]) -> list[int]:
-    stamps = batch.get("stamp_ns")
-    if stamps is None:
-        return []
-    return [int(s) for s in (stamps.tolist() if isinstance(stamps, torch.Tensor) else stamps)]
-
-
-def check_batch_finite(batch: Mapping[str, Any], step: int | None, keys: Iterable[str]) -> None:
-    """A NaN/inf in an input tensor is an error naming the key, the stamps of the offending samples and the training step
-    (None outside training)."""
-    for key in keys:
-        value = batch.get(key)
-        if not isinstance(value, torch.Tensor) or not value.is_floating_point():
-            continue
-        bad = ~torch.isfinite(value.reshape(value.shape[0], -1)).all(dim=1)
-        if bad.any():
-            stamps = _stamps(batch)
-            where = [stamps[i] for i in bad.nonzero().flatten().tolist()] if stamps else bad.nonzero().flatten().tolist()
-            prefix = "" if step is None else f"step {step}: "
-            raise ValueError(f"{prefix}batch['{key}'] holds NaN or inf for samples with stamp_ns {where}")
-
-
-def check_loss_finite(loss: torch.Tensor, step: int, batch: Mapping[str, Any]) -> None:
-    if not torch.isfinite(loss).all():
-        raise ValueError(f"step {step}: loss is {loss.item()} on samples with stamp_ns {_stamps(batch)}; "
-                         "inputs were finite, so training diverged (try a lower train.lr or train.clip_grad)")
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# logs: TensorBoard, CSV, training-curve PNG
-
-
-class RunLog:
-    """Scalars to TensorBoard (run_dir/tensorboard) and CSV (train_log.csv per step, val_log.csv per epoch), and the
-    training curve PNG (run_dir/training_curve.png). Only the main rank writes; on resume the CSVs are appended to.
-    """
-
-    def __init__(self, run_dir: Path, runtime: Runtime, purge_step: int | None = None) -> None:
-        self.run_dir = Path(run_dir)
-        self.enabled = runtime.is_main
-        self.writer = None
-        if self.enabled:
-            from torch.utils.tensorboard import SummaryWriter
-
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.writer = SummaryWriter(str(self.run_dir / "tensorboard"), purge_step=purge_step)
-            if purge_step is not None:
-                for name in ("train_log.csv", "val_log.csv"):
-                    _truncate_csv(self.run_dir / name, purge_step)
-
-    def scalars(self, kind: str, step: int, values: Mapping[str, float], epoch: int) -> None:
-        """kind 'train' (per step) or 'val' (per epoch)."""
-        if not self.enabled:
-            return
-        for name, value in values.items():
-            self.writer.add_scalar(f"{kind}/{name}", value, step)
-        path = self.run_dir / f"{kind}_log.csv"
-        row = {"step": step, "epoch": epoch, **{k: float(v) for k, v in values.items()}}
-        new = not path.is_file()
-        with path.open("a", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=list(row))
-            if new:
-                w.writeheader()
-            w.writerow(row)
-
-    def plot(self, train_key: str = "loss", val_keys: Iterable[str] = ("abs_rel", "delta1")) -> Path | None:
-        """Training loss per step (with a running mean) and validation metrics per epoch, as one PNG."""
-        if not self.enabled:
-            return None
-        self.writer.flush()
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        train = read_csv(self.run_dir / "train_log.csv")
-        val = read_csv(self.run_dir / "val_log.csv")
-        val_keys = [k for k in val_keys if val and k in val[0]]
-        fig, axes = plt.subplots(1, 1 + len(val_keys), figsize=(5 * (1 + len(val_keys)), 3.6), squeeze=False)
-        ax = axes[0, 0]
-        if train:
-            steps = np.array([r["step"] for r in train])
-            loss = np.array([r[train_key] for r in train])
-            ax.plot(steps, loss, lw=0.6, alpha=0.5, label=train_key)
-            k = len(loss) // 20
-            if k > 1:
-                ax.plot(steps[k - 1:], np.convolve(loss, np.ones(k) / k, mode="valid"), lw=1.5, label=f"running mean of {k}")
-            ax.legend()
-        ax.set(xlabel="step", title=f"train {train_key}")
-        for ax, key in zip(axes[0, 1:], val_keys, strict=True):
-            ax.plot([r["step"] for r in val], [r[key] for r in val], "o-")
-            ax.set(xlabel="step", title=f"val {key}")
-        for ax in axes[0]:
-            ax.grid(alpha=0.3)
-        fig.tight_layout()
-        out = self.run_dir / "training_curve.png"
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
-        return out
-
-    def close(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-
-
-def read_csv(path: Path) -> list[dict[str, float]]:
-    if not Path(path).is_file():
-        return []
-    with Path(path).open(newline="") as f:
-        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]
-
-
-def _truncate_csv(path: Path, from_step: int) -> None:
-    """On resume, drop rows from `from_step` on: they were logged after the checkpoint and are logged again."""
-    if not path.is_file():
-        return
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    # A row cut short by a kill has empty fields; it is dropped with the rest after the checkpoint.
-    keep = [r for r in rows if all(v not in (None, "") for v in r.values()) and float(r["step"]) < from_step]
-    with path.open("w", newline="") as f:
-        if rows:
-            w = csv.DictWriter(f, fieldnames=list(rows[0]))
-            w.writeheader()
-            w.writerows(keep)
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# checkpoints and resume
-
-
-def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch RNG states in a form avs_depth_core.checkpoint stores without pickling."""
-    np_state = np.random.get_state(legacy=False)
-    np_state["state"] = {k: torch.from_numpy(np.asarray(v, dtype=np.int64)) for k, v in np_state["state"].items()}
-    state = {"python": random.getstate(), "numpy": np_state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: Mapping[str, Any]) -> None:
-    random.setstate(state["python"])
-    np_state = dict(state["numpy"])
-    np_state["state"] = {k: v.numpy().astype(np.uint32) if k == "key" else int(v) for k, v in np_state["state"].items()}
-    np.random.set_state(np_state)
-    torch.set_rng_state(state["torch"].to(torch.uint8))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.to(torch.uint8) for s in state["cuda"]])
+    def check(self) -> None:
+        if self.log_every <= 0:
+            raise ValueError(f"config: train.log_every must be positive, got {self.log_every}")
+        for key in ("max_steps", "checkpoint_every", "stop_after_steps", "num_workers", "clip_grad"):
+            if getattr(self, key) < 0:
+                raise ValueError(f"config: train.{key} must be >= 0, got {getattr(self, key)}")
 
 
 @dataclass
-class Progress:
-    """Where training stands: `epoch` is the epoch in progress (0-based) and `batch` the batches of it already done;
-    `step` counts optimiser steps over the whole run; `best` is the best validation score so far (lower is better)."""
+class DataConfig:
+    """The `data:` keys every trainer reads: which frames of the bag train and validate, and how the bag is read."""
 
-    epoch: int = 0
-    batch: int = 0
-    step: int = 0
-    best: float = math.inf
-
-
-def save_training_checkpoint(path: Path, state_dict: Mapping[str, torch.Tensor], config: dict[str, Any], kind: str,
-                             meta: dict[str, Any], *, optimizer: torch.optim.Optimizer, scheduler: Any,
-                             scaler: torch.amp.GradScaler, progress: Progress) -> Path:
-    """A loadable model checkpoint (<stem>.safetensors + <stem>.json) whose .extra.safetensors also holds what --resume needs:
-    optimiser, scheduler, AMP scaler, progress and RNG states."""
-    extra = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-             "progress": dict(vars(progress)), "rng": rng_state()}
-    meta = {**meta, "epoch": progress.epoch, "step": progress.step}
-    # save_checkpoint writes every file in full under a temporary name and then renames them into place, JSON last: a run
-    # killed while saving keeps its previous checkpoint (only the back-to-back renames could be cut, a window of microseconds).
-    return save_checkpoint(path, dict(state_dict), config, kind, meta, extra=extra)
+    dataset: str = "bag"  # a label recorded in the checkpoint (e.g. batvision_v2)
+    train_split: str = "train"
+    val_split: str = "val"
+    min_depth: float = 1e-3  # valid GT: min_depth < gt < max_depth, in the loss and the metrics
+    tolerance_s: float = 0.05  # echo-frame pairing tolerance
+    cache_dir: str | None = None  # default: $AVS_DEPTH_CACHE or ~/.cache/avs_depth
+    skip_bad: bool = False  # skip (and count) undecodable messages instead of failing
 
 
-def load_training_checkpoint(path: Path, model: nn.Module, *, optimizer: torch.optim.Optimizer, scheduler: Any,
-                             scaler: torch.amp.GradScaler, kind: str) -> Progress:
-    """Restore model, optimiser, scheduler, scaler and RNG from a checkpoint written by save_training_checkpoint."""
-    state, _config, stored_kind, _meta = load_checkpoint(path)
-    if stored_kind != kind:
-        raise ValueError(f"{path}: --resume needs a {kind!r} checkpoint, this one is {stored_kind!r}")
-    extra = load_checkpoint_extra(path)
-    if extra is None or not {"optimizer", "scheduler", "progress"} <= set(extra):
-        raise ValueError(f"{path}: holds no training state (optimizer, scheduler, progress); resume from a run's "
-                         "checkpoints/last checkpoint, not an exported model")
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the configured model; resume with the run's config ({err})") from None
-    try:
-        optimizer.load_state_dict(extra["optimizer"])
-    except ValueError as err:
-        raise ValueError(f"{path}: optimizer state does not fit the configured model ({err})") from None
-    scheduler.load_state_dict(extra["scheduler"])
-    scaler.load_state_dict(extra.get("scaler") or {})
-    if "rng" in extra:
-        set_rng_state(extra["rng"])
-    return Progress(**{k: type(getattr(Progress(), k))(v) for k, v in extra["progress"].items()})
+@dataclass
+class Parts:
+    """What a trainer's `build` returns: the model (undistributed), its optimiser, schedule and loss."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    criterion: Callable[..., Any]
 
 
-def resume_path(resume: str | Path, run_dir: Path) -> Path:
-    """--resume with no value means the run directory's last checkpoint; a directory means its checkpoints/last."""
-    path = Path(run_dir if resume in ("", "last", True) else resume)
-    if path.is_dir():
-        path = path / "checkpoints" / "last" if (path / "checkpoints").is_dir() else path / "last"
-    weights, json_path, _ = checkpoint_paths(path)
-    if not json_path.is_file():
-        raise FileNotFoundError(f"{json_path}: no checkpoint to resume from")
-    return weights
+class Trainer:
+    """One model's hooks into `fit`. Subclasses set the class attributes and implement the methods that raise here."""
+
+    kind: str  # checkpoint kind
+    command: str = "avs-depth train"  # named in the run's config.yaml
+    samples: str = "frames"  # what one dataset item is, in messages and the summary
+    finite_keys: tuple[str, ...] = ("rgb",)  # batch keys checked for NaN/inf before every step
+    find_unused_parameters: bool = False  # for DistributedDataParallel
+    scheduler_per_epoch: bool = False  # step the schedule once per epoch (else once per optimiser step)
+    score_keys: tuple[str, ...] = ("abs_rel",)  # the first one validation returns picks the best checkpoint (lower wins)
+    shown_keys: tuple[str, ...] = ("abs_rel", "rmse", "delta1")  # printed after each validation
+    plot_keys: tuple[str, ...] = ("abs_rel", "delta1")  # validation curves in training_curve.png
+
+    def __init__(self, model_cfg: Any, train: LoopConfig, data: DataConfig, *, epochs: int, batch_size: int) -> None:
+        self.model_cfg, self.train, self.data = model_cfg, train, data
+        self.epochs, self.batch_size = epochs, batch_size
+
+    def describe(self) -> str:
+        """The model in a few words, for the start-up line."""
+        raise NotImplementedError
+
+    def resolved(self) -> dict[str, Any]:
+        """The resolved config ({"model", "train", "data"}) written to <run>/config.yaml and into the checkpoints."""
+        def plain(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
+
+        return {"model": self.model_cfg.to_dict(), "train": plain(asdict(self.train)), "data": plain(asdict(self.data))}
+
+    def dataset(self, bag: Path, split: str, verbose: bool) -> Dataset:
+        raise NotImplementedError
+
+    def build(self, device: torch.device, total_steps: int) -> Parts:
+        raise NotImplementedError
+
+    def loss(self, net: nn.Module, criterion: Callable[..., Any], batch: dict[str, Any], step: int,
+             runtime: Runtime) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """One training batch (on the host) -> (loss, extra scalars to log)."""
+        raise NotImplementedError
+
+    def validate(self, model: nn.Module, criterion: Callable[..., Any], loader: DataLoader,
+                 runtime: Runtime) -> dict[str, float]:
+        raise NotImplementedError
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        """The model config stored with the weights (local init files dropped: the weights are in the checkpoint)."""
+        raise NotImplementedError
+
+    def save_best(self, model: nn.Module, path: Path, meta: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# run start-up
 
 
 def start_run(run_dir: Path, resolved: dict[str, Any], resume: str | Path | None, runtime: Runtime, command: str) -> None:
@@ -428,3 +166,171 @@ def build_splits(build: Callable[[str, bool], Dataset], train_split: str, val_sp
     if runtime.is_main:
         barrier(runtime)
     return train_set, val_set
+
+
+def fit(trainer: Trainer, bag: str | Path, run_dir: str | Path, *, resume: str | Path | None = None,
+        device: str | None = None) -> dict[str, Any]:
+    """Train into `run_dir` (config.yaml, checkpoints/{last,best}, logs, training_curve.png, summary.json).
+
+    Under torchrun every process calls this; rank 0 logs, validates and writes. Returns a summary (rank 0's view).
+    """
+    runtime = setup_runtime(device, trainer.train.amp)
+    try:
+        run = _Run(trainer, Path(bag), Path(run_dir), resume, runtime)
+        return run.train()
+    finally:
+        teardown(runtime)
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# the loop
+
+
+class _Run:
+    """One invocation of `fit`: set up in __init__, then train() runs epochs until the step budget is spent."""
+
+    def __init__(self, trainer: Trainer, bag: Path, run_dir: Path, resume: str | Path | None, runtime: Runtime) -> None:
+        self.trainer, self.run_dir, self.runtime = trainer, run_dir, runtime
+        self.say = print if runtime.is_main else (lambda *a, **k: None)
+        t, d = trainer.train, trainer.data
+        seed_everything(t.seed + runtime.rank)
+        resolved = trainer.resolved()
+        start_run(run_dir, resolved, resume, runtime, trainer.command)
+        train_set, val_set = build_splits(lambda split, verbose: trainer.dataset(bag, split, verbose),
+                                          d.train_split, d.val_split if t.validate else None, runtime)
+        batch_size = trainer.batch_size
+        self.loader = make_loader(train_set, batch_size, runtime, shuffle=True, seed=t.seed, num_workers=t.num_workers,
+                                  drop_last=len(train_set) >= batch_size * runtime.world_size)
+        self.val_loader = None
+        if val_set is not None and runtime.is_main:
+            self.val_loader = DataLoader(val_set, batch_size=batch_size, shuffle=False, num_workers=t.num_workers)
+        self.batches_per_epoch = len(self.loader)
+        total_steps = trainer.epochs * self.batches_per_epoch
+        if t.max_steps:
+            total_steps = min(total_steps, t.max_steps)
+        parts = trainer.build(runtime.device, total_steps)
+        self.model, self.optimizer, self.scheduler = parts.model, parts.optimizer, parts.scheduler
+        self.scaler = grad_scaler(runtime)
+        self.state = Progress()
+        self.total_steps = self._resume(resume, total_steps) if resume is not None else total_steps
+        self.net = wrap_model(self.model, runtime, find_unused_parameters=trainer.find_unused_parameters)
+        self.criterion = parts.criterion
+        self.log = RunLog(run_dir, runtime, purge_step=self.state.step + 1 if resume is not None else None)
+        fingerprint = bag_fingerprint(bag) if runtime.is_main else ""
+        self.meta = {"train_config": resolved, "bag": str(bag), "bag_fingerprint": fingerprint, "dataset": d.dataset,
+                     "train_samples": len(train_set), "world_size": runtime.world_size}
+        self.ckpt_dir = run_dir / "checkpoints"
+        self.say(f"training {trainer.describe()} on {len(train_set)} {trainer.samples}, {runtime.world_size} process(es) "
+                 f"on {runtime.device}{' with AMP' if runtime.amp else ''}; {self.total_steps} steps; run dir {run_dir}",
+                 file=sys.stderr)
+        if self.state.step >= self.total_steps:
+            self.say(f"nothing to do: the run already finished its {self.total_steps} steps", file=sys.stderr)
+        self.samples_seen, self.step_seconds = 0, 0.0  # training steps only (data, forward, backward, update)
+
+    def _resume(self, resume: str | Path, total_steps: int) -> int:
+        """Restore the training state; returns the schedule's total steps (a per-step schedule keeps the checkpoint's)."""
+        path = resume_path(resume, self.run_dir)
+        self.state = load_training_checkpoint(path, self.model, optimizer=self.optimizer, scheduler=self.scheduler,
+                                              scaler=self.scaler, kind=self.trainer.kind)
+        stored = getattr(self.scheduler, "total_steps", None)  # OneCycleLR's length
+        if stored is not None and stored != total_steps:
+            self.say(f"note: the checkpoint's schedule has {stored} steps (this config gives {total_steps}); "
+                     "keeping the checkpoint's", file=sys.stderr)
+            total_steps = stored
+        if self.runtime.rank > 0:  # the stored RNG state is rank 0's; other ranks keep streams of their own
+            seed_everything(self.trainer.train.seed + self.runtime.rank + 1_000_003 * self.state.step)
+        self.say(f"resumed from {path}: epoch {self.state.epoch + 1}, batch {self.state.batch}, step "
+                 f"{self.state.step}/{total_steps}", file=sys.stderr)
+        return total_steps
+
+    def save_last(self, validation: dict[str, float] | None = None) -> None:
+        if self.runtime.is_main:
+            save_training_checkpoint(self.ckpt_dir / "last", self.model.state_dict(), self.trainer.checkpoint_config(),
+                                     self.trainer.kind, {**self.meta, "val": validation or {}}, optimizer=self.optimizer,
+                                     scheduler=self.scheduler, scaler=self.scaler, progress=self.state)
+
+    def train(self) -> dict[str, Any]:
+        history: list[dict[str, Any]] = []
+        start = time.perf_counter()
+        t, state = self.trainer.train, self.state
+        end_step = self.total_steps if not t.stop_after_steps else min(self.total_steps, state.step + t.stop_after_steps)
+        self.net.train()
+        while state.step < end_step:
+            self.train_epoch(end_step)
+            epoch_done = state.batch >= self.batches_per_epoch
+            if epoch_done:
+                state.epoch, state.batch = state.epoch + 1, 0
+                if self.trainer.scheduler_per_epoch:
+                    self.scheduler.step()
+            validation = self.validate(epoch_done) if self.val_loader is not None else None
+            self.save_last(validation)
+            self.log.plot(val_keys=self.trainer.plot_keys)
+            history.append({"epoch": state.epoch, "step": state.step, "val": validation})
+            barrier(self.runtime)
+        self.log.close()
+        return self.summary(history, time.perf_counter() - start)
+
+    def train_epoch(self, end_step: int) -> None:
+        """Batches of the epoch in progress until it ends or the step budget is spent."""
+        trainer, t, state, runtime = self.trainer, self.trainer.train, self.state, self.runtime
+        self.loader.sampler.set_epoch(state.epoch, skip=state.batch * trainer.batch_size)
+        steps_left = min(self.batches_per_epoch - state.batch, end_step - state.step)
+        bar = progress(self.loader, steps_left, f"epoch {state.epoch + 1}/{trainer.epochs}", runtime)
+        epoch_start = time.perf_counter()
+        for batch in bar:
+            check_batch_finite(batch, state.step, trainer.finite_keys)
+            loss, extra = trainer.loss(self.net, self.criterion, batch, state.step, runtime)
+            check_loss_finite(loss, state.step, batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if t.clip_grad > 0:
+                self.scaler.unscale_(self.optimizer)
+                torch.nn.utils.clip_grad_norm_(self.net.parameters(), t.clip_grad)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            if not trainer.scheduler_per_epoch:
+                self.scheduler.step()
+            state.step += 1
+            state.batch += 1
+            self.samples_seen += int(batch["rgb"].shape[0])
+            if runtime.is_main:
+                bar.set_postfix(loss=f"{loss.item():.4f}")
+                if state.step % t.log_every == 0 or state.step == 1:
+                    scalars = {"loss": loss.item(), "lr": self.scheduler.get_last_lr()[-1],
+                               **{k: float(v) for k, v in extra.items()}}
+                    self.log.scalars("train", state.step, scalars, state.epoch)
+            if t.checkpoint_every and state.step % t.checkpoint_every == 0 and state.step < end_step:
+                self.save_last()
+            if state.step >= end_step:
+                break
+        self.step_seconds += time.perf_counter() - epoch_start
+
+    def validate(self, epoch_done: bool) -> dict[str, float]:
+        """Validate, log, print and keep the best checkpoint (rank 0 only: the others have no val loader)."""
+        trainer, state = self.trainer, self.state
+        validation = trainer.validate(self.model, self.criterion, self.val_loader, self.runtime)
+        self.log.scalars("val", state.step, validation, state.epoch)
+        key = next(k for k in trainer.score_keys if k in validation)
+        improved = validation[key] < state.best
+        if improved:
+            state.best = validation[key]
+        shown = [k for k in trainer.shown_keys if k in validation]
+        self.say(f"epoch {state.epoch if epoch_done else state.epoch + 1}: step {state.step}, val "
+                 + ", ".join(f"{k} {validation[k]:.4f}" for k in shown) + (" (best)" if improved else ""), file=sys.stderr)
+        if improved:
+            trainer.save_best(self.model, self.ckpt_dir / "best",
+                              {**self.meta, "val": validation, "epoch": state.epoch, "step": state.step})
+        return validation
+
+    def summary(self, history: list[dict[str, Any]], seconds: float) -> dict[str, Any]:
+        ckpt_dir, state = self.ckpt_dir, self.state
+        rate = self.samples_seen * self.runtime.world_size / self.step_seconds if self.samples_seen else None
+        summary = {"run_dir": str(self.run_dir), "steps": state.step, "epochs": state.epoch, "seconds": seconds,
+                   "samples": self.trainer.samples, "train_samples_per_s": rate,
+                   "best_val": state.best if math.isfinite(state.best) else None, "history": history,
+                   "last": str(ckpt_dir / "last.safetensors"),
+                   "best": str(ckpt_dir / "best.safetensors") if (ckpt_dir / "best.safetensors").exists() else None}
+        if self.runtime.is_main:
+            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        return summary
+

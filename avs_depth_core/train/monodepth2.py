@@ -1,6 +1,6 @@
 """Self-supervised Monodepth2 training on a bag's frame triples: the relative depth model that AVS-Net's echoes scale.
 
-Numbers follow nianticlabs/monodepth2 (options.py, trainer.py, mono_dataset.py; method_spec section 3) and live in the
+Numbers follow nianticlabs/monodepth2 (options.py, trainer.py, mono_dataset.py) and live in the
 config's model section (config/monodepth2.yaml, Monodepth2Config): 0.85 SSIM + 0.15 L1, per-pixel minimum reprojection
 over the source frames, auto-masking, edge-aware smoothness 1e-3 / 2^s on mean-normalised disparity, scales {1, 1/2, 1/4,
 1/8}, 192x640, Adam lr 1e-4 with StepLR(15, 0.1) stepped per epoch, batch 12, 20 epochs; the sources are the triple's
@@ -8,27 +8,21 @@ neighbours frame_interval frames away (20 in the AVS-Net paper). Augmentation as
 p 0.5 (images and intrinsics) and colour jitter (brightness, contrast, saturation 0.2, hue 0.1) with p 0.5, one draw per
 sample for all of its frames, applied only to the networks' inputs; the loss sees the un-jittered frames.
 
-The run conveniences mirror the AVS-Net trainer (train/avsnet.py): progress bars, TensorBoard + CSV logs and a training
-curve, <run>/checkpoints/last after every epoch (with optimiser state, for --resume) and <run>/checkpoints/best, DDP under
-torchrun. Validation after every epoch on the val split's triples: the photometric loss, and, where the bag has depth,
-the seven depth metrics after per-image median scaling with the ground truth (Monodepth2's evaluate_depth.py protocol);
-best = lowest median-scaled abs_rel, or the lowest validation loss when the val split has no depth.
+The loop is train/loop.py's (progress, TensorBoard + CSV logs and a training curve, <run>/checkpoints/last after every
+epoch with optimiser state for --resume, <run>/checkpoints/best, DDP under torchrun); this file holds what is
+Monodepth2's. Validation after every epoch on the val split's triples: the photometric loss, and, where the bag has
+depth, the seven depth metrics after per-image median scaling with the ground truth (Monodepth2's evaluate_depth.py
+protocol); best = lowest median-scaled abs_rel, or the lowest validation loss when the val split has no depth.
 
-The config YAML is either flat Monodepth2Config keys (config/monodepth2.yaml) or sections `model:` (those keys), `train:`
-(TrainConfig) and `data:` (DataConfig); flat keys may be mixed with train:/data: sections. --set takes model.KEY,
-train.KEY or data.KEY; train.epochs, train.batch_size and train.lr are accepted as the AVS-Net trainer spells them and
-set model.num_epochs, model.batch_size and model.learning_rate.
+The config has the sections every trainer reads: `model:` (Monodepth2Config: network, loss, augmentation), `train:`
+(the loop's keys, and epochs, batch_size, lr, scheduler_step_size, scheduler_gamma, which set Monodepth2Config's
+num_epochs, batch_size, learning_rate and StepLR keys) and `data:` (DataConfig). The older flat form (Monodepth2Config
+keys at the top level) is still read.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import math
-import os
-import sys
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,13 +31,14 @@ import torch
 from torch import nn
 from torch.optim.lr_scheduler import StepLR
 
-from avs_depth_core.data.cache import bag_fingerprint
+from avs_depth_core.config import read_sections, section_from_dict
 from avs_depth_core.data.datasets import TripletBagDataset
 from avs_depth_core.geometry import intrinsics_pyramid
 from avs_depth_core.losses.photometric import Monodepth2Loss, Monodepth2LossResult
 from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator
 from avs_depth_core.models.monodepth2 import (
     CHECKPOINT_KIND,
+    TRAIN_KEYS,
     DepthNet,
     Monodepth2Config,
     PoseNet,
@@ -53,74 +48,23 @@ from avs_depth_core.models.monodepth2 import (
 )
 from avs_depth_core.models.resnet import LAYOUTS as RESNET_LAYOUTS
 from avs_depth_core.scaling import recover_scale_batch
-from avs_depth_core.train.loop import (
-    Progress,
-    RunLog,
-    Runtime,
-    apply_overrides,
-    autocast,
-    barrier,
-    build_splits,
-    check_batch_finite,
-    check_loss_finite,
-    dataclass_from_dict,
-    grad_scaler,
-    load_training_checkpoint,
-    make_loader,
-    progress,
-    resume_path,
-    save_training_checkpoint,
-    seed_everything,
-    setup_runtime,
-    start_run,
-    teardown,
-    to_device,
-    wrap_model,
-)
+from avs_depth_core.train import loop
+from avs_depth_core.train.loop import LoopConfig, Parts, fit
+from avs_depth_core.train.runtime import Runtime, autocast, progress, to_device
 
+DEFAULT_CONFIG = "monodepth2.yaml"
 # Offsets (in units of frame_interval) of the frames in a TripletBagDataset item, in its order.
 TRIPLE_OFFSETS = (-1, 0, 1)
-# train.KEY spellings of the AVS-Net trainer -> the Monodepth2Config key they set.
-TRAIN_ALIASES = {"epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate"}
 SECTIONS = ("model", "train", "data")
 
 
 @dataclass
-class TrainConfig:
-    """The `train:` section: how this run proceeds. Optimisation numbers are Monodepth2's, in the model section."""
-
-    seed: int = 0
-    num_workers: int = 2
-    amp: bool = False  # fp16 autocast + GradScaler, CUDA only; Monodepth2 trains in fp32
-    clip_grad: float = 0.0  # max grad norm; 0 = off (Monodepth2 does not clip)
-    max_steps: int = 0  # 0 = num_epochs * batches per epoch; otherwise stop after this many steps
-    checkpoint_every: int = 0  # also write checkpoints/last every N steps (0 = only at epoch ends)
-    stop_after_steps: int = 0  # end this invocation after N steps, schedule unchanged; continue with --resume
-    log_every: int = 10  # steps between logged training scalars
-    validate: bool = True  # per-epoch validation on the val split's triples; best checkpoint by it
-
-    def check(self) -> None:
-        if self.log_every <= 0:
-            raise ValueError(f"config: train.log_every must be positive, got {self.log_every}")
-        for key in ("max_steps", "checkpoint_every", "stop_after_steps", "num_workers", "clip_grad"):
-            if getattr(self, key) < 0:
-                raise ValueError(f"config: train.{key} must be >= 0, got {getattr(self, key)}")
-
-
-@dataclass
-class DataConfig:
+class DataConfig(loop.DataConfig):
     """The `data:` section: which triples train and validate, and how the bag is read."""
 
-    dataset: str = "bag"  # a label recorded in the checkpoint
-    train_split: str = "train"
-    val_split: str = "val"
-    min_depth: float = 1e-3  # validation ground truth: min_depth < gt < max_depth
     max_depth: float = 30.0  # depth at or beyond it is invalid (BatVision: 12 m BV1, 30 m BV2); also the cache's echo window
-    tolerance_s: float = 0.05  # echo-frame pairing tolerance (the cache pairs echoes even though training ignores them)
     # The trainer never reads the echo; the cache stores it anyway when the bag has one, so keep its resized STFT small.
     echo_size: tuple[int, int] = (32, 32)
-    cache_dir: str | None = None  # default: $AVS_DEPTH_CACHE or ~/.cache/avs_depth
-    skip_bad: bool = False  # skip (and count) undecodable messages instead of failing
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -128,29 +72,20 @@ class DataConfig:
 
 
 def sectioned_config(raw: Any, source: str) -> dict[str, Any]:
-    """A monodepth2 YAML (flat Monodepth2Config keys and/or model/train/data sections) -> {"model", "train", "data"}."""
-    if not isinstance(raw, dict):
-        raise ValueError(f"{source}: expected a mapping of settings, got {type(raw).__name__}")
-    flat = {k: v for k, v in raw.items() if k not in SECTIONS}
-    if flat and "model" in raw:
-        raise ValueError(f"{source}: has both a model: section and top-level model keys {sorted(flat)}; use one of them")
-    out = {"model": raw.get("model") or flat, "train": raw.get("train") or {}, "data": raw.get("data") or {}}
-    for name in SECTIONS:
-        if not isinstance(out[name], dict):
-            raise ValueError(f"{source}: section {name}: must be a mapping, got {type(out[name]).__name__}")
-    return {name: dict(values) for name, values in out.items()}
+    """A monodepth2 YAML (model/train/data sections, or the older flat Monodepth2Config keys) -> {"model", "train", "data"}."""
+    return read_sections(raw, source, flat="model")
 
 
-def resolve_config(config: dict[str, Any]) -> tuple[Monodepth2Config, TrainConfig, DataConfig]:
-    """Validate the three sections (after aliasing train.epochs/batch_size/lr); errors name the key."""
+def resolve_config(config: dict[str, Any]) -> tuple[Monodepth2Config, LoopConfig, DataConfig]:
+    """Validate the three sections (train.epochs/batch_size/lr/scheduler_* set the model's keys); errors name the key."""
     unknown = sorted(set(config) - set(SECTIONS))
     if unknown:
         raise ValueError(f"config: unknown section(s) {unknown}; expected model, train, data")
     model_values = dict(config.get("model") or {})
     train_values = dict(config.get("train") or {})
-    for alias, key in TRAIN_ALIASES.items():
-        if alias in train_values:
-            model_values[key] = train_values.pop(alias)
+    for key, model_key in TRAIN_KEYS.items():
+        if key in train_values:
+            model_values[model_key] = train_values.pop(key)
     model_cfg = _model_config(model_values)
     if not set(model_cfg.source_offsets) <= {-1, 1}:
         raise ValueError(f"config: model.source_offsets {model_cfg.source_offsets}: the triple dataset provides the frames "
@@ -159,9 +94,9 @@ def resolve_config(config: dict[str, Any]) -> tuple[Monodepth2Config, TrainConfi
         if getattr(model_cfg, key) not in RESNET_LAYOUTS:
             raise ValueError(f"config: model.{key} {getattr(model_cfg, key)}: choose a ResNet depth from "
                              f"{sorted(RESNET_LAYOUTS)}")
-    train_cfg = dataclass_from_dict(TrainConfig, train_values, "train")
+    train_cfg = section_from_dict(LoopConfig, train_values, "train")
     train_cfg.check()
-    data_cfg = dataclass_from_dict(DataConfig, config.get("data"), "data")
+    data_cfg = section_from_dict(DataConfig, config.get("data"), "data")
     data_cfg.echo_size = tuple(data_cfg.echo_size)
     if not 0 <= data_cfg.min_depth < data_cfg.max_depth:
         raise ValueError(f"config: need 0 <= data.min_depth < data.max_depth, got {data_cfg.min_depth}, {data_cfg.max_depth}")
@@ -172,19 +107,13 @@ def resolve_config(config: dict[str, Any]) -> tuple[Monodepth2Config, TrainConfi
 
 def _model_config(values: dict[str, Any]) -> Monodepth2Config:
     try:
-        typed = dataclass_from_dict(Monodepth2Config, values, "model")
+        typed = section_from_dict(Monodepth2Config, values, "model")
     except ValueError as err:
         raise ValueError(str(err)) from None
     except TypeError as err:
         raise ValueError(f"config: model: {err}") from None
     plain = {k: list(v) if isinstance(v, tuple) else v for k, v in typed.to_dict().items()}
     return Monodepth2Config.from_dict(plain, source="config model")
-
-
-def resolved_dict(model_cfg: Monodepth2Config, train_cfg: TrainConfig, data_cfg: DataConfig) -> dict[str, Any]:
-    data = asdict(data_cfg)
-    data["echo_size"] = list(data_cfg.echo_size)
-    return {"model": model_cfg.to_dict(), "train": asdict(train_cfg), "data": data}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -272,7 +201,8 @@ def augment(frames: torch.Tensor, K: torch.Tensor, config: Monodepth2Config,
     """frames (B, N, 3, H, W) in [0, 1], K (B, 3, 3) -> (frames for the loss, frames for the networks, K).
 
     Flip (p hflip_prob) mirrors every frame of a sample and its intrinsics: pixel u goes to W - 1 - u, so cx -> W - 1 - cx
-    (and the skew changes sign). Jitter (p color_jitter_prob) touches only the networks' copy.
+    (and the skew changes sign). Monodepth2 keeps K, right only for cx = (W - 1) / 2; kept here as the correct geometry.
+    Jitter (p color_jitter_prob) touches only the networks' copy.
     """
     b, _, _, _, w = frames.shape
     flip = torch.rand(b, generator=generator) < config.hflip_prob
@@ -330,144 +260,56 @@ def build_dataset(bag: Path, split: str, model_cfg: Monodepth2Config, data_cfg: 
                              progress=verbose, verbose=verbose)
 
 
+class Monodepth2Trainer(loop.Trainer):
+    """Self-supervised relative depth: DepthNet + PoseNet on frame triples, Adam with the per-epoch StepLR of
+    Monodepth2's trainer.py, the multi-scale photometric loss on augmented inputs."""
+
+    kind = CHECKPOINT_KIND
+    command = "avs-depth train --model monodepth2"
+    samples = "triples"
+    scheduler_per_epoch = True  # Monodepth2 steps its StepLR once per epoch
+    score_keys = ("abs_rel", "loss")  # the val loss when the val split has no depth
+    shown_keys = ("loss", "abs_rel", "rmse", "delta1")
+    plot_keys = ("loss", "abs_rel", "delta1")
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        model_cfg, train, data = resolve_config(config)
+        super().__init__(model_cfg, train, data, epochs=model_cfg.num_epochs, batch_size=model_cfg.batch_size)
+
+    def describe(self) -> str:
+        m = self.model_cfg
+        return (f"Monodepth2 (ResNet-{m.num_layers}, {m.height}x{m.width}, sources "
+                f"{[o * m.frame_interval for o in m.source_offsets]} frames)")
+
+    def dataset(self, bag: Path, split: str, verbose: bool) -> TripletBagDataset:
+        return build_dataset(bag, split, self.model_cfg, self.data, verbose)
+
+    def build(self, device: torch.device, total_steps: int) -> Parts:
+        model = Monodepth2Model(self.model_cfg).to(device)
+        optimizer = torch.optim.Adam(model.parameters(), lr=self.model_cfg.learning_rate)
+        scheduler = StepLR(optimizer, self.model_cfg.scheduler_step_size, self.model_cfg.scheduler_gamma)
+        return Parts(model, optimizer, scheduler, Monodepth2Loss.from_config(self.model_cfg).to(device))
+
+    def loss(self, net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, Any], step: int,
+             runtime: Runtime) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        result = training_loss(net, criterion, batch, self.model_cfg, runtime)
+        return result.loss, {"automasked": 1.0 - result.warp_selected_fraction}
+
+    def validate(self, model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.utils.data.DataLoader,
+                 runtime: Runtime) -> dict[str, float]:
+        return validate(model, criterion, loader, runtime.device, self.model_cfg, self.data)
+
+    def checkpoint_config(self) -> dict[str, Any]:
+        return dict(self.model_cfg.to_dict(), pretrained_encoder=None)  # the weights are in the checkpoint now
+
+    def save_best(self, model: Monodepth2Model, path: Path, meta: dict[str, Any]) -> None:
+        save_monodepth2(path, model.depth, self.model_cfg, model.pose, meta)
+
+
 def train_monodepth2(config: dict[str, Any], bag: str | Path, run_dir: str | Path, *, resume: str | Path | None = None,
                      device: str | None = None) -> dict[str, Any]:
-    """Train Monodepth2 on `bag`'s triples into `run_dir` (config.yaml, checkpoints/{last,best}, logs, training_curve.png).
-
-    `config` is sectioned ({"model", "train", "data"}, see sectioned_config). Under torchrun every process calls this;
-    rank 0 logs, validates and writes. Returns a summary (rank 0's view).
-    """
-    model_cfg, train_cfg, data_cfg = resolve_config(config)
-    bag, run_dir = Path(bag), Path(run_dir)
-    runtime = setup_runtime(device, train_cfg.amp)
-    try:
-        return _train(model_cfg, train_cfg, data_cfg, bag, run_dir, resume, runtime)
-    finally:
-        teardown(runtime)
-
-
-def _train(model_cfg: Monodepth2Config, train_cfg: TrainConfig, data_cfg: DataConfig, bag: Path, run_dir: Path,
-           resume: str | Path | None, runtime: Runtime) -> dict[str, Any]:
-    say = print if runtime.is_main else (lambda *a, **k: None)
-    seed_everything(train_cfg.seed + runtime.rank)
-    resolved = resolved_dict(model_cfg, train_cfg, data_cfg)
-    start_run(run_dir, resolved, resume, runtime, "avs-depth train --model monodepth2")
-    train_set, val_set = build_splits(lambda split, verbose: build_dataset(bag, split, model_cfg, data_cfg, verbose),
-                                      data_cfg.train_split, data_cfg.val_split if train_cfg.validate else None, runtime)
-    batch_size = model_cfg.batch_size
-    loader = make_loader(train_set, batch_size, runtime, shuffle=True, seed=train_cfg.seed, num_workers=train_cfg.num_workers,
-                         drop_last=len(train_set) >= batch_size * runtime.world_size)
-    val_loader = None
-    if val_set is not None and runtime.is_main:
-        val_loader = torch.utils.data.DataLoader(val_set, batch_size=batch_size, shuffle=False,
-                                                 num_workers=train_cfg.num_workers)
-
-    # Networks, Adam and the per-epoch StepLR of Monodepth2's trainer.
-    model = Monodepth2Model(model_cfg).to(runtime.device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=model_cfg.learning_rate)
-    scheduler = StepLR(optimizer, model_cfg.scheduler_step_size, model_cfg.scheduler_gamma)
-    batches_per_epoch = len(loader)
-    total_steps = model_cfg.num_epochs * batches_per_epoch
-    if train_cfg.max_steps:
-        total_steps = min(total_steps, train_cfg.max_steps)
-    scaler = grad_scaler(runtime)
-    state = Progress()
-    if resume is not None:
-        path = resume_path(resume, run_dir)
-        state = load_training_checkpoint(path, model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-                                         kind=CHECKPOINT_KIND)
-        if runtime.rank > 0:  # the stored RNG state is rank 0's; other ranks keep streams of their own
-            seed_everything(train_cfg.seed + runtime.rank + 1_000_003 * state.step)
-        say(f"resumed from {path}: epoch {state.epoch + 1}, batch {state.batch}, step {state.step}/{total_steps}",
-            file=sys.stderr)
-    net = wrap_model(model, runtime, find_unused_parameters=False)
-    criterion = Monodepth2Loss.from_config(model_cfg).to(runtime.device)
-    log = RunLog(run_dir, runtime, purge_step=state.step + 1 if resume is not None else None)
-    meta = {"train_config": resolved, "bag": str(bag), "bag_sha256": bag_fingerprint(bag) if runtime.is_main else "",
-            "dataset": data_cfg.dataset, "train_triples": len(train_set), "world_size": runtime.world_size}
-    ckpt_dir = run_dir / "checkpoints"
-    model_config = dict(model_cfg.to_dict(), pretrained_encoder=None)  # the weights are in the checkpoint now
-
-    def save_last(validation: dict[str, float] | None = None) -> None:
-        if runtime.is_main:
-            save_training_checkpoint(ckpt_dir / "last", model.state_dict(), model_config, CHECKPOINT_KIND,
-                                     {**meta, "val": validation or {}}, optimizer=optimizer, scheduler=scheduler,
-                                     scaler=scaler, progress=state)
-
-    size = (model_cfg.height, model_cfg.width)
-    say(f"training Monodepth2 (ResNet-{model_cfg.num_layers}, {size[0]}x{size[1]}, sources "
-        f"{[o * model_cfg.frame_interval for o in model_cfg.source_offsets]} frames) on {len(train_set)} triples, "
-        f"{runtime.world_size} process(es) on {runtime.device}{' with AMP' if runtime.amp else ''}; {total_steps} steps; "
-        f"run dir {run_dir}", file=sys.stderr)
-    if state.step >= total_steps:
-        say(f"nothing to do: the run already finished its {total_steps} steps", file=sys.stderr)
-    history: list[dict[str, Any]] = []
-    start = time.perf_counter()
-    triples_seen, step_seconds = 0, 0.0  # training steps only (data, forward, backward, update), for the throughput
-    end_step = total_steps if not train_cfg.stop_after_steps else min(total_steps, state.step + train_cfg.stop_after_steps)
-    net.train()
-    while state.step < end_step:
-        loader.sampler.set_epoch(state.epoch, skip=state.batch * batch_size)
-        steps_left = min(batches_per_epoch - state.batch, end_step - state.step)
-        bar = progress(loader, steps_left, f"epoch {state.epoch + 1}/{model_cfg.num_epochs}", runtime)
-        epoch_start = time.perf_counter()
-        for batch in bar:
-            check_batch_finite(batch, state.step, ("rgb",))
-            result = training_loss(net, criterion, batch, model_cfg, runtime)
-            loss = result.loss
-            check_loss_finite(loss, state.step, batch)
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if train_cfg.clip_grad > 0:
-                scaler.unscale_(optimizer)
-                torch.nn.utils.clip_grad_norm_(net.parameters(), train_cfg.clip_grad)
-            scaler.step(optimizer)
-            scaler.update()
-            state.step += 1
-            state.batch += 1
-            triples_seen += int(batch["rgb"].shape[0])
-            if runtime.is_main:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-                if state.step % train_cfg.log_every == 0 or state.step == 1:
-                    log.scalars("train", state.step, {"loss": loss.item(), "lr": scheduler.get_last_lr()[0],
-                                                      "automasked": 1.0 - result.warp_selected_fraction.item()}, state.epoch)
-            if train_cfg.checkpoint_every and state.step % train_cfg.checkpoint_every == 0 and state.step < end_step:
-                save_last()
-            if state.step >= end_step:
-                break
-        step_seconds += time.perf_counter() - epoch_start
-        epoch_done = state.batch >= batches_per_epoch
-        if epoch_done:
-            state.epoch, state.batch = state.epoch + 1, 0
-            scheduler.step()  # Monodepth2 steps its StepLR once per epoch
-        validation = None
-        if val_loader is not None:
-            validation = validate(model, criterion, val_loader, runtime.device, model_cfg, data_cfg)
-            log.scalars("val", state.step, validation, state.epoch)
-            key = "abs_rel" if "abs_rel" in validation else "loss"
-            improved = validation[key] < state.best
-            if improved:
-                state.best = validation[key]
-            shown = [k for k in ("loss", "abs_rel", "rmse", "delta1") if k in validation]
-            say(f"epoch {state.epoch if epoch_done else state.epoch + 1}: step {state.step}, val "
-                + ", ".join(f"{k} {validation[k]:.4f}" for k in shown) + (" (best)" if improved else ""), file=sys.stderr)
-            if improved and runtime.is_main:
-                save_monodepth2(ckpt_dir / "best", model.depth, model_cfg, model.pose,
-                                {**meta, "val": validation, "epoch": state.epoch, "step": state.step})
-        save_last(validation)
-        log.plot(val_keys=("loss", "abs_rel", "delta1"))
-        history.append({"epoch": state.epoch, "step": state.step, "val": validation})
-        barrier(runtime)
-    log.close()
-    seconds = time.perf_counter() - start
-    summary = {"run_dir": str(run_dir), "steps": state.step, "epochs": state.epoch, "seconds": seconds,
-               "train_triples_per_s": triples_seen * runtime.world_size / step_seconds if triples_seen else None,
-               "best_val": state.best if math.isfinite(state.best) else None, "history": history,
-               "last": str(ckpt_dir / "last.safetensors"),
-               "best": str(ckpt_dir / "best.safetensors") if (ckpt_dir / "best.safetensors").exists() else None}
-    if runtime.is_main:
-        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
+    """Train Monodepth2 on `bag`'s triples into `run_dir` (train/loop.py fit). `config` is sectioned (sectioned_config)."""
+    return fit(Monodepth2Trainer(config), bag, run_dir, resume=resume, device=device)
 
 
 @torch.inference_mode()
@@ -509,44 +351,3 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
         out["scale_ratio_median"] = med
         out["scale_ratio_std"] = float(np.std(np.asarray(ratios) / med))
     return out
-
-
-# ---------------------------------------------------------------------------------------------------------------------
-# command line (called by avs_depth_core.train.cli for `avs-depth train --model monodepth2`)
-
-
-def _default_config_path() -> Path:
-    from avs_depth_core.train.cli import DEFAULT_CONFIGS, find_config
-
-    return find_config(DEFAULT_CONFIGS["monodepth2"])
-
-
-def cli_overrides(args: argparse.Namespace) -> list[str]:
-    """`avs-depth train` options as assignments: --epochs, --batch-size and --lr set the model section's Monodepth2 keys."""
-    pairs = {"model.num_epochs": args.epochs, "model.batch_size": args.batch_size, "model.learning_rate": args.lr,
-             "train.seed": args.seed, "train.num_workers": args.num_workers, "train.max_steps": args.max_steps}
-    return [f"{k}={v}" for k, v in pairs.items() if v is not None]
-
-
-def run(args: argparse.Namespace) -> int:
-    """Entry point of `avs-depth train --model monodepth2` (args as avs_depth_core.train.cli parses them)."""
-    from avs_depth_core.train.cli import find_config, load_config, resolve_run_dir
-
-    if getattr(args, "no_echo", False):
-        raise ValueError("--no-echo applies to --model avsnet; Monodepth2 never uses the echo")
-    run_dir = resolve_run_dir(args)
-    given = Path(find_config(args.config)) if args.config else _default_config_path()
-    # A resumed run keeps its own configuration unless another config than the default was named.
-    if args.resume is not None and (run_dir / "config.yaml").is_file() and given.resolve() == _default_config_path().resolve():
-        config_path = run_dir / "config.yaml"
-    else:
-        config_path = given
-    config = sectioned_config(load_config(config_path), str(config_path))
-    config = apply_overrides(config, [*cli_overrides(args), *args.overrides])
-    summary = train_monodepth2(config, args.bag, run_dir, resume=args.resume, device=args.device)
-    if int(os.environ.get("RANK", "0")) == 0:
-        best = f", best {summary['best']}" if summary["best"] else ""
-        rate = summary["train_triples_per_s"]
-        speed = f" ({rate:.1f} triples/s in training steps)" if rate and math.isfinite(rate) else ""
-        print(f"trained {summary['steps']} steps in {summary['seconds']:.1f} s{speed}; checkpoints: last {summary['last']}{best}")
-    return 0

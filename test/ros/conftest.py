@@ -36,12 +36,13 @@ def ros_context() -> Iterator[Any]:
 
 
 class Spinner:
-    """A MultiThreadedExecutor spinning in a background thread, as a node's main() would."""
+    """The executor the nodes ship (avs_depth_ros.runner.make_executor: a SingleThreadedExecutor) spinning in a
+    background thread, as a node's main() would."""
 
-    def __init__(self, context: Any, threads: int = 4) -> None:
-        from rclpy.executors import MultiThreadedExecutor
+    def __init__(self, context: Any) -> None:
+        from avs_depth_ros.runner import make_executor
 
-        self.executor = MultiThreadedExecutor(num_threads=threads, context=context)
+        self.executor = make_executor(1, context)
         self._thread = threading.Thread(target=self._spin, daemon=True)
         self.error: BaseException | None = None
         self._thread.start()

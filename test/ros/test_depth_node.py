@@ -1,5 +1,5 @@
 """depth_node over real rclpy on loopback: image + echo in, 32FC1 depth with the image's header out; bad input; the hold
-policy; dropping stale frames; no work without subscribers; the message_filters pairing path."""
+policy; dropping stale frames; no work without subscribers; pairing by the core rule."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import math
 import re
 import threading
 import time
-from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -25,7 +24,6 @@ from sensor_msgs.msg import CameraInfo, Image
 
 from avs_depth_core.audio.chirp import BATVISION_CHIRP
 from avs_depth_core.data.messages import image_to_depth, stamp_to_ns
-from avs_depth_ros import depth_node as depth_node_module
 from avs_depth_ros.conversions import camera_info_msg, echo_msg, header, image_msg
 from avs_depth_ros.depth_node import DepthNode
 
@@ -258,14 +256,11 @@ class GatedPipeline:
         return self.inner(rgb, echo, stamp_ns, **kwargs)
 
 
-@pytest.mark.parametrize("inference_in", ["worker_thread", "callback_group"])
-def test_stale_frames_are_dropped_not_queued_and_inputs_flow_during_inference(spinner, ros_context, tiny_checkpoints,
-                                                                             inference_in):
-    from avs_depth_core.pipeline import DepthPipeline
+def test_stale_frames_are_dropped_not_queued_and_inputs_flow_during_inference(spinner, ros_context, tiny_checkpoints):
+    from avs_depth_core.pipeline import DepthPipeline, PipelineSettings
 
-    gated = GatedPipeline(DepthPipeline.from_checkpoints(tiny_checkpoints["avsnet_checkpoint"], "avsnet_rgb",
-                                                         tiny_checkpoints["relative_checkpoint"], device="cpu"))
-    node = make_depth_node(ros_context, {}, pipeline=gated, inference_in=inference_in)
+    gated = GatedPipeline(DepthPipeline.from_settings(PipelineSettings.from_params({**tiny_checkpoints, "device": "cpu"})))
+    node = make_depth_node(ros_context, {}, pipeline=gated)
     feeder, listener = Feeder(ros_context), Listener(ros_context)
     connect(spinner, node, feeder, listener)
     now = feeder.now_ns()
@@ -286,14 +281,13 @@ def test_stale_frames_are_dropped_not_queued_and_inputs_flow_during_inference(sp
 
 def test_a_bug_in_inference_ends_the_node_with_a_fatal_line(spinner, ros_context, tiny_checkpoints):
     """Bad input is rejected per frame; anything else raised in the inference thread stops the node, never silently."""
-    from avs_depth_core.pipeline import DepthPipeline
+    from avs_depth_core.pipeline import DepthPipeline, PipelineSettings
 
     class BrokenPipeline(GatedPipeline):
         def __call__(self, rgb, echo, stamp_ns, **kwargs):
             raise KeyError("a bug in the model code")
 
-    broken = BrokenPipeline(DepthPipeline.from_checkpoints(tiny_checkpoints["avsnet_checkpoint"], "avsnet_rgb",
-                                                           tiny_checkpoints["relative_checkpoint"], device="cpu"))
+    broken = BrokenPipeline(DepthPipeline.from_settings(PipelineSettings.from_params({**tiny_checkpoints, "device": "cpu"})))
     node = make_depth_node(ros_context, {}, pipeline=broken)
     feeder, listener = Feeder(ros_context), Listener(ros_context)
     connect(spinner, node, feeder, listener)
@@ -314,44 +308,9 @@ def test_no_work_while_nobody_subscribes(spinner, ros_context, tiny_checkpoints)
     assert node.counters.idle == 3 and node.counters.frames_out == 0 and node.pipeline.tracker.counts["fresh"] == 0
 
 
-class FakeMessageFilters:
-    """message_filters' Subscriber and Cache as ros2/message_filters implements them in Python (Humble and later):
-    the Subscriber passes its arguments to create_subscription; the Cache keeps the newest messages and answers
-    getInterval(from, to) with rclpy Times, bounds included."""
-
-    class Subscriber:
-        def __init__(self, node, msg_type, topic, **kwargs):
-            self.callbacks = []
-            kwargs.setdefault("qos_profile", 10)
-            self.sub = node.create_subscription(msg_type, topic, self.signal, **kwargs)
-
-        def registerCallback(self, cb):
-            self.callbacks.append(cb)
-
-        def signal(self, msg):
-            for cb in self.callbacks:
-                cb(msg)
-
-    class Cache:
-        def __init__(self, f, cache_size=1):
-            from rclpy.time import Time
-
-            self.Time, self.size, self.items = Time, cache_size, []
-            f.registerCallback(self.add)
-
-        def add(self, msg):
-            self.items = ([*self.items, (self.Time.from_msg(msg.header.stamp), msg)])[-self.size:]
-
-        def getInterval(self, from_stamp, to_stamp):
-            assert from_stamp <= to_stamp
-            return [m for t, m in self.items if from_stamp <= t <= to_stamp]
-
-
-def test_message_filters_cache_pairs_by_the_same_rule(spinner, ros_context, tiny_checkpoints, monkeypatch):
-    monkeypatch.setattr(depth_node_module, "message_filters", SimpleNamespace(Subscriber=FakeMessageFilters.Subscriber,
-                                                                             Cache=FakeMessageFilters.Cache))
+def test_echoes_pair_by_the_core_rule(spinner, ros_context, tiny_checkpoints):
+    """The nearest echo within echo_tolerance_s (avs_depth_core.data.pairing, as the bag datasets pair), else none."""
     node = make_depth_node(ros_context, tiny_checkpoints, max_image_age_s=10.0)
-    assert type(node._echoes).__name__ == "_MessageFiltersEchoStore"
     feeder, listener = Feeder(ros_context), Listener(ros_context)
     connect(spinner, node, feeder, listener)
     t0 = feeder.now_ns() - 2 * SEC

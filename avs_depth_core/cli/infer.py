@@ -1,0 +1,59 @@
+"""`avs-depth infer`: metric depth for one image and its echo recording (avs_depth_core.inference).
+
+    avs-depth infer --checkpoint runs/bv2/checkpoints/best --image camera_47.jpeg --echo audio_47.wav --out depth.npy
+    avs-depth infer ... --out depth.png          # colourised; .npy holds float32 metres at the image's resolution
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avs_depth_core.device import resolve_device
+from avs_depth_core.inference import infer_depth, load_echo, load_rgb
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", required=True, type=Path, help="AVS-Net checkpoint (.safetensors + .json beside it)")
+    parser.add_argument("--image", required=True, type=Path, help="RGB image (JPEG, PNG, ...)")
+    parser.add_argument("--echo", type=Path, default=None, help="binaural echo recording (.wav); not for Only-RGB models")
+    parser.add_argument("--out", required=True, type=Path, help="depth.npy (float32 metres) or depth.png (colourised)")
+    parser.add_argument("--emission-offset", type=int, default=0, help="sample index of the chirp emission in the wav")
+    parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (default auto: CUDA when available)")
+    parser.add_argument("--half", action="store_true", help="fp16 autocast (CUDA only)")
+
+
+def run(args: argparse.Namespace) -> int:
+    from avs_depth_core.models.avsnet import AVSNet
+    from avs_depth_core.visualise import save_depth_png
+
+    suffix = args.out.suffix.lower()
+    if suffix not in (".npy", ".png"):
+        raise ValueError(f"--out {args.out}: expected a .npy (float32 metres) or .png (colourised) file name")
+    device = resolve_device(args.device)
+    if args.half and device.type != "cuda":
+        raise ValueError(f"--half needs a CUDA device; this run uses {device}")
+    model = AVSNet.from_checkpoint(args.checkpoint, device)
+    rgb = load_rgb(args.image)
+    echo = None
+    if model.cfg.use_echo:
+        if args.echo is None:
+            raise ValueError(f"{args.checkpoint}: this model fuses the echo; pass --echo RECORDING.wav")
+        echo = load_echo(args.echo, model.cfg.sample_rate)
+    elif args.echo is not None:
+        print(f"note: {args.checkpoint} is an Only-RGB model; --echo is ignored", file=sys.stderr)
+    start = time.perf_counter()
+    depth = infer_depth(model, rgb, echo, model.cfg.sample_rate, args.emission_offset, args.half)
+    seconds = time.perf_counter() - start
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    if suffix == ".npy":
+        np.save(args.out, depth.astype(np.float32))
+    else:
+        save_depth_png(args.out, depth)
+    print(f"{args.out}: {depth.shape[1]}x{depth.shape[0]} depth, {float(depth.min()):.2f}-{float(depth.max()):.2f} m "
+          f"(median {float(np.median(depth)):.2f} m) in {seconds * 1000:.0f} ms on {device}")
+    return 0

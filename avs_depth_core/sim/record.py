@@ -1,0 +1,157 @@
+"""Render synthetic audio-visual sequences into a rosbag2 (the library of `avs-depth simulate`, cli/simulate.py).
+
+Per frame the bag gets camera/color/image_raw (rgb8), camera/color/camera_info, camera/depth/image (32FC1 metres, NaN
+invalid) and audio/echo (EchoStamped). Image, depth and camera_info share header.stamp; the simulated rig is synchronised,
+so the echo's stamp (its chirp's emission time) equals the image stamp. Stamps start at a fixed epoch, frames follow at
+--rate, and sequences are separated by one frame period plus GAP_S seconds. Each sequence is recorded in the bag metadata
+(name, split, [start_ns, end_ns) with end_ns = last stamp + one frame period, scene (its description at scale 1), scale,
+preset, room_size_m (as rendered, i.e. scaled), ...).
+
+Splits are by sequence, in index order (train first, then val, then test), sized by split_counts().
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm import tqdm
+
+from avs_depth_core.data import topics
+from avs_depth_core.data.bag import BagWriter, make_msg
+from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
+from avs_depth_core.sim.world import SimFrame, SimSequence, SimWorld
+
+EPOCH_NS = 1_700_000_000 * 1_000_000_000  # 2023-11-14T22:13:20Z: a fixed start so bags are reproducible
+GAP_S = 1.0
+CAMERA_FRAME = "camera_color_optical_frame"
+MIC_FRAME = "mic_array"
+SPLITS = ("train", "val", "test")
+
+
+def split_counts(n: int, fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)) -> tuple[int, int, int]:
+    """Sequences per split (train, val, test) for n sequences.
+
+    Largest-remainder rounding of n * fractions (ties go to the earlier split); then every split with a positive fraction
+    gets at least one sequence while another split can spare one, in the order train, test, val (taken from the largest).
+    With the default 0.8/0.1/0.1: 1 -> (1, 0, 0), 2 -> (1, 0, 1), 3 -> (1, 1, 1), 10 -> (8, 1, 1), 25 -> (20, 3, 2).
+    """
+    if n < 1:
+        raise ValueError(f"need at least one sequence, got {n}")
+    if len(fractions) != 3 or any(not math.isfinite(f) or f < 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-6:
+        raise ValueError(f"split fractions (train, val, test) must be three non-negative numbers summing to 1, "
+                         f"got {list(fractions)}")
+    exact = [n * f for f in fractions]
+    counts = [math.floor(x) for x in exact]
+    for k in sorted(range(3), key=lambda k: (-(exact[k] - counts[k]), k))[: n - sum(counts)]:
+        counts[k] += 1
+    for k in (0, 2, 1):
+        if fractions[k] > 0 and counts[k] == 0:
+            donor = max((j for j in range(3) if counts[j] > 1), key=lambda j: counts[j], default=None)
+            if donor is not None:
+                counts[donor] -= 1
+                counts[k] += 1
+    return counts[0], counts[1], counts[2]
+
+
+def write_frame(writer: BagWriter, frame: SimFrame, stamp_ns: int, speed_of_sound: float) -> None:
+    """The frame's four messages, all stamped stamp_ns (the synchronised rig emits its chirp at the camera's capture)."""
+    height, width = frame.depth.shape
+    writer.write(topics.IMAGE, make_msg(topics.IMAGE_TYPE, stamp_ns, CAMERA_FRAME, image_fields(frame.rgb, "rgb8")),
+                 topics.IMAGE_TYPE)
+    writer.write(topics.CAMERA_INFO, make_msg(topics.CAMERA_INFO_TYPE, stamp_ns, CAMERA_FRAME,
+                                              camera_info_fields(frame.K, width, height)), topics.CAMERA_INFO_TYPE)
+    writer.write(topics.DEPTH, make_msg(topics.IMAGE_TYPE, stamp_ns, CAMERA_FRAME, image_fields(frame.depth, "32FC1")),
+                 topics.IMAGE_TYPE)
+    echo = echo_fields(frame.echo, frame.sample_rate, frame.chirp, frame.emission_offset, speed_of_sound=speed_of_sound,
+                       channel_order="left,right")
+    writer.write(topics.ECHO, make_msg(topics.ECHO_TYPE, stamp_ns, MIC_FRAME, echo), topics.ECHO_TYPE)
+
+
+def frame_stamp(start_ns: int, i: int, rate_hz: float) -> int:
+    return start_ns + round(i * 1e9 / rate_hz)
+
+
+def write_sequence(writer: BagWriter, seq: SimSequence, frames: int, start_ns: int, progress: tqdm | None = None) -> int:
+    """Write frames 0..frames-1 of seq with stamps from start_ns; returns the last stamp."""
+    stamp = start_ns
+    for i in range(frames):
+        stamp = frame_stamp(start_ns, i, seq.world.rate_hz)
+        write_frame(writer, seq.frame(i), stamp, seq.world.acoustics.c)
+        if progress is not None:
+            progress.update(1)
+    return stamp
+
+
+@dataclass(frozen=True)
+class RecordedBag:
+    """What record_bag wrote."""
+
+    path: Path
+    storage: str
+    preset: str
+    sequences: int
+    frames: int  # per sequence
+    split_counts: tuple[int, int, int]  # sequences in train, val, test
+    messages: int
+    topics: int
+    seconds: float
+    size_mb: float
+
+    def describe(self) -> str:
+        total = self.sequences * self.frames
+        train, val, test = self.split_counts
+        return (f"wrote {self.path} ({self.storage}, {self.size_mb:.1f} MB): preset {self.preset}, {self.sequences} sequences "
+                f"(train {train}, val {val}, test {test}) x {self.frames} frames = {total} frames, {self.messages} messages "
+                f"on {self.topics} topics, {self.seconds:.1f} s ({total / self.seconds:.1f} frames/s)")
+
+
+def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, frames: int = 200, seed: int = 0,
+               height: int = 256, width: int = 512, rate_hz: float = 10.0, scale_ambiguous: bool = False,
+               scale_range: tuple[float, float] | None = None, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
+               storage: str = "mcap") -> RecordedBag:
+    """Simulate `sequences` sequences of `frames` frames of the `preset` world into the new rosbag2 `out`.
+
+    scale_ambiguous: each scene, its textures, lights and camera path scaled by a log-uniform factor in scale_range
+    (default (0.5, 2)) so the RGB holds no absolute-scale cue; splits: fractions of the sequences (split_counts).
+    """
+    if scale_range is not None and not scale_ambiguous:
+        raise ValueError("--scale-range only applies with --scale-ambiguous")
+    if not (rate_hz > 0 and math.isfinite(rate_hz)):
+        raise ValueError(f"--rate must be a positive number of Hz, got {rate_hz}")
+    if seed < 0:
+        raise ValueError(f"--seed must be non-negative, got {seed}")
+    scale_range = tuple(scale_range) if scale_range is not None else (0.5, 2.0)
+    if not 0 < scale_range[0] <= scale_range[1]:
+        raise ValueError(f"--scale-range needs 0 < LO <= HI, got {list(scale_range)}")
+    if height < 8 or width < 8:
+        raise ValueError(f"--height and --width must be at least 8 pixels, got {height}x{width}")
+    if sequences < 1 or frames < 1:
+        raise ValueError(f"need at least one sequence of at least one frame, got {sequences} x {frames}")
+    counts = split_counts(sequences, tuple(splits))
+    out = Path(out)
+    if out.exists():
+        raise ValueError(f"{out}: output bag already exists; remove it or choose another --out")
+    world = SimWorld(preset, seed=seed, height=height, width=width, scale_ambiguous=scale_ambiguous,
+                     scale_range=scale_range, rate_hz=rate_hz)
+    split_names = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
+    period_ns = round(1e9 / rate_hz)
+    started = time.perf_counter()
+    with BagWriter(out, storage=storage) as writer, \
+            tqdm(total=sequences * frames, unit="frame", desc=f"simulate {preset}", dynamic_ncols=True) as progress:
+        start_ns = EPOCH_NS
+        for index, split in enumerate(split_names):
+            seq = world.sequence(index)
+            progress.set_postfix_str(f"{seq.name} ({split}, scale {seq.scale:.2f})")
+            last_ns = write_sequence(writer, seq, frames, start_ns, progress)
+            end_ns = last_ns + period_ns
+            writer.add_sequence(seq.name, split, start_ns, end_ns, scene=seq.scene.name, scale=seq.scale, preset=preset,
+                                index=index, frames=frames, seed=seed, rate_hz=rate_hz, max_depth=world.max_depth,
+                                scale_ambiguous=scale_ambiguous, room_size_m=[round(float(x), 3) for x in seq.scene.size])
+            start_ns = end_ns + round(GAP_S * 1e9)
+        messages, topics_written = sum(writer.counts.values()), len(writer.counts)
+    size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6
+    return RecordedBag(out, storage, preset, sequences, frames, counts, messages, topics_written,
+                       time.perf_counter() - started, size_mb)
