@@ -246,6 +246,8 @@ class DuplexEchoRecorder:
         # probing (measuring the loop delay), direct_path (locked), stream_times (the host API's DAC/ADC times)
         self.timing = "probing" if self.use_direct_path else "stream_times"
         self._out_bases: deque[float] = deque(maxlen=256)  # system time of output sample 0 by the output's DAC times
+        # now - pos / fs of recent output callbacks: output sample 0 cannot have been played before their maximum
+        self._out_bounds: deque[float] = deque(maxlen=2048)
         self._latency_samples = 0  # input + output latency the streams report, when their times are unusable
         self._rt_tried = False
         self.callback_error: str | None = None
@@ -351,6 +353,7 @@ class DuplexEchoRecorder:
             # are moved to it, three such relock; a slip beyond the search range makes misses and a new probe pair.
             self._count_flags(flags)
         else:
+            self._out_bounds.append(now_ns - pos * 1e9 / self.fs)
             dac, current = float(time_info.outputBufferDacTime), float(time_info.currentTime)
             if 0.0 < current <= dac < current + 1.0:
                 self._out_bases.append(now_ns + (dac - current) * 1e9 - pos * 1e9 / self.fs)
@@ -446,7 +449,8 @@ class DuplexEchoRecorder:
             return "xrun"
         if emission.schedule != self.schedule.id or emission.schedule < self._next_schedule:
             return "reacquire"
-        if emission.out_index - self.pre_roll - self.search < pos - self._ring.capacity + self.schedule.gap:
+        delay = self.loop.value if self.timing == "direct_path" else (self._earliest_delay() or 0)
+        if emission.out_index + delay - self.pre_roll - self.search < pos - self._ring.capacity + self.schedule.gap:
             return "late"
         if not self.clock.settled:
             return "wait"
@@ -459,19 +463,32 @@ class DuplexEchoRecorder:
         return "cut" if pos >= emission.out_index + self._loop_delay() + self.window + self.search + len(self.chirp) \
             else "wait"
 
+    def _earliest_delay(self) -> int | None:
+        """A lower bound of the loop delay in samples (the two streams' counters start apart): an output sample cannot
+        be played before the callback that wrote it, nor recorded before it is played. 10 ms of margin for the input
+        clock's own lateness."""
+        base = self.clock.base_ns()
+        if not self._out_bounds or base is None:
+            return None
+        return int((max(self._out_bounds) - base) * self.fs / 1e9) - int(0.01 * self.fs)
+
     def _probe(self, emission: _Emission, pos: int) -> bool:
         """Measure the loop delay from the probe pair (chirps 0 and 1 of the schedule); True once it is settled either
         way (locked, or a new schedule asked for), False while the samples are not there yet."""
         if emission.k != 0 and self._probe_delay is None:
             return self._probe_failed()  # chirp 0 of the pair is gone (lost in an xrun)
         if emission.k == 0 and self._probe_delay is None:
-            if pos < emission.out_index + self.schedule.gap + len(self.chirp):
+            earliest = self._earliest_delay()
+            if earliest is None:
                 return False
-            seg = self._ring.read(emission.out_index, emission.out_index + self.schedule.gap + len(self.chirp))
+            start = emission.out_index + earliest
+            if pos < start + self.schedule.gap + len(self.chirp):
+                return False
+            seg = self._ring.read(start, start + self.schedule.gap + len(self.chirp))
             found = find_direct_path(seg, self.chirp, self.direct, self.schedule.gap)
             if found is None:
                 return self._probe_failed()
-            self._probe_delay = found - self.direct
+            self._probe_delay = earliest + found - self.direct
         second = self.schedule.emission(1)
         expected = second + self._probe_delay + self.direct
         if pos < expected + self.search + len(self.chirp):

@@ -47,6 +47,8 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except CONFIG_ERRORS as err:
+        if node is not None and not node.context.ok():  # a signal shut the context down under the executor: not an error
+            return 1 if getattr(node, "error", None) is not None else 0
         rclpy.logging.get_logger(name).fatal(str(err))
         return 1
     finally:
