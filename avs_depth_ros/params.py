@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from avs_depth_core.pipeline import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
+from avs_depth_core.pipeline_settings import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
 
 ParamValue = bool | int | float | str | list
 

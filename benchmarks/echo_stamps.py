@@ -11,7 +11,7 @@ checks each echo independently of the node's own figures:
   stamp later than the true emission would make it arrive "too early";
 - an observer: parec in this process on the same monitor with 2 ms fragments, which places each chirp's arrival in
   time by when its reads come back (Observer) -- a clock path apart from echo_node's PortAudio stream;
-- stamp jumps: consecutive stamps off the chirp grid (100 ms) by more than 1 ms.
+- stamp jumps: consecutive stamps off the chirp grid (the period, after the probe pair) by more than 1 ms.
 Then SIGINT, and echo_node's exit status. Prints the load average with the figures (the machine is shared).
 """
 
@@ -138,23 +138,25 @@ def run_once(seconds: float, node_args: list[str]) -> dict[str, Any]:
         executor.shutdown()
         node.destroy_node()
         rclpy.shutdown()
-    return figures(echoes, observer.onsets(), diagnostics, started, seconds, proc.returncode, output, usage)
+    rate = float(diagnostics.get("chirp_rate_hz", 5.0))
+    return figures(echoes, observer.onsets(), diagnostics, started, seconds, proc.returncode, output, usage, rate)
 
 
 def figures(echoes: list[tuple[int, int, int]], onsets: np.ndarray, diagnostics: dict[str, str], started: float,
-            seconds: float, code: int, output: str, usage: Any) -> dict[str, Any]:
+            seconds: float, code: int, output: str, usage: Any, chirp_rate: float = 5.0) -> dict[str, Any]:
     if not echoes:
         return {"echoes": 0, "exit_code": code, "output": output[-2000:]}
     received, stamps, position = (np.array(c) for c in zip(*echoes, strict=True))
-    gaps = np.diff(stamps)
-    off_grid = np.abs(gaps - np.round(gaps / 1e8) * 1e8) > 1e6
+    gaps = np.diff(stamps)[2:]  # after the probe pair (two chirps MAX_LOOP_S apart)
+    period_ns = 1e9 / chirp_rate
+    off_grid = np.abs(gaps - np.round(gaps / period_ns) * period_ns) > 1e6
     age_ms = (received - stamps) / 1e6 - EARLIEST_S * 1000
     nearest = [int(onsets[np.argmin(np.abs(onsets - s))] - s) if onsets.size else 0 for s in stamps]
     observed = np.array([d for d in nearest if abs(d) < 50e6]) / 1e6  # stamp vs the observer's onset, ms
     return {
         "echoes": len(stamps), "first_echo_after_start_s": round(received[0] / 1e9 - started, 2),
         "rate_after_first_hz": round((len(stamps) - 1) / ((received[-1] - received[0]) / 1e9), 2),
-        "rate_over_run_hz": round(len(stamps) / seconds, 2),
+        "rate_over_run_hz": round(len(stamps) / seconds, 2), "chirp_rate_hz": chirp_rate,
         "chirp_position_error_samples_max": int(np.abs(position).max()),
         "receipt_minus_stamp_beyond_earliest_ms": {"min": round(float(age_ms.min()), 2),
                                                    "median": round(float(np.median(age_ms)), 2),

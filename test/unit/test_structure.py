@@ -18,7 +18,7 @@ LAYERS = (
     {"sim"},
     {"models"},
     {"losses"},
-    {"relative", "pipeline", "inference", "gradcam"},
+    {"relative", "pipeline", "pipeline_settings", "inference", "gradcam"},
     {"evaluation"},
     {"train"},
     {"cli"},
