@@ -16,13 +16,16 @@ import datetime
 import hashlib
 import json
 import os
-import secrets
+import re
+import struct
 from pathlib import Path
 from typing import Any
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
+
+from avs_depth_core.files import OutputError, describe_os_error, fsync_path, sweep_temporaries, temporary_path
 
 FORMAT = "avs_depth.checkpoint"
 FORMAT_VERSION = 1
@@ -100,21 +103,10 @@ def _json_text(path: Path, data: dict[str, Any]) -> str:
         raise ValueError(f"{path}: config/meta must be JSON-serialisable ({error})") from None
 
 
-def _temporary(final: Path) -> Path:
-    """A new hidden name beside `final` (same folder, so os.replace is atomic) that matches no *.safetensors or *.json
-    glob. Not mkstemp: the file is created by its writer with the usual permissions (mkstemp's are owner-only)."""
-    return final.with_name(f".{final.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
-
-
 def _umask() -> int:
     current = os.umask(0)
     os.umask(current)
     return current
-
-
-def _fsync(path: Path) -> None:
-    with path.open("rb") as f:
-        os.fsync(f.fileno())
 
 
 def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], config: dict[str, Any], kind: str,
@@ -128,7 +120,11 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
     leaves new tensors beside the old JSON, which loading rejects through the sha256 the JSON records.
     """
     weights, json_path, extra_path = checkpoint_paths(path)
-    weights.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        weights.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OutputError(describe_os_error(err, weights.parent)) from None
+    sweep_temporaries(weights.parent)
     tensors = {}
     for k, v in state_dict.items():
         if not isinstance(v, torch.Tensor):
@@ -136,7 +132,7 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
         tensors[k] = v.detach().cpu().contiguous().clone()  # clone: safetensors refuses shared storage
     staged: list[tuple[Path, Path]] = []  # (temporary, final), renamed in this order
     try:
-        tmp_weights = _temporary(weights)
+        tmp_weights = temporary_path(weights)
         staged.append((tmp_weights, weights))
         save_file(tensors, str(tmp_weights))
         data: dict[str, Any] = {
@@ -147,23 +143,27 @@ def save_checkpoint(path: str | Path, state_dict: dict[str, torch.Tensor], confi
         if extra is not None:
             extra_tensors: dict[str, torch.Tensor] = {}
             structure = _encode(extra, "extra", extra_tensors)
-            tmp_extra = _temporary(extra_path)
+            tmp_extra = temporary_path(extra_path)
             staged.append((tmp_extra, extra_path))
             save_file({k: v.clone() for k, v in extra_tensors.items()}, str(tmp_extra))
             data["extra"] = {"file": extra_path.name, "sha256": _sha256(tmp_extra), "structure": structure}
         text = _json_text(json_path, data)
-        tmp_json = _temporary(json_path)
+        tmp_json = temporary_path(json_path)
         staged.append((tmp_json, json_path))
         tmp_json.write_text(text)
         mode = 0o666 & ~_umask()  # safetensors writes owner-only files; checkpoints are shared and installed
         for tmp, _ in staged:
             os.chmod(tmp, mode)
-            _fsync(tmp)
+            fsync_path(tmp)
         for tmp, final in staged:
             os.replace(tmp, final)
-    except BaseException:
+    except BaseException as err:
         for tmp, _ in staged:
             tmp.unlink(missing_ok=True)
+        if isinstance(err, SafetensorError) and (code := re.search(r"os error (\d+)", str(err))):
+            err = OSError(int(code[1]), os.strerror(int(code[1])))  # safetensors' writer reports I/O errors as text
+        if isinstance(err, OSError):  # a full or read-only disk: the previous checkpoint is still in place
+            raise OutputError(f"checkpoint not saved, {describe_os_error(err, weights.parent)}") from None
         raise
     if extra is None and extra_path.exists():
         # After the JSON (which no longer names it): a stale optimizer state from an earlier save must not be resumed
@@ -228,3 +228,23 @@ def load_checkpoint_extra(path: str | Path, map_location: str | torch.device = "
         return None
     tensors = _load_tensors(extra_path, data["extra"]["sha256"], map_location)
     return _decode(data["extra"]["structure"], tensors, str(extra_path))
+
+
+def load_torch_weights(path: str | Path, what: str = "weights") -> Any:
+    """A released PyTorch file (.pt/.pth) read with torch.load(weights_only=True): only tensors and plain containers,
+    never pickled code. A file that needs more, or that is damaged, is an error naming it (without torch's advice to
+    retry with weights_only=False, which would run whatever the file holds)."""
+    import pickle
+    import zipfile
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise ValueError(f"{path}: refused: the {what} file holds pickled objects other than tensors, which are never "
+                         "loaded (only weights_only files are read); use the original release file") from None
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, struct.error) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ValueError(f"{path}: not a readable PyTorch {what} file ({first}); the file is truncated or damaged") from None

@@ -17,9 +17,11 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 SECTIONS = ("model", "train", "data")
@@ -164,6 +166,33 @@ def read_sections(raw: Any, source: str, flat: str | None = None) -> dict[str, d
         if not isinstance(values, Mapping):
             raise ValueError(f"{source}: section {name}: must be a mapping, got {type(values).__name__}")
     return {name: dict(values) for name, values in out.items()}
+
+
+def read_yaml_file(path: str | Path, what: str = "config") -> Any:
+    """A YAML file's content; a file that is missing, unreadable or does not parse is an error naming it (and the line
+    where parsing failed), never a traceback."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: {what} not found")
+    try:
+        return yaml.safe_load(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{path}: {what} is not text ({err})") from None
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ValueError(f"{path}: {what} is not valid YAML{where} ({problem})") from None
+
+
+def check_finite(obj: Any, section: str) -> None:
+    """Every float field of dataclass instance `obj` is a finite number (NaN or inf in a config is a typo, not a value)."""
+    for name, annotation in field_types(type(obj)).items():
+        value = getattr(obj, name)
+        if annotation is float and isinstance(value, float) and not math.isfinite(value):
+            raise ValueError(f"config: {section}.{name} must be a finite number, got {value}")
 
 
 def apply_overrides(config: dict[str, Any], assignments: Iterable[str]) -> dict[str, Any]:

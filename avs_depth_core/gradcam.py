@@ -23,6 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avs_depth_core.files import save_figure
+
 
 class _Capture:
     """Forward hook keeping a module's output and, through a tensor hook, the gradient flowing back into it."""
@@ -146,11 +148,10 @@ def save_gradcam_figure(path: str | Path, rgb: torch.Tensor, echo: torch.Tensor 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def load_inputs(model: nn.Module, *, bag: Path | None = None, split: str = "test", index: int = 0,
@@ -177,5 +178,6 @@ def load_inputs(model: nn.Module, *, bag: Path | None = None, split: str = "test
     if cfg.use_echo:
         if echo is None:
             raise ValueError("this model fuses the echo; pass --echo RECORDING.wav")
-        echo_input = model.echo_input(load_echo(echo, cfg.sample_rate), cfg.sample_rate, emission_offset)
+        samples = load_echo(echo, cfg.sample_rate, cfg.echo_samples, emission_offset)
+        echo_input = model.echo_input(samples, cfg.sample_rate, emission_offset)
     return rgb, echo_input, f"{image.name}" + (f" + {echo.name}" if echo_input is not None else "")

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from avs_depth_core.audio import read_wav
+from avs_depth_core.data.messages import echo_input_problem
 
 
 def load_rgb(path: str | Path) -> np.ndarray:
@@ -34,15 +35,20 @@ def load_rgb(path: str | Path) -> np.ndarray:
             return np.asarray(img, dtype=np.uint8).copy()
     except UnidentifiedImageError:
         raise ValueError(f"{path}: not an image file Pillow can read") from None
+    except (OSError, SyntaxError) as err:  # Pillow: "image file is truncated", broken data streams
+        raise ValueError(f"{path}: image cannot be decoded ({err}); the file is truncated or damaged") from None
 
 
-def load_echo(path: str | Path, expected_rate: int) -> np.ndarray:
-    """(2, n) float32 binaural samples; a wrong sample rate or channel count is an error naming the file."""
+def load_echo(path: str | Path, expected_rate: int, window_samples: int = 0, emission_offset: int = 0) -> np.ndarray:
+    """(2, n) float32 binaural samples, checked by the echo rule the node and the datasets apply
+    (messages.echo_input_problem: rate, channels, length after the emission, NaN, silence, clipping); an unusable echo
+    is an error naming the file, never a confident depth map."""
     samples, rate = read_wav(path)
     if rate != expected_rate:
         raise ValueError(f"{path}: sample rate {rate} Hz; the model expects {expected_rate} Hz (resample the recording)")
-    if samples.shape[0] != 2:
-        raise ValueError(f"{path}: {samples.shape[0]} channel(s); expected 2 (left, right) binaural echoes")
+    problem = echo_input_problem(samples, rate, emission_offset, expected_rate=expected_rate, window_samples=window_samples)
+    if problem:
+        raise ValueError(f"{path}: echo not usable: {problem}")
     return samples
 
 

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avs_depth_core.data.messages import echo_problem
+from avs_depth_core.data.messages import echo_input_problem
 from avs_depth_core.device import resolve_device
 from avs_depth_core.pipeline_settings import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
 from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
@@ -135,14 +135,8 @@ class DepthPipeline:
 
     def check_echo(self, samples: np.ndarray, sample_rate: int, emission_offset: int) -> str | None:
         """Why this echo cannot feed the model (rate, channels, length, NaN, silence, clipping), or None."""
-        if int(sample_rate) != int(self.cfg.sample_rate):
-            return f"sample rate {sample_rate} Hz, the model expects {self.cfg.sample_rate} Hz"
-        if samples.ndim != 2 or samples.shape[0] != 2:
-            return f"{samples.shape[0] if samples.ndim == 2 else samples.ndim} channels, the model expects 2 (left, right)"
-        if samples.shape[1] - emission_offset < self.cfg.echo_samples:
-            return (f"{samples.shape[1]} samples with emission offset {emission_offset} are shorter than the "
-                    f"{self.cfg.echo_samples}-sample window to {self.cfg.max_depth} m")
-        return echo_problem(samples)
+        return echo_input_problem(samples, sample_rate, emission_offset, expected_rate=self.cfg.sample_rate,
+                                  window_samples=self.cfg.echo_samples)
 
     def _autocast(self) -> Any:
         return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.half)

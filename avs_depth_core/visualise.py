@@ -16,6 +16,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
+from avs_depth_core.files import atomic_output, save_figure
 from avs_depth_core.metrics import resize_prediction
 
 DEPTH_CMAP = "magma_r"  # near = bright
@@ -64,8 +65,8 @@ def save_depth_png(path: str | Path, depth: np.ndarray | torch.Tensor, vmax: flo
     if vmax is None:
         vmax = float(np.percentile(finite, 99)) if finite.size else 1.0
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(colourise(a, vmin, max(vmax, vmin + 1e-6))).save(path)
+    with atomic_output(path) as tmp:
+        Image.fromarray(colourise(a, vmin, max(vmax, vmin + 1e-6))).save(tmp, format="PNG")
     return path
 
 
@@ -102,8 +103,7 @@ def save_prediction_figure(path: str | Path, rgb: np.ndarray | torch.Tensor, gt:
         ax.set_axis_off()
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=100, bbox_inches="tight")
+    finally:
+        plt.close(fig)

@@ -180,6 +180,7 @@ def add_parser(sub: Any) -> None:
     p.add_argument("--chirps", type=int, default=30, help="chirps to play (default 30)")
     p.add_argument("--out", default="audio_check.yaml", help="calibration YAML to write (default audio_check.yaml)")
     p.add_argument("--list-only", action="store_true", help="list the devices and stop")
+    p.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
 
 
 def settings_from(args: argparse.Namespace, default_params_file: Path) -> dict[str, Any]:

@@ -173,34 +173,63 @@ class Monitor:
 
 
 def write_figures(snapshots: list[Snapshot], folder: Path, max_depth: float | None = None) -> list[Path]:
+    """One PNG per snapshot in `folder`, all or none (avs_depth_core.files.staged_outputs)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    folder.mkdir(parents=True, exist_ok=True)
+    from avs_depth_core.files import staged_outputs
+
     paths = []
-    for i, snap in enumerate(snapshots):
-        panels = 3 if snap.ground_truth is not None else 2
-        fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.2), constrained_layout=True)
-        finite = snap.depth[np.isfinite(snap.depth)]
-        vmax = max_depth or (float(np.percentile(finite, 99)) if finite.size else 1.0)
-        axes[0].imshow(snap.rgb)
-        axes[0].set_title(f"camera, stamp {snap.stamp_ns / 1e9:.3f}")
-        im = axes[1].imshow(snap.depth, cmap="magma_r", vmin=0.0, vmax=vmax)
-        axes[1].set_title(f"{topics.METRIC_DEPTH} (m)")
-        fig.colorbar(im, ax=axes[1], shrink=0.8)
-        if snap.ground_truth is not None:
-            im = axes[2].imshow(snap.ground_truth, cmap="magma_r", vmin=0.0, vmax=vmax)
-            axes[2].set_title("ground truth (m)")
-            fig.colorbar(im, ax=axes[2], shrink=0.8)
-        for ax in axes:
-            ax.axis("off")
-        path = folder / f"depth_{i:02d}.png"
-        fig.savefig(path, dpi=90)
-        plt.close(fig)
-        paths.append(path)
+    with staged_outputs(folder, "--figures") as staging:
+        for i, snap in enumerate(snapshots):
+            panels = 3 if snap.ground_truth is not None else 2
+            fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.2), constrained_layout=True)
+            finite = snap.depth[np.isfinite(snap.depth)]
+            vmax = max_depth or (float(np.percentile(finite, 99)) if finite.size else 1.0)
+            axes[0].imshow(snap.rgb)
+            axes[0].set_title(f"camera, stamp {snap.stamp_ns / 1e9:.3f}")
+            im = axes[1].imshow(snap.depth, cmap="magma_r", vmin=0.0, vmax=vmax)
+            axes[1].set_title(f"{topics.METRIC_DEPTH} (m)")
+            fig.colorbar(im, ax=axes[1], shrink=0.8)
+            if snap.ground_truth is not None:
+                im = axes[2].imshow(snap.ground_truth, cmap="magma_r", vmin=0.0, vmax=vmax)
+                axes[2].set_title("ground truth (m)")
+                fig.colorbar(im, ax=axes[2], shrink=0.8)
+            for ax in axes:
+                ax.axis("off")
+            name = f"depth_{i:02d}.png"
+            fig.savefig(staging / name, dpi=90)
+            plt.close(fig)
+            paths.append(folder / name)
     return paths
+
+
+def check_bringup_inputs(args: argparse.Namespace) -> Path:
+    """Everything bringup is handed, checked before anything starts: the params file (it exists and parses as a
+    `<node>: ros__parameters:` YAML), the device, the counts and the figures folder (writable, room for the PNGs).
+    Returns the params file."""
+    from avs_depth_core import files
+    from avs_depth_core.config import read_yaml_file
+    from avs_depth_core.device import resolve_device
+
+    if args.duration is not None and not args.duration > 0:
+        raise ValueError(f"--duration must be positive, got {args.duration}")
+    if args.figure_count < 0 or (args.threads is not None and args.threads < 1):
+        raise ValueError(f"--figure-count must be >= 0 and --threads >= 1, got {args.figure_count} and {args.threads}")
+    params_file = Path(args.params_file) if args.params_file else default_params_file()
+    if not params_file.is_file():
+        raise FileNotFoundError(f"--params-file {params_file}: params file not found")
+    params = read_yaml_file(params_file, "params file")
+    if not isinstance(params, dict) or not all(isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict)
+                                               for v in params.values()):
+        raise ValueError(f"--params-file {params_file}: expected '<node name>: ros__parameters: {{...}}' sections")
+    if args.device:
+        resolve_device(args.device)
+    if args.figures:
+        files.check_output(Path(args.figures), args.figure_count * files.FIGURE_BYTES, "--figures", kind="folder")
+    return params_file
 
 
 def start_nodes(context: Any, sim: bool, device: str | None, figure_count: int, duration_s: float | None
@@ -271,9 +300,7 @@ def run_bringup(args: argparse.Namespace) -> int:
 
     from avs_depth_ros.runner import CONFIG_ERRORS, make_executor
 
-    params_file = Path(args.params_file) if args.params_file else default_params_file()
-    if not params_file.is_file():
-        raise FileNotFoundError(f"{params_file}: params file not found")
+    params_file = check_bringup_inputs(args)
     context = rclpy.Context()
     rclpy.init(args=ros_args(params_file, args.log_level), context=context)
     stop_on_sigterm()
@@ -344,6 +371,7 @@ class Recorder:
         self.writer = writer
         self.received: dict[str, int] = {}
         self.failed: dict[str, int] = {}
+        self.write_error: Exception | None = None  # a full or read-only disk ends the recording
         self._lock = threading.Lock()
         qos = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100, reliability=ReliabilityPolicy.BEST_EFFORT)
         for topic, msgtype in topic_types.items():
@@ -353,12 +381,15 @@ class Recorder:
 
     def _on_message(self, topic: str, msgtype: str, raw: bytes) -> None:
         from avs_depth_core.data.bag import typestore
+        from avs_depth_core.files import OutputError
 
         now = self.node.get_clock().now().nanoseconds
         with self._lock:
             self.received[topic] = self.received.get(topic, 0) + 1
             try:
                 self.writer.write(topic, typestore().deserialize_cdr(raw, msgtype), msgtype, record_ns=now)
+            except OutputError as err:
+                self.write_error = self.write_error or err
             except Exception as err:  # one bad message must not end a recording; counted and reported
                 self.failed[topic] = self.failed.get(topic, 0) + 1
                 self.node.get_logger().error(f"{topic}: message not written ({type(err).__name__}: {err})",
@@ -377,10 +408,15 @@ def run_record(args: argparse.Namespace) -> int:
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 
+    from avs_depth_core import files
     from avs_depth_core.data.bag import BagWriter
 
+    if args.duration is not None and not args.duration > 0:
+        raise ValueError(f"--duration must be positive, got {args.duration}")
     wanted = topics.SENSOR_TOPICS if not args.topics else {topics.normalise(t): _topic_type(t) for t in args.topics}
     out = Path(args.out)
+    files.sweep_temporaries(out.parent)
+    files.check_output(out, 0, kind="new")
     context = rclpy.Context()
     rclpy.init(args=["--ros-args", "--log-level", args.log_level], context=context)
     stop_on_sigterm()
@@ -389,6 +425,8 @@ def run_record(args: argparse.Namespace) -> int:
     executor.add_node(node)
     start = time.monotonic()
     try:
+        # Ctrl-C or SIGTERM ends the recording and keeps the bag (closed, checksummed, renamed into place); a kill leaves
+        # only a temporary folder, swept by the next run; a full disk or nothing recorded leaves nothing.
         with BagWriter(out, storage=args.storage) as writer:
             recorder = Recorder(node, writer, wanted)
             print(f"recording {', '.join(sorted(wanted))} into {out} ({args.storage}); "
@@ -396,8 +434,14 @@ def run_record(args: argparse.Namespace) -> int:
             try:
                 while context.ok() and not (args.duration and time.monotonic() - start >= args.duration):
                     executor.spin_once(timeout_sec=0.1)
+                    if recorder.write_error is not None:
+                        raise files.OutputError(f"recording stopped, nothing kept: {recorder.write_error}")
             except (KeyboardInterrupt, ExternalShutdownException):
                 pass
+            if not any(writer.counts.values()):
+                raise _nothing_recorded(f"nothing arrived on {sorted(wanted)} in {time.monotonic() - start:.1f} s, so no "
+                                           "bag was written; is a camera driver, echo_node or `avs-depth-ros bringup --sim` "
+                                           "running (same ROS_DOMAIN_ID)?")
     finally:
         executor.shutdown()
         node.destroy_node()
@@ -408,11 +452,14 @@ def run_record(args: argparse.Namespace) -> int:
         failed = recorder.failed.get(topic, 0)
         lines.append(f"  {topic}: {received} received, {written} written" + (f", {failed} failed" if failed else ""))
     print("\n".join(lines), flush=True)
-    if not any(writer.counts.values()):
-        print(f"record: warning: nothing arrived on {sorted(wanted)}; is a camera driver, echo_node or "
-              f"`avs-depth-ros bringup --sim` running (same ROS_DOMAIN_ID)?", file=sys.stderr)
-        return 1
     return 0
+
+
+def _nothing_recorded(text: str) -> Exception:
+    """No message arrived, so no bag: a failure to produce the output (exit 1), not bad input."""
+    from avs_depth_core.files import OutputError
+
+    return OutputError(text)
 
 
 def _topic_type(topic: str) -> str:
@@ -444,6 +491,8 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--storage", choices=["mcap", "sqlite3"], default="mcap", help="bag storage (default mcap)")
     record.add_argument("--topics", nargs="+", help=f"subset of {sorted(topics.SENSOR_TOPICS)}")
     record.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"])
+    for command in (bringup, record):
+        command.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
     audio_check.add_parser(sub)
     return parser
 
@@ -454,15 +503,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def command() -> int:
-        if args.command == "bringup":
-            if args.duration is not None and args.duration <= 0:
-                raise ValueError(f"--duration must be positive, got {args.duration}")
-            return run_bringup(args)
         if args.command == "audio-check":
             return audio_check.run(args, default_params_file())
-        return run_record(args)
+        return run_bringup(args) if args.command == "bringup" else run_record(args)
 
-    return run_reporting_errors(f"avs-depth-ros {args.command}", command)
+    return run_reporting_errors(f"avs-depth-ros {args.command}", command, debug=args.debug or None)
 
 
 if __name__ == "__main__":

@@ -61,15 +61,24 @@ class Counters:
 
 
 class _EchoStore:
-    """Echoes by emission stamp in the core EchoBuffer, matched to images by the core pairing rule. Thread-safe."""
+    """Echoes by emission stamp in the core EchoBuffer (bounded by count and age), matched to images by the core pairing
+    rule. Thread-safe."""
 
-    def __init__(self, tolerance_ns: int, size: int) -> None:
-        self._buffer = EchoBuffer(tolerance_ns, size)
+    def __init__(self, tolerance_ns: int, size: int, max_age_ns: int) -> None:
+        self._buffer = EchoBuffer(tolerance_ns, size, max_age_ns)
         self._lock = threading.Lock()
 
-    def push(self, stamp_ns: int, echo: EchoInput) -> None:
+    def __len__(self) -> int:
+        return len(self._buffer)
+
+    def push(self, stamp_ns: int, echo: EchoInput, now_ns: int) -> None:
         with self._lock:
             self._buffer.push(stamp_ns, echo)
+            self._buffer.prune(now_ns)
+
+    def prune(self, now_ns: int) -> None:
+        with self._lock:
+            self._buffer.prune(now_ns)
 
     def match(self, image_stamp_ns: int) -> EchoInput | None:
         with self._lock:
@@ -110,7 +119,9 @@ class DepthNode(Node):
                                                callback_group=inputs)
         self.create_subscription(CameraInfo, topics.relative(topics.CAMERA_INFO), self._on_camera_info, sensor_input(1),
                                  callback_group=inputs, qos_overriding_options=overridable())
-        self._echoes = _EchoStore(int(p["echo_tolerance_s"] * 1e9), p["echo_queue_size"])
+        # An echo older than max_image_age_s + echo_tolerance_s could only pair with an image dropped as stale.
+        self._echo_max_age_s = p["max_image_age_s"] + p["echo_tolerance_s"]
+        self._echoes = _EchoStore(int(p["echo_tolerance_s"] * 1e9), p["echo_queue_size"], int(self._echo_max_age_s * 1e9))
         self.create_subscription(EchoStamped, topics.relative(topics.ECHO), self._on_echo,
                                  sensor_input(p["echo_queue_size"]), callback_group=inputs,
                                  qos_overriding_options=overridable())
@@ -158,13 +169,15 @@ class DepthNode(Node):
 
     def _on_echo(self, msg: EchoStamped) -> None:
         self.counters.echoes_in += 1
+        if not self.pipeline.uses_echo:  # an Only-RGB model: nothing will ever be paired, so nothing is kept
+            return
         stamp = stamp_to_ns(msg.header.stamp)
         now = self._now_ns()
         if stamp - now > self.params["max_future_s"] * 1e9:
             self._reject("echo_future_stamp", f"echo stamped {(stamp - now) / 1e9:.3f} s in the future on "
                          f"{self._echo_topic} (clocks out of step? use_sim_time?); ignored")
             return
-        too_old_s = self.params["max_image_age_s"] + self.params["echo_tolerance_s"]
+        too_old_s = self._echo_max_age_s
         if now - stamp > too_old_s * 1e9:  # could only pair with an image that would be dropped as stale
             self._reject("echo_stale", f"echo on {self._echo_topic} is {(now - stamp) / 1e9:.3f} s old, more than "
                          f"max_image_age_s + echo_tolerance_s = {too_old_s:g} s; ignored")
@@ -179,7 +192,7 @@ class DepthNode(Node):
             self._reject("echo_unusable", f"echo on {self._echo_topic} not usable: {problem}; ignored")
             return
         self._last_echo_stamp_ns = stamp
-        self._echoes.push(stamp, EchoInput(samples, int(msg.sample_rate), int(msg.emission_offset), stamp))
+        self._echoes.push(stamp, EchoInput(samples, int(msg.sample_rate), int(msg.emission_offset), stamp), now)
 
     def _reject(self, reason: str, text: str) -> None:
         self.counters.reject(reason)
@@ -260,6 +273,7 @@ class DepthNode(Node):
     # -- diagnostics -----------------------------------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         now = self._now_ns()
+        self._echoes.prune(now)  # echoes age out even while no image and no echo arrives
         c = self.counters
         in_rate, out_rate = self._in_rate.rate(now), self._out_rate.rate(now)
         last = self._last_result

@@ -12,9 +12,9 @@ from typing import Any
 class RateMeter:
     """Events per second over the last `window_s` seconds (by the caller's clock, ns)."""
 
-    def __init__(self, window_s: float = 5.0) -> None:
+    def __init__(self, window_s: float = 5.0, max_events: int = 10_000) -> None:
         self.window_ns = int(window_s * 1e9)
-        self._times: deque[int] = deque()
+        self._times: deque[int] = deque(maxlen=max_events)  # bounded by count too: a flood cannot grow it
         self.count = 0
 
     def tick(self, now_ns: int) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import struct
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -14,9 +16,12 @@ def read_wav(path: str | Path) -> tuple[np.ndarray, int]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: wav file not found")
     try:
-        rate, data = wavfile.read(path)
-    except ValueError as err:
-        raise ValueError(f"{path}: not a readable wav file ({err})") from err
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", wavfile.WavFileWarning)  # e.g. "Reached EOF prematurely": a cut file
+            rate, data = wavfile.read(path)
+    except (ValueError, EOFError, struct.error, IndexError, wavfile.WavFileWarning) as err:
+        # scipy raises these for a file cut inside its header or data, or that is no wav at all
+        raise ValueError(f"{path}: not a readable wav file ({err or type(err).__name__}; truncated or damaged?)") from None
     if data.dtype == np.int16:
         out = data.astype(np.float32) / 2**15
     elif data.dtype == np.int32:

@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+import threading
+import traceback
 from collections.abc import Callable
+
+# Bad input (exit code 2): what the user handed over is missing, of the wrong kind or out of range.
+INPUT_ERRORS = (ValueError, FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 # name -> (module of this package, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -34,21 +41,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def run_reporting_errors(prog: str, command: Callable[[], int | None]) -> int:
-    """Run a command; bad input (missing file, wrong value) is one clear line on stderr and exit code 2, Ctrl-C is 130."""
+def error_report(err: BaseException) -> tuple[int, str]:
+    """(exit code, one line) for an error that ends a command: 2 for bad input (a missing or wrong file, a value out of
+    range, a config that does not parse), 1 for a failure (a full or read-only disk, out of memory, anything else)."""
+    import yaml
+
+    from avs_depth_core.files import OutputError, describe_os_error
+
+    text = str(err).strip()
+    if isinstance(err, OutputError):
+        return 1, text
+    if isinstance(err, INPUT_ERRORS):
+        return 2, text
+    if isinstance(err, yaml.YAMLError):
+        return 2, f"not valid YAML: {' '.join(str(err).split())}"
+    if isinstance(err, OSError):
+        return 1, describe_os_error(err)
+    if isinstance(err, MemoryError):
+        return 1, "out of memory; use a smaller --batch-size or fewer --num-workers, or close other programs"
+    return 1, f"{type(err).__name__}: {text or 'no message'} (rerun with --debug for the traceback)"
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_reporting_errors(prog: str, command: Callable[[], int | None], debug: bool | None = None) -> int:
+    """Run a command under the one error policy: an error is one line on stderr naming what, where and how to fix it,
+    exit code 2 for bad input and 1 for failures; Ctrl-C and SIGTERM end it as an interrupt (exit 130) after the
+    temporaries are removed. `debug` (default: $AVS_DEPTH_DEBUG) prints the traceback too."""
+    if debug is None:
+        debug = os.environ.get("AVS_DEPTH_DEBUG", "") not in ("", "0")
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _interrupt)  # a service manager's or torchrun's stop cleans up like Ctrl-C
     try:
         return int(command() or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        print(f"{prog}: interrupted; no partial output was kept", file=sys.stderr)
         return 130
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        # Bad input is reported as one clear line naming the file/topic/key, not a traceback.
-        print(f"{prog}: error: {err}", file=sys.stderr)
-        return 2
+    except Exception as err:
+        if debug:
+            traceback.print_exc()
+        code, text = error_report(err)
+        print(f"{prog}: error: {text}", file=sys.stderr)
+        return code
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    debug = bool(argv) and argv[0] == "--debug"
+    if debug:
+        argv = argv[1:]
     if not argv or argv[0] not in COMMANDS:
         parser = build_parser()
         if argv and not argv[0].startswith("-"):
@@ -57,8 +104,13 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv else 2
     name = argv[0]
     module_name, summary = COMMANDS[name]
-    module = importlib.import_module(f"{__name__}.{module_name}")
+    try:  # the command's imports (torch, ...) take seconds: Ctrl-C during them is an interrupt too, not a traceback
+        module = importlib.import_module(f"{__name__}.{module_name}")
+    except KeyboardInterrupt:
+        print(f"avs-depth {name}: interrupted before it started; nothing was written", file=sys.stderr)
+        return 130
     parser = argparse.ArgumentParser(prog=f"avs-depth {name}", description=summary)
     module.add_arguments(parser)
+    parser.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
     args = parser.parse_args(argv[1:])
-    return run_reporting_errors(f"avs-depth {name}", lambda: module.run(args))
+    return run_reporting_errors(f"avs-depth {name}", lambda: module.run(args), debug=debug or args.debug or None)

@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    for option, value in (("--tolerance-s", args.tolerance_s), ("--depth-tolerance-s", args.depth_tolerance_s)):
+        if not value >= 0 or value == float("inf"):
+            raise ValueError(f"{option} must be a finite number of seconds >= 0, got {value}")
     summary = summarise_bag(args.bag, args.tolerance_s, args.depth_tolerance_s)
     print(json.dumps(summary, indent=1) if args.json else format_summary(summary))
     return 0

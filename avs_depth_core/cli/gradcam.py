@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avs_depth_core import files
 from avs_depth_core.device import resolve_device
 from avs_depth_core.gradcam import gradcam, load_inputs, save_gradcam_figure
 
@@ -31,6 +32,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from avs_depth_core.models.avsnet import AVSNet
 
+    if args.out.suffix.lower() != ".png" or args.out.is_dir():
+        raise ValueError(f"--out {args.out}: expected a .png file name")
+    if args.emission_offset < 0:
+        raise ValueError(f"--emission-offset must be >= 0, got {args.emission_offset}")
+    files.check_output(args.out, 0, kind="file")
     model = AVSNet.from_checkpoint(args.checkpoint, resolve_device(args.device))
     rgb, echo, title = load_inputs(model, bag=args.bag, split=args.split, index=args.index, cache_dir=args.cache_dir,
                                    image=args.image, echo=args.echo, emission_offset=args.emission_offset)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avs_depth_core import files
 from avs_depth_core.device import resolve_device
 from avs_depth_core.inference import infer_depth, load_echo, load_rgb
 
@@ -32,8 +33,16 @@ def run(args: argparse.Namespace) -> int:
     from avs_depth_core.visualise import save_depth_png
 
     suffix = args.out.suffix.lower()
+    if args.out.is_dir():
+        raise ValueError(f"--out {args.out}: is a folder; name a .npy or .png file, e.g. {args.out / 'depth.npy'}")
     if suffix not in (".npy", ".png"):
         raise ValueError(f"--out {args.out}: expected a .npy (float32 metres) or .png (colourised) file name")
+    if args.emission_offset < 0:
+        raise ValueError(f"--emission-offset must be >= 0, got {args.emission_offset}")
+    for option, path in (("--checkpoint", args.checkpoint), ("--image", args.image), ("--echo", args.echo)):
+        if path is not None and path.is_dir():
+            raise ValueError(f"{option} {path}: is a folder; name a file")
+    files.check_output(args.out, 0, kind="file")
     device = resolve_device(args.device)
     if args.half and device.type != "cuda":
         raise ValueError(f"--half needs a CUDA device; this run uses {device}")
@@ -43,15 +52,14 @@ def run(args: argparse.Namespace) -> int:
     if model.cfg.use_echo:
         if args.echo is None:
             raise ValueError(f"{args.checkpoint}: this model fuses the echo; pass --echo RECORDING.wav")
-        echo = load_echo(args.echo, model.cfg.sample_rate)
+        echo = load_echo(args.echo, model.cfg.sample_rate, model.cfg.echo_samples, args.emission_offset)
     elif args.echo is not None:
         print(f"note: {args.checkpoint} is an Only-RGB model; --echo is ignored", file=sys.stderr)
     start = time.perf_counter()
     depth = infer_depth(model, rgb, echo, model.cfg.sample_rate, args.emission_offset, args.half)
     seconds = time.perf_counter() - start
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     if suffix == ".npy":
-        np.save(args.out, depth.astype(np.float32))
+        files.save_npy(args.out, depth.astype(np.float32))
     else:
         save_depth_png(args.out, depth)
     print(f"{args.out}: {depth.shape[1]}x{depth.shape[0]} depth, {float(depth.min()):.2f}-{float(depth.max()):.2f} m "

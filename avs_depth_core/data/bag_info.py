@@ -86,7 +86,7 @@ def summarise_bag(path: str | Path, tolerance_s: float = DEFAULT_TOLERANCE_NS / 
                           "bad_echoes": len(echo_bad), "bad_examples": echo_bad[:5]})
 
     frames = np.unique(arrays.get(topics.IMAGE, np.zeros(0, np.int64)))
-    records = bag_sequences(path) if path.is_dir() else []
+    records = bag_sequences(path)
     sequences = sequences_from_metadata(records, path) if records else derive_sequences(frames, DEFAULT_GAP_NS)
     seq_of = assign_frames(frames, sequences, path)
     per_seq = np.bincount(seq_of[seq_of >= 0], minlength=len(sequences)) if len(sequences) else np.zeros(0, int)

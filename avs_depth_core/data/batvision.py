@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import csv
 import math
-import shutil
 import sys
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -47,6 +46,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from avs_depth_core import files
 from avs_depth_core.audio import BATVISION_CHIRP, read_wav
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
@@ -305,6 +305,20 @@ def load_echo(row: Row, version: int, sample_rate: int, bv1_scale: float) -> np.
     return samples
 
 
+def _row_bytes(sequences: list[SequenceRows]) -> int:
+    """About what one converted row takes in the bag, from the first row with an image and audio: the decoded RGB and
+    float32 depth at the image's size, the audio as float32, headers and CameraInfo."""
+    for row in (r for seq in sequences for r in seq.rows if r.image is not None and r.audio):
+        try:
+            with Image.open(row.image) as im:  # reads the header only
+                width, height = im.size
+            audio = sum(p.stat().st_size for p in row.audio)
+        except (OSError, UnidentifiedImageError):
+            continue
+        return width * height * (3 + 4) + 2 * audio + 2048
+    return 0
+
+
 def parse_intrinsics(text: str) -> tuple[float, float, float, float] | None:
     if not text:
         return None
@@ -355,10 +369,14 @@ def convert(root: Path, version: int, out: Path, options: ConvertOptions = Conve
         raise ValueError(f"{out}: output bag already exists; remove it or choose another --out")
     if not o.splits or any(s not in SPLITS for s in o.splits):
         raise ValueError(f"--splits {','.join(o.splits)!r}: expected a comma-separated subset of {list(SPLITS)}")
-    if o.period_s <= 0 or o.gap_s <= 0:
+    if not (o.period_s > 0 and o.gap_s > 0 and math.isfinite(o.period_s) and math.isfinite(o.gap_s)):
         raise ValueError(f"--period-s and --gap-s must be positive, got {o.period_s} and {o.gap_s}")
-    if o.bv1_audio_scale <= 0:
-        raise ValueError(f"--bv1-audio-scale must be positive, got {o.bv1_audio_scale}")
+    if not o.bv1_audio_scale > 0 or not math.isfinite(o.bv1_audio_scale):
+        raise ValueError(f"--bv1-audio-scale must be a positive number, got {o.bv1_audio_scale}")
+    if not 0 < o.hfov_deg < 180:
+        raise ValueError(f"--hfov-deg must lie between 0 and 180 degrees (exclusive), got {o.hfov_deg}")
+    if o.sample_rate <= 0:
+        raise ValueError(f"--sample-rate must be a positive number of Hz, got {o.sample_rate}")
     if version == 2:
         sequences = bv2_sequences(root, list(o.splits), list(o.locations))
     else:
@@ -372,44 +390,41 @@ def convert(root: Path, version: int, out: Path, options: ConvertOptions = Conve
     period_ns, gap_ns = round(o.period_s * 1e9), round(o.gap_s * 1e9)
     total = sum(len(seq.rows) for seq in sequences)
     start_ns = STAMP_ORIGIN_NS
-    try:
-        with BagWriter(out, storage=o.storage) as writer, tqdm(total=total, desc="converting", unit="row") as bar:
-            for seq in sequences:
-                frames = 0
-                for k, row in enumerate(seq.rows):
-                    bar.update(1)
-                    stats = summary[seq.split]
-                    stats["rows"] += 1
-                    try:
-                        if row.problems:
-                            raise RowError("; ".join(row.problems))
-                        rgb = load_rgb(row.image)
-                        depth = load_depth_m(row.depth)
-                        if depth.shape != rgb.shape[:2]:
-                            raise RowError(f"depth file {row.depth} is {depth.shape[1]}x{depth.shape[0]}, "
-                                           f"image {row.image} is {rgb.shape[1]}x{rgb.shape[0]}; expected registered maps")
-                        echo = load_echo(row, version, o.sample_rate, o.bv1_audio_scale)
-                    except RowError as err:
-                        if not o.skip_bad:
-                            raise ValueError(f"{row.where}: {err} (pass --skip-bad to skip such rows)") from None
-                        stats["skipped"] += 1
-                        tqdm.write(f"skipped {row.where}: {err}", file=sys.stderr)
-                        continue
-                    K = intrinsic_matrix(rgb.shape[1], rgb.shape[0], o.intrinsics, o.hfov_deg)
-                    write_frame(writer, start_ns + k * period_ns, rgb, depth, echo, K, o.sample_rate)
-                    stats["frames"] += 1
-                    frames += 1
-                if seq.rows:
-                    end_ns = start_ns + (len(seq.rows) - 1) * period_ns
-                    if frames:
-                        writer.add_sequence(seq.name, seq.split, start_ns, end_ns, source=f"batvision-v{version}",
-                                            group=seq.group, csv=str(seq.csv), rows=len(seq.rows), frames=frames)
-                    start_ns = end_ns + gap_ns
-            if not writer.counts:
-                raise ValueError(f"{root}: no frames converted ({total} rows read)")
-    except BaseException:
-        shutil.rmtree(out, ignore_errors=True)  # never leave a partial bag behind
-        raise
+    files.check_output(out, total * _row_bytes(sequences), kind="new")
+    with BagWriter(out, storage=o.storage) as writer, tqdm(total=total, desc="converting", unit="row") as bar:
+        for seq in sequences:
+            frames = 0
+            for k, row in enumerate(seq.rows):
+                bar.update(1)
+                stats = summary[seq.split]
+                stats["rows"] += 1
+                try:
+                    if row.problems:
+                        raise RowError("; ".join(row.problems))
+                    rgb = load_rgb(row.image)
+                    depth = load_depth_m(row.depth)
+                    if depth.shape != rgb.shape[:2]:
+                        raise RowError(f"depth file {row.depth} is {depth.shape[1]}x{depth.shape[0]}, "
+                                       f"image {row.image} is {rgb.shape[1]}x{rgb.shape[0]}; expected registered maps")
+                    echo = load_echo(row, version, o.sample_rate, o.bv1_audio_scale)
+                except RowError as err:
+                    if not o.skip_bad:
+                        raise ValueError(f"{row.where}: {err} (pass --skip-bad to skip such rows)") from None
+                    stats["skipped"] += 1
+                    tqdm.write(f"skipped {row.where}: {err}", file=sys.stderr)
+                    continue
+                K = intrinsic_matrix(rgb.shape[1], rgb.shape[0], o.intrinsics, o.hfov_deg)
+                write_frame(writer, start_ns + k * period_ns, rgb, depth, echo, K, o.sample_rate)
+                stats["frames"] += 1
+                frames += 1
+            if seq.rows:
+                end_ns = start_ns + (len(seq.rows) - 1) * period_ns
+                if frames:
+                    writer.add_sequence(seq.name, seq.split, start_ns, end_ns, source=f"batvision-v{version}",
+                                        group=seq.group, csv=str(seq.csv), rows=len(seq.rows), frames=frames)
+                start_ns = end_ns + gap_ns
+        if not writer.counts:
+            raise ValueError(f"{root}: no frames converted ({total} rows read)")
     for split, stats in summary.items():
         if stats["rows"] != stats["frames"] + stats["skipped"]:
             raise RuntimeError(f"internal count mismatch in split {split}: {stats}")

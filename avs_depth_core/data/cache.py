@@ -20,7 +20,6 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,14 +30,15 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from avs_depth_core import files
 from avs_depth_core.audio.features import StftSettings, echo_features
 from avs_depth_core.audio.window import echo_window, echo_window_samples
 from avs_depth_core.data import topics
-from avs_depth_core.data.bag import bag_sequences, iter_raw, message_stamp_ns, open_bag
+from avs_depth_core.data.bag import bag_sequences, iter_raw, message_stamp_ns, open_bag, resolve_bag
 from avs_depth_core.data.messages import (
     camera_info_to_K,
     depth_problem,
-    echo_problem,
+    echo_input_problem,
     echo_to_array,
     image_to_depth,
     image_to_rgb,
@@ -70,9 +70,10 @@ def bag_fingerprint(bag: str | Path) -> str:
     bag = Path(bag)
     if not bag.exists():
         raise FileNotFoundError(f"{bag}: bag not found")
-    files = [bag] if bag.is_file() else sorted(p for p in bag.rglob("*") if p.is_file())
+    bag = resolve_bag(bag).folder or bag  # a storage file given inside its folder is that folder's bag: one cache
+    paths = [bag] if bag.is_file() else sorted(p for p in bag.rglob("*") if p.is_file())
     digest = hashlib.sha256()
-    for f in files:
+    for f in paths:
         st = f.stat()
         digest.update(f"{f.relative_to(bag) if bag.is_dir() else f.name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
         with f.open("rb") as fh:
@@ -179,8 +180,13 @@ def load_or_build(bag: str | Path, settings: CacheSettings, cache_dir: str | Pat
         except (OSError, ValueError, KeyError, TypeError) as err:
             print(f"cache {path} is unreadable ({err}); rebuilding it", file=sys.stderr)
             shutil.rmtree(path)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=path.name + ".tmp-", dir=root))
+    files.sweep_temporaries(root, log=lambda text: print(text, file=sys.stderr))  # builds killed earlier
+    files.check_output(root / path.name, 0, "--cache-dir", kind="folder")
+    tmp = files.temporary_path(path)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise files.OutputError(files.describe_os_error(err, root, "--cache-dir")) from None
     threads = torch.get_num_threads()
     # Per-message tensors are small: intra-op threads cost more than they give (several times more on a busy machine).
     torch.set_num_threads(1)
@@ -303,7 +309,7 @@ class _CacheBuilder:
         """Sequences and splits, pairing, and the frames this cache keeps (each excluded one counted)."""
         bag, s, stamps, skips = self.bag, self.s, self.stamps, self.skips
         frames = stamps[topics.IMAGE]
-        self.records = bag_sequences(bag) if bag.is_dir() else []
+        self.records = bag_sequences(bag)
         self.sequences = sequences_from_metadata(self.records, bag) if self.records else derive_sequences(
             frames, s.sequence_gap_ns, dict(s.split_fractions))
         seq_of = assign_frames(frames, self.sequences, bag)
@@ -359,7 +365,7 @@ class _CacheBuilder:
             self.fields["has_depth"] = ((count,), "bool")
             if s.depth_hw is not None:  # native: allocated at the first depth map, whose size it takes
                 self.fields["depth"] = ((count, 1, *s.depth_hw), "float32")
-        arrays = self.arrays = {name: np.lib.format.open_memmap(out / f"{name}.npy", mode="w+", dtype=dtype, shape=shape)
+        arrays = self.arrays = {name: files.allocate_npy(out / f"{name}.npy", dtype, shape)
                                 for name, (shape, dtype) in self.fields.items()}
         arrays["stamps"][:] = self.kept_stamps
         arrays["sequence"][:] = self.kept_sequence
@@ -379,8 +385,7 @@ class _CacheBuilder:
         arrays = self.arrays
         if "depth" not in arrays:
             self.fields["depth"] = ((self.count, 1, *hw), "float32")
-            arrays["depth"] = np.lib.format.open_memmap(self.out / "depth.npy", mode="w+", dtype="float32",
-                                                        shape=self.fields["depth"][0])
+            arrays["depth"] = files.allocate_npy(self.out / "depth.npy", "float32", self.fields["depth"][0])
         elif tuple(arrays["depth"].shape[-2:]) != tuple(hw):
             have = arrays["depth"].shape
             raise ValueError(f"{where}: depth {hw[1]}x{hw[0]} differs from the {have[-1]}x{have[-2]} of this bag's "
@@ -505,7 +510,7 @@ class _CacheBuilder:
     def _write_meta(self) -> None:
         arrays, fields, echo_info = self.arrays, self.fields, self.echo_info
         if "echo" in echo_info:
-            has = np.lib.format.open_memmap(self.out / "has_echo.npy", mode="w+", dtype="bool", shape=(self.count,))
+            has = files.allocate_npy(self.out / "has_echo.npy", "bool", (self.count,))
             has[:] = self.has_echo
             arrays["has_echo"] = has
             fields["has_echo"] = ((self.count,), "bool")
@@ -531,10 +536,10 @@ def _what(topic: str) -> str:
 def _store_echo(msg: Any, where: str, slots: list[int], s: CacheSettings, arrays: dict[str, np.ndarray], out: Path,
                 count: int, echo_info: dict[str, Any]) -> None:
     samples = np.array(echo_to_array(msg, where))  # writable copy: torch warns on read-only message buffers
-    if problem := echo_problem(samples):
+    # window_samples 0: a recording shorter than the echo window is zero-padded (audio.window.echo_window), as before
+    if problem := echo_input_problem(samples, int(msg.sample_rate), int(msg.emission_offset), expected_rate=s.sample_rate,
+                                     window_samples=0, channels=None):
         raise ValueError(f"{where}: echo {problem}")
-    if int(msg.sample_rate) != s.sample_rate:
-        raise ValueError(f"{where}: sample rate {int(msg.sample_rate)} Hz, expected {s.sample_rate} Hz")
     if s.echo_store == "features":
         value = echo_features(samples, int(msg.sample_rate), expected_rate=s.sample_rate, max_depth=s.max_depth,
                               size=s.echo_size, emission_offset=int(msg.emission_offset), speed_of_sound=s.speed_of_sound,
@@ -546,7 +551,7 @@ def _store_echo(msg: Any, where: str, slots: list[int], s: CacheSettings, arrays
         shape = (count, channels, *s.echo_size) if s.echo_store == "features" else (
             count, channels, echo_window_samples(s.max_depth, s.sample_rate, s.speed_of_sound))
         echo_info["channels"] = channels
-        echo_info["echo"] = np.lib.format.open_memmap(out / "echo.npy", mode="w+", dtype="float32", shape=shape)
+        echo_info["echo"] = files.allocate_npy(out / "echo.npy", "float32", shape)
     if samples.shape[0] != echo_info["channels"]:
         raise ValueError(f"{where}: echo has {samples.shape[0]} channels, earlier echoes have {echo_info['channels']}")
     for i in slots:

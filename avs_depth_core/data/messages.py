@@ -144,6 +144,27 @@ def echo_problem(samples: np.ndarray, silence_peak: float = SILENCE_PEAK, clip_l
     return None
 
 
+def echo_input_problem(samples: np.ndarray, sample_rate: int, emission_offset: int, *, expected_rate: int,
+                       window_samples: int, channels: int | None = 2) -> str | None:
+    """Why an echo cannot feed a model, or None: the one echo validity rule of the live node, the bag datasets (and so
+    training and evaluation), `avs-depth infer` and Grad-CAM. The model's sample rate, `channels` channels (None: any),
+    `window_samples` samples after the emission (the round trip to the model's max_depth), then `echo_problem`: no NaN
+    or inf, no silent and no clipped channel. window_samples 0 accepts a short recording (the datasets zero-pad it)."""
+    samples = np.asarray(samples)
+    if int(sample_rate) != int(expected_rate):
+        return f"sample rate {sample_rate} Hz, expected {expected_rate} Hz"
+    if samples.ndim != 2:
+        return f"expected (channels, n) samples, got shape {samples.shape}"
+    if channels is not None and samples.shape[0] != channels:
+        return f"{samples.shape[0]} channel(s), expected {channels} (left, right)"
+    if not 0 <= int(emission_offset) <= samples.shape[1]:
+        return f"emission offset {emission_offset} lies outside the {samples.shape[1]}-sample recording"
+    if samples.shape[1] - int(emission_offset) < window_samples:
+        return (f"{samples.shape[1]} samples with emission offset {emission_offset} are shorter than the "
+                f"{window_samples}-sample echo window to the model's maximum depth")
+    return echo_problem(samples)
+
+
 def depth_problem(depth: np.ndarray) -> str | None:
     """Why a depth map (metres, NaN/inf/<=0 invalid) is unusable, or None. A map without one valid pixel is unusable."""
     depth = np.asarray(depth)

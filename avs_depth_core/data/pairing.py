@@ -43,19 +43,24 @@ def pair_echo_with_frame(image_stamp_ns: int, echo_stamps_ns: Sequence[int], tol
 class EchoBuffer:
     """ROS-free echo store for the live node: push echoes as they arrive, match each image as it arrives.
 
-    Keeps at most `max_items` echoes sorted by stamp (late arrivals are inserted in order). A match drops the echoes
-    too old to pair with that image or any later one (older than image stamp - tolerance), so images are assumed to
-    arrive in stamp order.
+    Bounded by count and by age: at most `max_items` echoes, sorted by stamp (late arrivals are inserted in order), and
+    with `max_age_ns` none older than that behind the newest echo pushed or the clock given to `prune` (an echo that old
+    can only pair with an image too stale to process). A match drops the echoes too old to pair with that image or any
+    later one (older than image stamp - tolerance), so images are assumed to arrive in stamp order. So the store stays
+    small whether or not images come: no subscriber, a camera that is down, rejected images.
     """
 
-    def __init__(self, tolerance_ns: int = DEFAULT_TOLERANCE_NS, max_items: int = 16) -> None:
-        if tolerance_ns < 0 or max_items < 1:
-            raise ValueError(f"EchoBuffer needs tolerance_ns >= 0 and max_items >= 1, got {tolerance_ns}, {max_items}")
+    def __init__(self, tolerance_ns: int = DEFAULT_TOLERANCE_NS, max_items: int = 16, max_age_ns: int | None = None) -> None:
+        if tolerance_ns < 0 or max_items < 1 or (max_age_ns is not None and max_age_ns < 0):
+            raise ValueError(f"EchoBuffer needs tolerance_ns >= 0, max_items >= 1 and max_age_ns >= 0, got {tolerance_ns}, "
+                             f"{max_items}, {max_age_ns}")
         self.tolerance_ns = int(tolerance_ns)
         self.max_items = int(max_items)
+        self.max_age_ns = None if max_age_ns is None else int(max_age_ns)
         self._stamps: list[int] = []
         self._items: dict[int, Any] = {}
         self.evicted = 0  # echoes pushed out because the buffer was full (images too slow or stamps too far apart)
+        self.expired = 0  # echoes dropped for age before any image could use them
 
     def __len__(self) -> int:
         return len(self._stamps)
@@ -69,6 +74,17 @@ class EchoBuffer:
         while len(self._stamps) > self.max_items:
             del self._items[self._stamps.pop(0)]
             self.evicted += 1
+        self.prune(self._stamps[-1])
+
+    def prune(self, now_ns: int) -> None:
+        """Drop the echoes older than max_age_ns before `now_ns` (the newest stamp, or the node's clock)."""
+        if self.max_age_ns is None:
+            return
+        cutoff = bisect_left(self._stamps, int(now_ns) - self.max_age_ns)
+        for stamp in self._stamps[:cutoff]:
+            del self._items[stamp]
+        del self._stamps[:cutoff]
+        self.expired += cutoff
 
     def match(self, image_stamp_ns: int) -> tuple[Any, int] | None:
         """(echo, its stamp) paired with the image by `pair_echo_with_frame`, or None."""

@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
+from avs_depth_core import files
 from avs_depth_core.evaluation import HEADERS, TABLE_METRICS, checkpoint_label, evaluate_model
 
 GT_RESOLUTIONS = ("native", "network")
@@ -108,17 +109,21 @@ def evaluate_checkpoints(checkpoints: list[Path], bags: list[Path], out: Path, o
     for bag in bags:
         if not bag.exists():
             raise FileNotFoundError(f"{bag}: bag not found")
+    files.sweep_temporaries(out.parent)
+    # Before any work: results and figures must fit where they go (a full or read-only disk fails now, not at the end).
+    files.check_output(out, (len(checkpoints) * len(bags) * options.figures + 2) * files.FIGURE_BYTES, kind="folder")
     device = resolve_device(device)
     rows = []
-    for checkpoint in checkpoints:
-        model = AVSNet.from_checkpoint(checkpoint, device)
-        for bag in bags:
-            rows.append(evaluate_row(model, checkpoint, bag, options, device, out))
-            r = rows[-1]
-            print(f"{r['label']} on {bag.name}: " + ", ".join(f"{m} {r['metrics'][m]:.4f}" for m in TABLE_METRICS),
-                  file=sys.stderr)
-    table = markdown_table(rows)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
-    (out / "results.md").write_text(table)
+    with files.staged_outputs(out) as staging:
+        for checkpoint in checkpoints:
+            model = AVSNet.from_checkpoint(checkpoint, device)
+            for bag in bags:
+                rows.append(evaluate_row(model, checkpoint, bag, options, device, staging))
+                r = rows[-1]
+                r["figures"] = [str(out / Path(p).relative_to(staging)) for p in r["figures"]]
+                print(f"{r['label']} on {bag.name}: " + ", ".join(f"{m} {r['metrics'][m]:.4f}" for m in TABLE_METRICS),
+                      file=sys.stderr)
+        table = markdown_table(rows)
+        (staging / "results.json").write_text(json.dumps(rows, indent=2) + "\n")
+        (staging / "results.md").write_text(table)
     return rows, table

@@ -42,8 +42,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from avs_depth_core import files
 from avs_depth_core.device import resolve_device
 from avs_depth_core.evaluation import HEADERS, TABLE_METRICS, check_batch, checkpoint_label
+from avs_depth_core.files import save_figure
 from avs_depth_core.metrics import MetricAccumulator
 from avs_depth_core.relative import RelativeDepthModel
 from avs_depth_core.scaling import ScaleError, ScaleResult, apply_scale, recover_scale_batch
@@ -289,10 +291,10 @@ def save_scaling_figure(path: Path, record: dict[str, Any], model: str, min_dept
     for ax in axes.ravel():
         ax.set_axis_off()
     fig.suptitle(f"{model}, frame {record['index']} (stamp_ns {record['stamp_ns']})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    return path
+    try:
+        return save_figure(fig, path, dpi=90, bbox_inches="tight")
+    finally:
+        plt.close(fig)
 
 
 def _json_safe(value: Any) -> Any:
@@ -321,6 +323,9 @@ def evaluate_scaling_on_bag(bag: Path, avsnet: Path, avsnet_rgb: Path, sources: 
         raise ValueError("--figures must be >= 0, --batch-size and --min-pixels >= 1")
     if not bag.exists():
         raise FileNotFoundError(f"{bag}: bag not found")
+    files.sweep_temporaries(out.parent)
+    n_models = len(sources.monodepth2) + len(sources.torchscript) + len(sources.zero_shot_avsnet)
+    files.check_output(out, (n_models * o.figures + 2) * files.FIGURE_BYTES, kind="folder")  # before any work
     device = resolve_device(device)
     start = time.perf_counter()
     echo_net, rgb_net = load_avsnets(avsnet, avsnet_rgb, device)
@@ -337,11 +342,6 @@ def evaluate_scaling_on_bag(bag: Path, avsnet: Path, avsnet_rgb: Path, sources: 
     results, records = evaluate_scaling(dataset, relatives, echo_net, rgb_net, device, min_depth, max_depth,
                                         batch_size=o.batch_size, num_workers=o.num_workers, min_pixels=o.min_pixels,
                                         fallback=o.fallback, figure_indices=indices)
-    saved = []
-    for name in relatives:
-        for rec in records:
-            path = out / "figures" / f"{_slug(name)}_{rec['index']:05d}_{rec['stamp_ns']}.png"
-            saved.append(str(save_scaling_figure(path, rec, name, min_depth, max_depth)))
     caption = (f"{bag.name} [{o.split}], {n} frames with echo and depth; metrics averaged per image over valid "
                f"pixels ({min_depth:g} < gt < {max_depth:g} m), predictions clamped to that range. Scale: per-image median "
                f"ratio (AVS-Net eq. 3); fallbacks = frames without a usable scale, scored unscaled. GT median is Monodepth2's "
@@ -350,8 +350,13 @@ def evaluate_scaling_on_bag(bag: Path, avsnet: Path, avsnet_rgb: Path, sources: 
     report = {"bag": str(bag), "split": o.split, "frames": n, "excluded": dataset.report,
               "min_depth": min_depth, "max_depth": max_depth, "avsnet": str(avsnet), "avsnet_rgb": str(avsnet_rgb),
               "scale": {"method": "median", "median_over": "shared", "min_pixels": o.min_pixels, "fallback": o.fallback},
-              "models": results, "figures": saved, "seconds": round(time.perf_counter() - start, 3)}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "scaling.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
-    (out / "scaling.md").write_text(table)
+              "models": results, "figures": [], "seconds": round(time.perf_counter() - start, 3)}
+    with files.staged_outputs(out) as staging:
+        for name in relatives:
+            for rec in records:
+                rel = Path("figures") / f"{_slug(name)}_{rec['index']:05d}_{rec['stamp_ns']}.png"
+                save_scaling_figure(staging / rel, rec, name, min_depth, max_depth)
+                report["figures"].append(str(out / rel))
+        (staging / "scaling.json").write_text(json.dumps(_json_safe(report), indent=2, allow_nan=False) + "\n")
+        (staging / "scaling.md").write_text(table)
     return report, table

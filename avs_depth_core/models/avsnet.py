@@ -21,7 +21,7 @@ from torch import nn
 from avs_depth_core.audio.features import StftSettings, echo_features
 from avs_depth_core.audio.window import echo_window_samples
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
-from avs_depth_core.config import check_fields, dataclass_from_dict
+from avs_depth_core.config import check_fields, dataclass_from_dict, read_yaml_file
 from avs_depth_core.metrics import resize_prediction
 from avs_depth_core.models.audio_encoder import AudioEncoder
 from avs_depth_core.models.fusion import CrossModalAttention
@@ -141,7 +141,7 @@ class AVSNetConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: config not found")
-        data = yaml.safe_load(path.read_text()) or {}
+        data = read_yaml_file(path) or {}
         if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
             raise ValueError(f"{path}: expected a 'model:' section with AVSNetConfig fields")
         values = dict(data["model"])

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from avs_depth_core.checkpoint import load_torch_weights
 from avs_depth_core.models.efficientnet_lite import EfficientNetLite
 
 VISUAL_BACKBONES = ("midas_small", "tiny", "dpt_beit_l_384", "dpt_beit_l_512", "dpt_beit_b_384")
@@ -302,7 +303,7 @@ def read_midas_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: MiDaS weights not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_weights(path, "MiDaS weights")
     if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
         state = state["model"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-import yaml
 from torch import nn
 
-from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
-from avs_depth_core.config import check_fields, dataclass_from_dict, read_sections
+from avs_depth_core.checkpoint import load_checkpoint, load_torch_weights, save_checkpoint
+from avs_depth_core.config import check_fields, dataclass_from_dict, read_sections, read_yaml_file
 from avs_depth_core.geometry import transformation_from_parameters
 from avs_depth_core.models.resnet import ResNetEncoder
 
@@ -107,7 +106,7 @@ class Monodepth2Config:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: monodepth2 config not found")
-        sections = read_sections(yaml.safe_load(path.read_text()) or {}, str(path), flat="model")
+        sections = read_sections(read_yaml_file(path) or {}, str(path), flat="model")
         train = {model_key: sections["train"][key] for key, model_key in TRAIN_KEYS.items() if key in sections["train"]}
         return cls.from_dict({**sections["model"], **train}, source=str(path))
 
@@ -280,7 +279,7 @@ def _read_release_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: Monodepth2 weights not found")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_weights(path, "Monodepth2 weights")
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a state dict, got {type(state).__name__}")
     return state

@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from avs_depth_core.checkpoint import load_torch_weights
+
 # depth -> (block type, blocks per stage); torchvision.models.resnet.
 LAYOUTS = {18: ("basic", (2, 2, 2, 2)), 34: ("basic", (3, 4, 6, 3)), 50: ("bottleneck", (3, 4, 6, 3))}
 
@@ -107,7 +109,7 @@ class ResNetEncoder(nn.Module):
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"{path}: ResNet weights not found")
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = load_torch_weights(path, "ResNet weights")
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         w = state.get("conv1.weight")
         if w is None:

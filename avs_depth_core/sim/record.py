@@ -19,6 +19,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from avs_depth_core import files
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
@@ -68,6 +69,11 @@ def write_frame(writer: BagWriter, frame: SimFrame, stamp_ns: int, speed_of_soun
     echo = echo_fields(frame.echo, frame.sample_rate, frame.chirp, frame.emission_offset, speed_of_sound=speed_of_sound,
                        channel_order="left,right")
     writer.write(topics.ECHO, make_msg(topics.ECHO_TYPE, stamp_ns, MIC_FRAME, echo), topics.ECHO_TYPE)
+
+
+def frame_bytes(height: int, width: int, echo_samples: int) -> int:
+    """About what one frame takes in the bag: rgb8 image, 32FC1 depth, two float32 echo channels, headers and CameraInfo."""
+    return height * width * (3 + 4) + 2 * 4 * echo_samples + 2048
 
 
 def frame_stamp(start_ns: int, i: int, rate_hz: float) -> int:
@@ -132,10 +138,10 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
         raise ValueError(f"need at least one sequence of at least one frame, got {sequences} x {frames}")
     counts = split_counts(sequences, tuple(splits))
     out = Path(out)
-    if out.exists():
-        raise ValueError(f"{out}: output bag already exists; remove it or choose another --out")
+    files.sweep_temporaries(out.parent)
     world = SimWorld(preset, seed=seed, height=height, width=width, scale_ambiguous=scale_ambiguous,
                      scale_range=scale_range, rate_hz=rate_hz)
+    files.check_output(out, sequences * frames * frame_bytes(height, width, world.echo_samples), kind="new")
     split_names = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
     period_ns = round(1e9 / rate_hz)
     started = time.perf_counter()

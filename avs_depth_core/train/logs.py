@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from avs_depth_core.files import atomic_output, save_figure
 from avs_depth_core.train.runtime import Runtime
 
 
@@ -74,10 +75,10 @@ class RunLog:
         for ax in axes[0]:
             ax.grid(alpha=0.3)
         fig.tight_layout()
-        out = self.run_dir / "training_curve.png"
-        fig.savefig(out, dpi=100)
-        plt.close(fig)
-        return out
+        try:
+            return save_figure(fig, self.run_dir / "training_curve.png", dpi=100)
+        finally:
+            plt.close(fig)
 
     def close(self) -> None:
         if self.writer is not None:
@@ -99,7 +100,7 @@ def _truncate_csv(path: Path, from_step: int) -> None:
         rows = list(csv.DictReader(f))
     # A row cut short by a kill has empty fields; it is dropped with the rest after the checkpoint.
     keep = [r for r in rows if all(v not in (None, "") for v in r.values()) and float(r["step"]) < from_step]
-    with path.open("w", newline="") as f:
+    with atomic_output(path) as tmp, tmp.open("w", newline="") as f:
         if rows:
             w = csv.DictWriter(f, fieldnames=list(rows[0]))
             w.writeheader()

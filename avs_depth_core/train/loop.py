@@ -24,6 +24,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from avs_depth_core import files
+from avs_depth_core.config import check_finite
 from avs_depth_core.data.cache import bag_fingerprint
 from avs_depth_core.guards import check_batch_finite, check_loss_finite
 from avs_depth_core.train.logs import RunLog
@@ -59,6 +61,7 @@ class LoopConfig:
     validate: bool = True  # per-epoch validation (needs a val split); best checkpoint by it
 
     def check(self) -> None:
+        check_finite(self, "train")
         if self.log_every <= 0:
             raise ValueError(f"config: train.log_every must be positive, got {self.log_every}")
         for key in ("max_steps", "checkpoint_every", "stop_after_steps", "num_workers", "clip_grad"):
@@ -144,16 +147,32 @@ class Trainer:
 # run start-up
 
 
-def start_run(run_dir: Path, resolved: dict[str, Any], resume: str | Path | None, runtime: Runtime, command: str) -> None:
-    """Refuse to start over an existing run unless resuming; rank 0 creates the run dir and saves the resolved config."""
+def start_run(run_dir: Path, resume: str | Path | None, runtime: Runtime) -> None:
+    """Refuse to start over an existing run unless resuming; check the run directory takes files and sweep the
+    temporaries a killed run left there. Nothing is written yet: a run that fails to start leaves the directory as it
+    was (write_run_config comes once the model and any resumed state are in place)."""
     if resume is None and (run_dir / "checkpoints" / "last.json").is_file():
         raise ValueError(f"{run_dir}: already holds a run; add --resume to continue it, or choose another --out")
     if runtime.is_main:
+        files.check_output(run_dir, 0, kind="folder")
+        for folder in (run_dir, run_dir / "checkpoints"):
+            files.sweep_temporaries(folder)
+
+
+def write_run_config(run_dir: Path, resolved: dict[str, Any], runtime: Runtime, command: str) -> None:
+    """Rank 0 saves the resolved config as <run>/config.yaml (atomically)."""
+    if runtime.is_main:
         import yaml
 
-        run_dir.mkdir(parents=True, exist_ok=True)
         header = f"# resolved configuration of this run ({command})\n"
-        (run_dir / "config.yaml").write_text(header + yaml.safe_dump(resolved, sort_keys=False))
+        files.write_text(run_dir / "config.yaml", header + yaml.safe_dump(resolved, sort_keys=False))
+
+
+def checkpoint_bytes(model: nn.Module) -> int:
+    """About what checkpoints/last (weights, optimiser moments, extra state) and best take together."""
+    params = sum(p.numel() * p.element_size() for p in model.parameters())
+    buffers = sum(b.numel() * b.element_size() for b in model.buffers())
+    return 5 * params + 2 * buffers + (4 << 20)
 
 
 def build_splits(build: Callable[[str, bool], Dataset], train_split: str, val_split: str | None,
@@ -195,7 +214,7 @@ class _Run:
         t, d = trainer.train, trainer.data
         seed_everything(t.seed + runtime.rank)
         resolved = trainer.resolved()
-        start_run(run_dir, resolved, resume, runtime, trainer.command)
+        start_run(run_dir, resume, runtime)
         train_set, val_set = build_splits(lambda split, verbose: trainer.dataset(bag, split, verbose),
                                           d.train_split, d.val_split if t.validate else None, runtime)
         batch_size = trainer.batch_size
@@ -213,6 +232,9 @@ class _Run:
         self.scaler = grad_scaler(runtime)
         self.state = Progress()
         self.total_steps = self._resume(resume, total_steps) if resume is not None else total_steps
+        if runtime.is_main:  # checkpoints must fit before the first step, not fail at the end of an epoch
+            files.check_output(run_dir / "checkpoints", checkpoint_bytes(self.model), kind="folder")
+        write_run_config(run_dir, resolved, runtime, trainer.command)
         self.net = wrap_model(self.model, runtime, find_unused_parameters=trainer.find_unused_parameters)
         self.criterion = parts.criterion
         self.log = RunLog(run_dir, runtime, purge_step=self.state.step + 1 if resume is not None else None)
@@ -331,6 +353,6 @@ class _Run:
                    "last": str(ckpt_dir / "last.safetensors"),
                    "best": str(ckpt_dir / "best.safetensors") if (ckpt_dir / "best.safetensors").exists() else None}
         if self.runtime.is_main:
-            (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+            files.write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
 

@@ -14,9 +14,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from avs_depth_core.config import apply_overrides, read_sections
+from avs_depth_core.config import apply_overrides, read_sections, read_yaml_file
 
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 # model -> (trainer module, its training function, the config it reads by default)
@@ -42,7 +40,7 @@ def find_config(name: str | Path) -> Path:
 
 def load_config(path: Path) -> dict[str, Any]:
     """A training config file as {"model", "train", "data"} (a flat file's keys are the model section's)."""
-    return read_sections(yaml.safe_load(Path(path).read_text()) or {}, str(path), flat="model")
+    return read_sections(read_yaml_file(path) or {}, str(path), flat="model")
 
 
 def run_dir_for(model: str, out: Path | None, resume: str | Path | None) -> Path:

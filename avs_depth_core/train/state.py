@@ -73,7 +73,11 @@ def load_training_checkpoint(path: Path, model: nn.Module, *, optimizer: torch.o
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ValueError(f"{path}: weights do not fit the configured model; resume with the run's config ({err})") from None
+        problems = [line.strip() for line in str(err).splitlines()[1:] if line.strip()]
+        first = problems[0].rstrip(".") if problems else str(err).splitlines()[0]
+        first = first if len(first) <= 160 else first[:160] + "..."
+        raise ValueError(f"{path}: weights do not fit the configured model ({len(problems)} problem(s), first: {first}); "
+                         "resume with the run's own config (omit --config and --set model.*)") from None
     try:
         optimizer.load_state_dict(extra["optimizer"])
     except ValueError as err:

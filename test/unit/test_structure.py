@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CORE = ROOT / "avs_depth_core"
 # Lowest first: the parts of avs_depth_core (folders, and modules at the package's top level).
 LAYERS = (
-    {"config", "checkpoint", "device", "guards", "geometry", "metrics", "scaling", "visualise"},
+    {"files", "config", "checkpoint", "device", "guards", "geometry", "metrics", "scaling", "visualise"},
     {"audio"},
     {"data"},
     {"sim"},

@@ -53,7 +53,7 @@ def test_bad_inputs_are_clear_errors(bv2_sample, checkpoint, tmp_path, capsys):
     cases = [
         (["--image", str(grey), "--echo", echo], "image mode L (1 channel(s)); expected a 3-channel RGB"),
         (["--image", image, "--echo", str(wav_22k)], "sample rate 22050 Hz; the model expects 44100 Hz"),
-        (["--image", image, "--echo", str(mono)], "1 channel(s); expected 2"),
+        (["--image", image, "--echo", str(mono)], "1 channel(s), expected 2"),
         (["--image", image], "this model fuses the echo; pass --echo"),
         (["--image", image, "--echo", echo, "--out", str(tmp_path / "d.tiff")], "expected a .npy"),
         (["--image", str(tmp_path / "missing.jpg"), "--echo", echo], "image not found"),

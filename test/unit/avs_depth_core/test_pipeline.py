@@ -121,8 +121,8 @@ def test_check_echo_names_the_problem():
     cfg = net.cfg
     good = make_echo(cfg, 0)
     assert pipe.check_echo(good.samples, cfg.sample_rate, good.emission_offset) is None
-    assert "16000 Hz, the model expects 44100 Hz" in pipe.check_echo(good.samples, 16000, 0)
-    assert "3 channels" in pipe.check_echo(np.zeros((3, 9000), np.float32) + 0.1, cfg.sample_rate, 0)
+    assert "16000 Hz, expected 44100 Hz" in pipe.check_echo(good.samples, 16000, 0)
+    assert "3 channel(s)" in pipe.check_echo(np.zeros((3, 9000), np.float32) + 0.1, cfg.sample_rate, 0)
     assert "shorter than" in pipe.check_echo(good.samples[:, :1000], cfg.sample_rate, 0)
     assert "silent" in pipe.check_echo(np.zeros_like(good.samples), cfg.sample_rate, 0)
     with pytest.raises(ValueError, match=r"rgb: expected an \(H, W, 3\) uint8"):

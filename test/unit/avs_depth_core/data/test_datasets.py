@@ -231,7 +231,7 @@ def test_bad_inputs(tmp_path):
     ds = supervised(no_info, tmp_path)  # supervised samples do not need K unless asked: NaN and reported
     assert torch.isnan(ds[0]["K"]).all() and "K is NaN" in ds.summary()
     rate = write_bag(tmp_path / "rate", n=2, echo_rate=48_000)
-    with pytest.raises(ValueError, match=r"rate:/audio/echo stamp \d+ ns: sample rate 48000 Hz, expected 44100 Hz"):
+    with pytest.raises(ValueError, match=r"rate:/audio/echo stamp \d+ ns: echo sample rate 48000 Hz, expected 44100 Hz"):
         supervised(rate, tmp_path)
     enc = write_bag(tmp_path / "enc", n=2, image_encoding="16UC1")
     with pytest.raises(ValueError, match="image_raw stamp .* encoding '16UC1' is not accepted"):
