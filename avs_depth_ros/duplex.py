@@ -144,6 +144,7 @@ SETTLE_S = 0.5  # undisturbed stream time before the first chirp and after every
 MAX_LOOP_S = 0.75  # longest loop delay the probe pair can measure (its silent gap)
 PROBE_TRIES = 3  # failed probe pairs before the stream's own times are used instead
 MISSES_BEFORE_REACQUIRE = 3  # windows in a row without the direct path where the lock expects it
+STALL_S = 3.0  # no input callback for this long (PulseAudio's start-up stall was 1.5 s): the stream hung
 RING_S = 4.0  # input kept for cutting windows: covers the lock-in and a late poll()
 
 
@@ -250,6 +251,7 @@ class DuplexEchoRecorder:
         self._out_bounds: deque[float] = deque(maxlen=2048)
         self._latency_samples = 0  # input + output latency the streams report, when their times are unusable
         self._rt_tried = False
+        self._last_input = time.monotonic()  # when the input callback last ran (a stream can hang, still "active")
         self.callback_error: str | None = None
 
     # -- stream -------------------------------------------------------------------------------------------------
@@ -327,6 +329,7 @@ class DuplexEchoRecorder:
 
     def _handle_input(self, indata: np.ndarray, frames: int, time_info: Any, status: Any) -> None:
         now_ns = self._clock_ns()
+        self._last_input = time.monotonic()
         pos = self._pos
         self.stats.callbacks += 1
         flags = stream_flags(status)
@@ -424,6 +427,8 @@ class DuplexEchoRecorder:
             raise AudioUnavailableError(f"audio callback failed: {self.callback_error}")
         if self._streams and not self.active:
             raise AudioUnavailableError("the audio stream stopped (device unplugged or host API error)")
+        if self._streams and time.monotonic() - self._last_input > STALL_S:
+            raise AudioUnavailableError(f"no input for {STALL_S:g} s: the stream hung (audio server gone?)")
         pos = self._pos
         out = []
         while True:

@@ -326,6 +326,12 @@ def test_duplex_errors_are_clear(monkeypatch):
     rec._streams[0].active = False  # device unplugged
     with pytest.raises(AudioUnavailableError, match="stream stopped"):
         rec.poll()
+    card = FakeCard()
+    rec = make_recorder(card)
+    card.run(0.2)
+    rec._last_input -= 4.0  # no input callback for 4 s while the streams still claim to be active
+    with pytest.raises(AudioUnavailableError, match="no input for 3 s: the stream hung"):
+        rec.poll()
     with pytest.raises(ValueError, match="fewer than"):
         make_recorder(FakeCard(), chirp_rate=400.0)
     assert parse_device("") is None and parse_device("3") == 3 and parse_device("USB Audio") == "USB Audio"
