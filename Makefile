@@ -17,18 +17,24 @@ ROS_ENV := export AMENT_PREFIX_PATH=$(CURDIR)/$(VENV) ROS_AUTOMATIC_DISCOVERY_RA
 NETNS := $(shell if unshare -n true 2>/dev/null; then echo "unshare -n"; fi)
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test lint bench clean
-setup: $(BUILD_STAMP) $(VENV)/.avs-portaudio
+.PHONY: setup demo demo-audio test lint bench clean
+setup: $(BUILD_STAMP) $(VENV)/.avs-audio
 
-# echo_node's sound card backend needs PortAudio (Debian's libportaudio2); installed here where we may.
-$(VENV)/.avs-portaudio: | $(DEPS_STAMP)
-	@if ! ldconfig -p | grep -q "libportaudio.so.2"; then \
+# The audio stack, installed where missing and we may (root with apt; otherwise a note): PortAudio (Debian's
+# libportaudio2) for echo_node's sound card backend, and PulseAudio with ALSA's pulse plugin for the tests and
+# `make demo-audio`, which run a private audio server without a sound card (avs_depth_ros/audio_server.py).
+AUDIO_PACKAGES := libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins
+$(VENV)/.avs-audio: | $(DEPS_STAMP)
+	@missing=""; for p in $(AUDIO_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing libportaudio2 (PortAudio, for echo_node's sound card backend)"; \
-	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libportaudio2 || \
-	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libportaudio2; }; } >/dev/null \
-	      || echo "warning: could not install libportaudio2; echo_node's sound card backend will not start"; \
-	  else echo "note: install libportaudio2 (sudo apt install libportaudio2) for echo_node's sound card backend"; fi; fi
+	    echo "installing$$missing (the audio stack for echo_node, its tests and make demo-audio)"; \
+	    { DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing || \
+	      { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; }; } \
+	      >/dev/null 2>&1 || echo "warning: could not install$$missing; the real-audio tests will be skipped"; \
+	  else echo "note: sudo apt-get install$$missing for echo_node's sound card backend, the real-audio tests and" \
+	    "make demo-audio (they are skipped without it)"; fi; fi
 	@touch $@
 
 $(DEPS_STAMP): requirements.txt requirements-test.txt Makefile
@@ -61,6 +67,10 @@ test: setup
 
 demo: setup
 	$(NETNS) bash -c 'ip link set lo up 2>/dev/null; $(ROS_ENV); $(VENV)/bin/avs-depth-ros bringup --sim --duration 20 --figures out/demo'
+
+# The live pipeline on real audio I/O: a private PulseAudio server, the simulated room in the loop (avs_depth_ros/demo_audio.py)
+demo-audio: setup
+	$(NETNS) bash -c 'ip link set lo up 2>/dev/null; $(ROS_ENV); $(PY) -m avs_depth_ros.demo_audio --duration 40 --out out/demo-audio'
 
 lint: setup
 	$(VENV)/bin/ruff check .

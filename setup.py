@@ -13,7 +13,7 @@ from setuptools import find_packages, setup
 CORE_COMMANDS = [
     "simulate", "convert-batvision", "train", "evaluate", "evaluate-scaling", "infer", "gradcam", "bag-info", "export",
 ]
-ROS_NODES = ["echo_node", "sim_sensors_node", "depth_node"]
+ROS_NODES = ["echo_node", "sim_sensors_node", "depth_node", "room_loop"]
 HERE = Path(__file__).resolve().parent
 
 
@@ -44,7 +44,7 @@ setup(
         ("share/ament_index/resource_index/packages", ["resource/avs_depth_ros", "resource/avs_depth_core"]),
         ("share/avs_depth_ros", ["package.xml"]),
         ("share/avs_depth_ros/launch", glob("launch/*.launch.py")),
-        ("share/avs_depth_ros/config", glob("config/*.yaml")),
+        ("share/avs_depth_ros/config", glob("config/*.yaml") + glob("config/*.xml")),
         ("share/avs_depth_core/msg", glob("msg/msg/*.msg")),
         ("lib/avs_depth_core", core_executables()),
     ],

@@ -23,11 +23,11 @@ import torch
 
 from avs_depth_core.models.avsnet import AVSNetConfig, AVSNetInputs
 from avs_depth_core.ort_session import PROVIDERS, import_onnxruntime, onnx_session
+from avs_depth_core.pipeline_settings import BACKENDS
 from avs_depth_core.relative import RelativeDepthModel
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnxruntime")
 CACHE_ENV = "AVS_DEPTH_CACHE"
 
 

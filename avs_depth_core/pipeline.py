@@ -15,8 +15,8 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from collections.abc import Callable
+from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -27,12 +27,11 @@ import torch.nn.functional as F
 
 from avs_depth_core.data.messages import echo_input_problem
 from avs_depth_core.device import resolve_device
+from avs_depth_core.pipeline_settings import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
 from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
 
 log = logging.getLogger(__name__)
 
-RELATIVE_KINDS = ("avsnet_rgb", "monodepth2", "torchscript")
-OUT_OF_RANGE = ("clip", "nan")
 # Checkpoints shipped with the package: avs_depth_core/checkpoints/<kind>/<name>.safetensors + <name>.json.
 BUNDLED_KINDS = {"avsnet": "avsnet", "avsnet_rgb": "avsnet_rgb", "monodepth2": "monodepth2"}
 
@@ -61,29 +60,6 @@ def find_checkpoint(path: str | Path | None, kind: str, parameter: str) -> Path:
         raise FileNotFoundError(f"{parameter} is empty and no bundled {kind} checkpoint is installed "
                                 f"(avs_depth_core/checkpoints/{kind}/); train one with `avs-depth train` and pass its path")
     return bundled
-
-
-@dataclass(frozen=True)
-class PipelineSettings:
-    """What a DepthPipeline is built from. The depth node's parameters of the same names set them (avs_depth_ros.params
-    takes its defaults from here); checkpoints "" = the bundled defaults."""
-
-    avsnet_checkpoint: str = ""  # AVS-Net checkpoint (safetensors + JSON)
-    relative_model: str = "avsnet_rgb"  # one of RELATIVE_KINDS
-    relative_checkpoint: str = ""  # checkpoint of the relative model ("" = the bundled one for relative_model)
-    device: str = "auto"  # avs_depth_core.device policy
-    half: bool = False  # fp16 autocast on CUDA
-    scale_method: str = "median"  # scaling.ScalingConfig.method
-    scale_smoothing_alpha: float = 1.0  # weight of a new scale in log-space smoothing; 1 = none (the paper)
-    max_scale_hold_s: float = 1.0  # without a fresh echo, keep the last scale this long, then NaN depth
-    out_of_range: str = "clip"  # one of OUT_OF_RANGE
-    backend: str = "torch"  # torch | onnxruntime (avs_depth_core.backends.BACKENDS)
-    onnx_providers: str = "auto"  # onnxruntime execution providers (avs_depth_core.backends.resolve_providers)
-
-    @classmethod
-    def from_params(cls, params: Mapping[str, Any]) -> PipelineSettings:
-        """The settings named in `params` (e.g. a node's parameter values); others keep their defaults."""
-        return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from avs_depth_core.data import topics
+from avs_depth_ros import audio_check
 
 HERE = Path(__file__).resolve().parent
 SOURCE_CONFIG = HERE.parent / "config" / "avs_depth.yaml"
@@ -519,6 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
     record.add_argument("--log-level", default="info", choices=["debug", "info", "warn", "error", "fatal"])
     for command in (bringup, record):
         command.add_argument("--debug", action="store_true", help="on an error, print the traceback too")
+    audio_check.add_parser(sub)
     return parser
 
 
@@ -528,6 +530,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
 
     def command() -> int:
+        if args.command == "audio-check":
+            return audio_check.run(args, default_params_file())
         return run_bringup(args) if args.command == "bringup" else run_record(args)
 
     return run_reporting_errors(f"avs-depth-ros {args.command}", command, debug=args.debug or None)

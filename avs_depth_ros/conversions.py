@@ -17,7 +17,8 @@ from std_msgs.msg import Header
 from avs_depth_core.audio.chirp import ChirpSpec
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields, ns_to_sec_nsec, stamp_to_ns
 
-__all__ = ["camera_info_msg", "copy_camera_info", "echo_msg", "fill", "header", "image_msg", "stamp_to_ns", "time_msg"]
+__all__ = ["camera_info_msg", "copy_camera_info", "echo_msg", "fill", "header", "image_msg", "pose_from_msg", "pose_msg",
+           "stamp_to_ns", "time_msg"]
 
 
 def fill(msg: Any, fields: dict[str, Any]) -> Any:
@@ -63,3 +64,26 @@ def echo_msg(samples: np.ndarray, sample_rate: int, chirp: ChirpSpec, emission_o
 
     return fill(EchoStamped(header=hdr), echo_fields(samples, sample_rate, chirp, emission_offset, speed_of_sound,
                                                      channel_order))
+
+
+def pose_msg(pose: np.ndarray, hdr: Header) -> Any:
+    """A (4, 4) camera-to-world transform as geometry_msgs/PoseStamped (position, quaternion x y z w)."""
+    from geometry_msgs.msg import Point, Pose, PoseStamped, Quaternion
+    from scipy.spatial.transform import Rotation
+
+    x, y, z, w = Rotation.from_matrix(pose[:3, :3]).as_quat()
+    px, py, pz = (float(v) for v in pose[:3, 3])
+    return PoseStamped(header=hdr, pose=Pose(position=Point(x=px, y=py, z=pz),
+                                             orientation=Quaternion(x=float(x), y=float(y), z=float(z), w=float(w))))
+
+
+def pose_from_msg(msg: Any) -> np.ndarray:
+    """geometry_msgs/PoseStamped (or Pose) -> (4, 4) transform."""
+    from scipy.spatial.transform import Rotation
+
+    pose = getattr(msg, "pose", msg)
+    q, p = pose.orientation, pose.position
+    out = np.eye(4)
+    out[:3, :3] = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    out[:3, 3] = (p.x, p.y, p.z)
+    return out

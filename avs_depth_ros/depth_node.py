@@ -2,7 +2,8 @@
 
 Topics (relative names, remappable):
   in   camera/color/image_raw (sensor_msgs/Image: rgb8, bgr8, mono8), camera/color/camera_info, audio/echo (EchoStamped);
-       sensor-data QoS: best effort, keep last 1 (images, camera_info) / echo_queue_size (echoes), overridable with
+       keep last 1 (images, camera_info) / echo_queue_size (echoes); images with the reliability the camera driver
+       offers (avs_depth_ros.qos.MatchingSubscription), camera_info and echoes best effort; overridable with
        qos_overrides.<topic>.subscription.* parameters
   out  avs/metric_depth (32FC1 metres, NaN = no estimate, the image's header), avs/metric_depth/camera_info (the
        image's CameraInfo under the same header), avs/pseudo_metric_depth and avs/relative_depth (optional),
@@ -40,7 +41,7 @@ from avs_depth_core.data.pairing import EchoBuffer
 from avs_depth_core.pipeline import DepthPipeline, DepthResult, EchoInput, PipelineSettings
 from avs_depth_ros.conversions import copy_camera_info, fill, image_msg, stamp_to_ns
 from avs_depth_ros.params import DEPTH_NODE, declare_parameters
-from avs_depth_ros.qos import overridable, reliable_output, sensor_input
+from avs_depth_ros.qos import MatchingSubscription, overridable, reliable_output, sensor_input
 from avs_depth_ros.runner import node_main, shutdown_on_error
 from avs_depth_ros.stats import RateMeter, Summary, ThrottledReporter
 from avs_depth_ros.workers import LatestFrameWorker
@@ -113,8 +114,9 @@ class DepthNode(Node):
         self._last_echo_stamp_ns: int | None = None
 
         inputs = MutuallyExclusiveCallbackGroup()
-        self.create_subscription(Image, topics.relative(topics.IMAGE), self._on_image, sensor_input(1),
-                                 callback_group=inputs, qos_overriding_options=overridable())
+        # Reliability as the camera driver offers it: a best-effort subscription got nothing from a reliable 720p driver.
+        self._image_sub = MatchingSubscription(self, Image, topics.relative(topics.IMAGE), self._on_image, 1,
+                                               callback_group=inputs)
         self.create_subscription(CameraInfo, topics.relative(topics.CAMERA_INFO), self._on_camera_info, sensor_input(1),
                                  callback_group=inputs, qos_overriding_options=overridable())
         # An echo older than max_image_age_s + echo_tolerance_s could only pair with an image dropped as stale.
@@ -297,7 +299,7 @@ class DepthNode(Node):
             "scale": f"{last.scale.scale:.4g}" if last is not None else "nan",
             "scale_held": str(bool(last and last.scale.held)),
             "echo_age_s": f"{last.echo_age_s:.3f}" if last is not None else "nan",
-            "device": str(self.pipeline.device),
+            "device": str(self.pipeline.device), "image_reliability": self._image_sub.reliability,
         }
         for summary_ in (self._latency_ms, self._forward_ms, self._node_ms):
             summary_.reset()

@@ -12,8 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from avs_depth_core.backends import BACKENDS
-from avs_depth_core.pipeline import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
+from avs_depth_core.pipeline_settings import BACKENDS, OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
 
 ParamValue = bool | int | float | str | list
 
@@ -25,6 +24,7 @@ class ParamSpec:
     description: str
     range: tuple[float, float] | None = None  # inclusive, for int and float parameters
     choices: tuple[str, ...] = ()
+    dynamic: bool = False  # takes a number or text alike (latency:=0.1 on the command line is a double)
 
     def constraints(self) -> str:
         if self.choices:
@@ -53,7 +53,10 @@ ECHO_NODE: list[ParamSpec] = [
     ParamSpec("channel_order", "left,right", "names of the recorded channels, in the order of input_channels"),
     ParamSpec("output_channels", 1, "number of output channels; the chirp plays on all of them", (1, 32)),
     ParamSpec("gain", 0.5, "chirp amplitude on the output, full scale = 1", (0.0, 1.0)),
-    ParamSpec("chirp_rate", 10.0, "chirps per second", (0.5, 50.0)),
+    ParamSpec("chirp_rate", 5.0, "chirps per second. A window longer than the chirp period holds the next chirp's "
+              "direct path (at 10 Hz with window_s 0.2 it sat 0.1 s into every window, where the simulator's and "
+              "BatVision's training windows have returns from 17 m); the unambiguous range is c / (2 chirp_rate): "
+              "5 Hz covers BV2's 30 m", (0.5, 50.0)),
     *_CHIRP,
     ParamSpec("window_s", 0.2, "recorded echo window after emission, s; must cover the round trip to the model's "
               "max_depth (BV2, 30 m at 343 m/s: 0.175 s)", (0.005, 1.0)),
@@ -62,12 +65,28 @@ ECHO_NODE: list[ParamSpec] = [
     ParamSpec("speed_of_sound", 343.0, "speed of sound, m/s, sent with each echo", (300.0, 360.0)),
     ParamSpec("mic_speaker_distance_m", 0.1, "speaker-to-microphone distance, m: the direct path arrives this far "
               "after emission", (0.0, 2.0)),
-    ParamSpec("direct_path_tolerance_ms", 1.0, "largest accepted gap between the stream's timestamps and the direct "
-              "path, ms; beyond it a warning (and a correction if correct_with_direct_path)", (0.05, 50.0)),
-    ParamSpec("correct_with_direct_path", True, "trust the direct speaker-to-microphone path over the host API's "
-              "DAC/ADC times when they disagree by more than direct_path_tolerance_ms"),
-    ParamSpec("blocksize", 0, "frames per stream callback; 0 lets PortAudio choose", (0, 16_384)),
-    ParamSpec("latency", "low", "PortAudio latency: 'low', 'high' or seconds as text (e.g. '0.02')"),
+    ParamSpec("direct_path_tolerance_ms", 1.0, "largest accepted gap between where the locked loop delay puts the "
+              "direct path and where it is found, ms; beyond it the window is moved to its own direct path (counted "
+              "as a correction in /diagnostics; lasting gaps relock the loop delay)", (0.05, 50.0)),
+    ParamSpec("correct_with_direct_path", True, "place emissions with the loop delay measured from the direct "
+              "speaker-to-microphone path (robust to host APIs that misreport DAC/ADC times, measured off by up to 1.8 s "
+              "at start and 11 ms after on PulseAudio); false: trust the stream's DAC/ADC times"),
+    ParamSpec("blocksize", 0, "frames per stream callback; 0 lets PortAudio choose (a fixed blocksize drifted the loop "
+              "delay on PulseAudio)", (0, 16_384)),
+    ParamSpec("latency", "high", "PortAudio latency of the input stream: 'low', 'high' (PortAudio's suggestions for the "
+              "device) or seconds (latency:=0.05). The input's callbacks time the samples: with 'high' (35 ms through "
+              "PulseAudio) they kept the stamps within 0.35 ms of an independent observer at CPU load 10 on 2 cores "
+              "(benchmarks/echo_stamps.py); 'low' underran several times a second", None, (), True),
+    ParamSpec("output_latency", 0.1, "PortAudio latency of the output stream: 'low', 'high' or seconds. It only delays "
+              "the chirps (the loop delay is measured), so it is chosen for no underruns: 'high' (35 ms) underflowed "
+              "about twice a second at CPU load 14 on 2 cores", None, (), True),
+    ParamSpec("realtime_priority", 5, "SCHED_FIFO priority of the audio callback thread and of the audio stack's "
+              "helper threads in the node (libpulse's threaded-ml) (1-99; 0 = normal scheduling); needs root or an "
+              "rtprio limit, otherwise they run normally and /diagnostics says so",
+              (0, 99)),
+    ParamSpec("calibration_file", "", "YAML written by `avs-depth-ros audio-check`; its echo_node settings (gain, "
+              "latency, device, ...) replace these parameters, and its figures are logged; '' = none"),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics, s", (0.1, 60.0)),
     ParamSpec("frame_id", "mic_array", "frame_id of the echoes (the microphone array)"),
     ParamSpec("sim_preset", "bv2", "backend sim: synthetic world preset"),
     ParamSpec("sim_seed", 0, "backend sim: world seed", (0, 2**31 - 1)),
@@ -86,6 +105,11 @@ SIM_SENSORS_NODE: list[ParamSpec] = [
               (1, 100_000)),
     ParamSpec("encoding", "rgb8", "camera image encoding", None, ("rgb8", "bgr8")),
     ParamSpec("publish_depth", True, "publish the ground-truth depth on camera/depth/image (32FC1, m)"),
+    ParamSpec("publish_echo", True, "publish simulated echoes on audio/echo; false when echo_node records them from "
+              "real audio (make demo-audio: the room loop plays this world's response)"),
+    ParamSpec("publish_pose", True, "publish the ground-truth camera pose on camera/pose (geometry_msgs/PoseStamped, "
+              "frame world_frame_id), which avs_depth_ros.room_loop follows"),
+    ParamSpec("world_frame_id", "world", "frame_id of camera/pose"),
     ParamSpec("camera_frame_id", "camera_color_optical_frame", "frame_id of images and camera_info"),
     ParamSpec("mic_frame_id", "mic_array", "frame_id of the echoes"),
 ]
@@ -134,8 +158,24 @@ DEPTH_NODE: list[ParamSpec] = [
     ParamSpec("min_rate_hz", 5.0, "output rate below which /diagnostics warns, Hz", (0.0, 1000.0)),
 ]
 
+ROOM_LOOP: list[ParamSpec] = [
+    ParamSpec("sim_node", "sim_sensors_node", "node whose world (preset, seed, sequence, width, height, camera_rate) "
+              "and camera/pose the room follows"),
+    ParamSpec("world_timeout_s", 60.0, "how long to wait for that node's parameters at start, s", (1.0, 600.0)),
+    ParamSpec("reference_gain", 0.5, "echo_node gain at which the recording comes out at the simulator's level (its "
+              "default gain)", (0.001, 1.0)),
+    ParamSpec("noise", True, "add the simulator's background and microphone noise"),
+    ParamSpec("tail", True, "include the simulator's late reverberation (a random tail drawn per pose)"),
+    ParamSpec("block", 512, "samples per convolution block (one FFT each); adds this much delay", (64, 8192)),
+    ParamSpec("latency_ms", 100.0, "buffer requested from PulseAudio for what the room plays, ms: smaller adds less "
+              "delay but underruns under CPU load (every underrun delays the later echoes; echo_node relocks)",
+              (5.0, 400.0)),
+    ParamSpec("pulse_source", "avs_speaker.monitor", "PulseAudio source the room listens to (what echo_node plays)"),
+    ParamSpec("pulse_sink", "avs_mics", "PulseAudio sink the room plays into (what echo_node records)"),
+]
+
 NODE_PARAMS: dict[str, list[ParamSpec]] = {
-    "echo_node": ECHO_NODE, "sim_sensors_node": SIM_SENSORS_NODE, "depth_node": DEPTH_NODE,
+    "echo_node": ECHO_NODE, "sim_sensors_node": SIM_SENSORS_NODE, "depth_node": DEPTH_NODE, "room_loop": ROOM_LOOP,
 }
 
 
@@ -159,7 +199,7 @@ def declare_parameters(node: Any, specs: list[ParamSpec]) -> dict[str, Any]:
     values: dict[str, Any] = {}
     for spec in specs:
         descriptor = ParameterDescriptor(description=spec.description, additional_constraints=spec.constraints(),
-                                         read_only=True)
+                                         read_only=True, dynamic_typing=spec.dynamic)
         if spec.range is not None and isinstance(spec.default, float):
             descriptor.floating_point_range = [FloatingPointRange(from_value=float(spec.range[0]),
                                                                   to_value=float(spec.range[1]), step=0.0)]

@@ -8,6 +8,7 @@ callbacks wait in its pool, taking the GIL from those threads (figures: README, 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import rclpy
 from rclpy.executors import Executor, ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
@@ -46,6 +47,8 @@ def run_node(factory: Callable[[], Node], name: str, args: list[str] | None = No
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except CONFIG_ERRORS as err:
+        if node is not None and not node.context.ok():  # a signal shut the context down under the executor: not an error
+            return 1 if getattr(node, "error", None) is not None else 0
         rclpy.logging.get_logger(name).fatal(str(err))
         return 1
     finally:
@@ -65,13 +68,33 @@ def node_main(factory: Callable[[], Node], name: str) -> Callable[[list[str] | N
     return main
 
 
-def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], None]:
+def shutdown_on_error(node: Node, what: str) -> Callable[[BaseException], bool]:
     """on_error for a node's own thread (avs_depth_ros.workers): one FATAL line, then the node's context is shut down so
-    the executor returns and the process ends with exit status 1 (run_node and bringup read node.error)."""
+    the executor returns and the process ends with exit status 1 (run_node and bringup read node.error). An exception
+    raised after the context was shut down (a publish racing Ctrl-C: "publisher's context is invalid") returns False:
+    the thread ends quietly and the exit status stays 0."""
 
-    def stop(err: BaseException) -> None:
+    def stop(err: BaseException) -> bool:
+        if not node.context.ok():  # Ctrl-C or SIGTERM shut the context down under the thread: not an error
+            return False
         node.get_logger().fatal(f"{what} stopped: {type(err).__name__}: {err}")
         rclpy.try_shutdown(context=node.context)
+        return True
 
     return stop
 
+
+
+def publish_while_running(node: Node, publisher: Any, msg: Any) -> bool:
+    """Publish from a node's own thread unless its context was shut down (Ctrl-C, SIGTERM): a driver thread that loses
+    the race with shutdown returns False instead of failing ("publisher's context is invalid") and ending the process
+    with status 1."""
+    if not node.context.ok():
+        return False
+    try:
+        publisher.publish(msg)
+    except Exception:
+        if node.context.ok():
+            raise
+        return False
+    return True

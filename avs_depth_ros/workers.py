@@ -23,11 +23,12 @@ MAX_SLEEP_S = 0.05  # wake at least this often, so stop() and clock changes take
 class DriverThread:
     """Calls step() until stopped; step() does the work due now and returns the seconds until it next has work.
 
-    An exception in step() ends the loop: it is kept in `error` and passed to on_error (the nodes log it and shut their
-    context down, so the process ends with the message rather than publishing nothing in silence).
+    An exception in step() ends the loop: it is passed to on_error (the nodes log it and shut their context down, so the
+    process ends with the message rather than publishing nothing in silence) and kept in `error`, unless on_error
+    returns False (the node was already shutting down: a publish that lost the race with Ctrl-C is not an error).
     """
 
-    def __init__(self, name: str, step: Callable[[], float], on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, name: str, step: Callable[[], float], on_error: Callable[[BaseException], bool | None]) -> None:
         self._step = step
         self._on_error = on_error
         self._stop = threading.Event()
@@ -42,8 +43,8 @@ class DriverThread:
             try:
                 wait_s = self._step()
             except BaseException as err:  # reported through on_error, never lost in the thread
-                self.error = err
-                self._on_error(err)
+                if self._on_error(err) is not False:  # False: the node was shutting down, not an error
+                    self.error = err
                 return
             self._stop.wait(min(max(wait_s, MIN_SLEEP_S), MAX_SLEEP_S))
 
@@ -98,7 +99,7 @@ class LatestFrameWorker(Generic[T]):
     process() ends the worker as DriverThread's does (kept in `error`, passed to on_error).
     """
 
-    def __init__(self, name: str, process: Callable[[T], None], on_error: Callable[[BaseException], None]) -> None:
+    def __init__(self, name: str, process: Callable[[T], None], on_error: Callable[[BaseException], bool | None]) -> None:
         self._process = process
         self._on_error = on_error
         self._slot: LatestSlot[T] = LatestSlot()
@@ -127,9 +128,9 @@ class LatestFrameWorker(Generic[T]):
                 try:
                     self._process(item)
                 except BaseException as err:  # reported through on_error, never lost in the thread
-                    self.error = err
                     self._slot.clear()
-                    self._on_error(err)
+                    if self._on_error(err) is not False:  # False: the node was shutting down, not an error
+                        self.error = err
                     return
             if self._stopped:
                 return

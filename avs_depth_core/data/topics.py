@@ -6,6 +6,7 @@ convention."""
 IMAGE = "/camera/color/image_raw"
 CAMERA_INFO = "/camera/color/camera_info"
 DEPTH = "/camera/depth/image"  # ground truth, in datasets and simulation only
+POSE = "/camera/pose"  # ground-truth camera pose (geometry_msgs/PoseStamped), simulation only
 ECHO = "/audio/echo"
 
 METRIC_DEPTH = "/avs/metric_depth"

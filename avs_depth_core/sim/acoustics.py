@@ -297,10 +297,7 @@ class EchoSimulator:
         through the preamp's limiter (or hard-clipped at full scale without one). rng drives the reverberation tail and
         the noise; without rng (or with noise=False, tail=False) it is noise-free."""
         ir = self.impulse_response(ac, pose, rng, tail=tail)
-        speaker, mics, _, _ = self.rig.positions(pose)
-        d = float(np.linalg.norm(mics - speaker, axis=1).mean())
-        scale = level / (self.rig.direct_gain / d) / np.abs(self.emitted).max()
-        wave = fftconvolve(ir, self.emitted[None], axes=1)[:, : self.num_samples] * scale
+        wave = fftconvolve(ir, self.emitted[None], axes=1)[:, : self.num_samples] * self.recording_scale(pose, level)
         wave *= np.asarray(channel_gain)[:, None]
         if noise and rng is not None:
             white = rng.standard_normal((3, self.num_samples))
@@ -313,6 +310,25 @@ class EchoSimulator:
         if self.limiter is not None:
             wave = preamp_limit(wave, *self.limiter)
         return np.clip(wave, -1.0, 1.0).astype(np.float32)
+
+
+    def recording_scale(self, pose: np.ndarray, level: float) -> float:
+        """Factor from (impulse response * emitted sound) to the recording: the direct path then peaks near `level`."""
+        speaker, mics, _, _ = self.rig.positions(pose)
+        d = float(np.linalg.norm(mics - speaker, axis=1).mean())
+        return level / (self.rig.direct_gain / d) / float(np.abs(self.emitted).max())
+
+    def recording_response(self, ac: AcousticScene, pose: np.ndarray, rng: np.random.Generator | None = None,
+                           level: float = 0.68, channel_gain: tuple[float, float] = (1.0, 1.0),
+                           tail: bool = True) -> np.ndarray:
+        """(2, n) float64 filter from the bare chirp, as played, to the noiseless recording before the preamp: the impulse
+        response through the transducers, scaled as render() scales it. Convolving the chirp with it gives render()'s
+        wave without noise and limiter (up to the transducer tail render() trims). Sample 0 is the emission; the pre-roll
+        is not included. For a room in the loop (avs_depth_ros.room_loop), which convolves what a speaker plays."""
+        ir = self.impulse_response(ac, pose, rng, tail=tail)[:, self.pre_roll:]
+        transducers = transducer_response(np.r_[1.0, np.zeros(63)], self.fs)
+        response = fftconvolve(ir, transducers[None], axes=1)[:, : ir.shape[1]]
+        return response * self.recording_scale(pose, level) * np.asarray(channel_gain)[:, None]
 
 
 def preamp_limit(wave: np.ndarray, threshold: float = LIMITER_THRESHOLD, ceiling: float = LIMITER_CEILING) -> np.ndarray:

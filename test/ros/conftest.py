@@ -119,6 +119,22 @@ def child_env() -> dict[str, str]:
     return env
 
 
+@pytest.fixture
+def audio_server() -> Iterator[Any]:
+    """A private PulseAudio server (loopback layout: what is played is recorded), seen only by the processes given its
+    client_env(); stopped by PID. Skips where PulseAudio is not installed (`make setup` installs it as root)."""
+    from avs_depth_ros.audio_server import PrivateAudioServer, available
+
+    missing = available()
+    if missing is not None:
+        pytest.skip(missing)
+    server = PrivateAudioServer("loopback").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
 @pytest.fixture(autouse=True)
 def restore_torch_threads() -> Iterator[None]:
     """depth_node sets torch's (process-wide) thread count; the tests after these must not inherit it."""

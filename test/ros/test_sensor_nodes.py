@@ -22,6 +22,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image
 
 from avs_depth_core.data.messages import camera_info_to_K, echo_to_array, image_to_depth, image_to_rgb, stamp_to_ns
+from avs_depth_ros.duplex import MAX_LOOP_S
 from avs_depth_ros.echo_node import EchoNode
 from avs_depth_ros.sim_sensors_node import SimSensorsNode
 
@@ -47,9 +48,13 @@ def overrides(**values: Any) -> list[Parameter]:
     return [Parameter(k, value=v) for k, v in values.items()]
 
 
-def test_echo_node_without_a_sound_card_exits_with_one_clear_error(child_env):
+def test_echo_node_without_a_sound_card_exits_with_one_clear_error(child_env, tmp_path):
+    # a home and runtime folder of its own: ALSA's pulse plugin (where installed) leaves its state folders there
+    env = {**child_env, "HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}
+    for name in ("PULSE_SERVER", "PULSE_COOKIE", "PULSE_SINK", "PULSE_SOURCE"):
+        env.pop(name, None)
     result = subprocess.run([sys.executable, "-m", "avs_depth_ros.echo_node", "--ros-args", "-p", "backend:=sounddevice"],
-                            capture_output=True, text=True, timeout=60, env=child_env)
+                            capture_output=True, text=True, timeout=60, env=env)
     assert result.returncode == 1, result.stderr
     # without libportaudio2: "PortAudio library not found ... libportaudio2"; with it but no card: "cannot open a
     # full-duplex stream ... available devices"
@@ -58,10 +63,11 @@ def test_echo_node_without_a_sound_card_exits_with_one_clear_error(child_env):
 
 
 class RealtimeCard:
-    """sounddevice stand-in: a duplex stream in a thread, in real time, whose output comes back 10 ms later."""
+    """sounddevice stand-in: an input and an output stream run from one thread in real time; what is played comes back
+    on the input 10 ms later."""
 
     def __init__(self) -> None:
-        self.stream: Any = None
+        self.streams: list[Any] = []
 
     def check_input_settings(self, **_kwargs: Any) -> None:
         pass
@@ -71,44 +77,55 @@ class RealtimeCard:
     def query_devices(self) -> str:
         return "0 realtime fake"
 
-    def Stream(self, callback: Any, channels: tuple[int, int], **_kwargs: Any) -> Any:
+    def _stream(self, callback: Any, channels: int) -> Any:
         card = self
-        block, delay = 441, 441 + 4
-        out = np.zeros(0, np.float32)
-        t0 = time.monotonic()
 
         class Stream:
-            latency = (0.004, 0.006)
+            latency = 0.005
             active = False
+
+            def __init__(self) -> None:
+                self.callback, self.channels = callback, channels
 
             def start(self) -> None:
                 self.active = True
-                threading.Thread(target=self.run, daemon=True).start()
+                if len(card.streams) == 2 and all(s.active for s in card.streams):
+                    threading.Thread(target=card.run, daemon=True).start()
 
-            def run(self) -> None:
-                nonlocal out
-                pos = 0
-                while self.active:
-                    src = np.arange(pos, pos + block) - delay
-                    heard = np.where(src >= 0, out[np.clip(src, 0, max(len(out) - 1, 0))] if len(out) else 0, 0)
-                    indata = np.stack([heard, heard], 1).astype(np.float32) * 0.5
-                    indata += np.random.default_rng(pos).normal(0, 1e-4, indata.shape).astype(np.float32)
-                    outdata = np.zeros((block, channels[1]), np.float32)
-                    info = SimpleNamespace(inputBufferAdcTime=t0 + pos / FS, outputBufferDacTime=t0 + (pos + delay) / FS,
-                                           currentTime=t0 + (pos + block) / FS)
-                    callback(indata, outdata, block, info, 0)
-                    out = np.concatenate([out, outdata[:, 0]])
-                    pos += block
-                    time.sleep(max(0.0, t0 + pos / FS - time.monotonic()))
-
-            def stop(self) -> None:
+            def abort(self) -> None:
                 self.active = False
 
             def close(self) -> None:
                 pass
 
-        card.stream = Stream()
-        return card.stream
+        self.streams.append(Stream())
+        return self.streams[-1]
+
+    def InputStream(self, callback: Any, channels: int, **_kwargs: Any) -> Any:
+        return self._stream(callback, channels)
+
+    def OutputStream(self, callback: Any, channels: int, **_kwargs: Any) -> Any:
+        return self._stream(callback, channels)
+
+    def run(self) -> None:
+        source, sink = self.streams
+        block, delay = 441, 441 + 4
+        out = np.zeros(0, np.float32)
+        t0 = time.monotonic()
+        pos = 0
+        while source.active and sink.active:
+            outdata = np.zeros((block, sink.channels), np.float32)
+            sink.callback(outdata, block, SimpleNamespace(outputBufferDacTime=t0 + (pos + delay) / FS,
+                                                          currentTime=t0 + pos / FS), 0)
+            out = np.concatenate([out, outdata[:, 0]])
+            src = np.arange(pos, pos + block) - delay
+            heard = np.where(src >= 0, out[np.clip(src, 0, len(out) - 1)], 0)
+            indata = np.stack([heard, heard], 1).astype(np.float32) * 0.5
+            indata += np.random.default_rng(pos).normal(0, 1e-4, indata.shape).astype(np.float32)
+            source.callback(indata, block, SimpleNamespace(inputBufferAdcTime=t0 + pos / FS,
+                                                           currentTime=t0 + (pos + block) / FS), 0)
+            pos += block
+            time.sleep(max(0.0, t0 + pos / FS - time.monotonic()))
 
 
 def test_echo_node_publishes_stamped_windows_from_a_duplex_stream(spinner, ros_context):
@@ -116,7 +133,7 @@ def test_echo_node_publishes_stamped_windows_from_a_duplex_stream(spinner, ros_c
                     parameter_overrides=overrides(mic_speaker_distance_m=0.0, chirp_rate=20.0, window_s=0.1))
     collector = Collector(ros_context)
     spinner.add(node, collector)
-    spinner.wait_for(lambda: len(collector.got["echo"]) >= 3, 20, "three echoes")
+    spinner.wait_for(lambda: len(collector.got["echo"]) >= 5, 30, "five echoes")
     received, msg = collector.got["echo"][1]
     samples = echo_to_array(msg)
     pre = int(round(0.002 * FS))
@@ -128,7 +145,9 @@ def test_echo_node_publishes_stamped_windows_from_a_duplex_stream(spinner, ros_c
     # stamped at emission, published after the window: the stamp is at least the window older than the receipt
     assert 0.1e9 <= received - stamp_to_ns(msg.header.stamp) < 2e9
     stamps = [stamp_to_ns(m.header.stamp) for _, m in collector.got["echo"]]
-    assert np.allclose(np.diff(stamps), 0.05e9, atol=1e6)  # chirp_rate 20 Hz, on the sample clock
+    # the probe pair (MAX_LOOP_S apart, to measure the loop delay), then chirp_rate 20 Hz on the sample clock
+    assert np.allclose(np.diff(stamps[:3]), MAX_LOOP_S * 1e9, atol=1e6)
+    assert np.allclose(np.diff(stamps[2:]), 0.05e9, atol=1e6)
 
 
 def test_echo_node_sim_backend(spinner, ros_context):

@@ -1,5 +1,6 @@
-"""The ROS-free parts of avs_depth_ros: emit-and-record stamping (with a simulated sound card), the simulated sensors'
-schedule, parameter tables against config/avs_depth.yaml, rates and throttled reports. No rclpy needed."""
+"""The ROS-free parts of avs_depth_ros: the simulated sensors' schedule, parameter tables against config/avs_depth.yaml,
+the launch file, rates and throttled reports. No rclpy needed.
+(Emit-and-record stamping: test_duplex.py; the room loop: test_room_audio.py.)"""
 
 from __future__ import annotations
 
@@ -14,208 +15,13 @@ import numpy as np
 import pytest
 import yaml
 
-from avs_depth_core.audio.chirp import BATVISION_CHIRP, synthesize_chirp
-from avs_depth_ros import duplex
-from avs_depth_ros.duplex import AudioUnavailableError, DuplexEchoRecorder, find_direct_path, parse_device, parse_latency
+from avs_depth_core.audio.chirp import BATVISION_CHIRP
 from avs_depth_ros.params import NODE_PARAMS, ParamSpec, validate
 from avs_depth_ros.sim_source import FrameCache, SimSensors
 from avs_depth_ros.stats import RateMeter, Summary, ThrottledReporter
 
 ROOT = Path(__file__).resolve().parents[3]
 FS = 44_100
-
-
-# ------------------------------------------------------------------------------------------ a simulated sound card
-class FakeStream:
-    def __init__(self, card: FakeCard, callback, channels, blocksize, **_kwargs) -> None:
-        self.card, self.callback = card, callback
-        self.n_in, self.n_out = channels
-        self.blocksize = blocksize or 256
-        self.latency = (card.lat_in, card.lat_out)
-        self.active = False
-
-    def start(self) -> None:
-        self.active = True
-
-    def stop(self) -> None:
-        self.active = False
-
-    def close(self) -> None:
-        self.card.closed = True
-
-
-class FakeCard:
-    """A duplex sound card in a room: the speaker's sample e leaves the DAC (lat_in + lat_out) after it was handed to
-    the stream, reaches the microphones `direct` samples later, and an echo `echo` samples later.
-
-    Stream clock: ADC time of input sample j is T0 + j / fs. The callback for the block starting at `pos` runs when the
-    block's last sample has been captured plus the input latency (plus scheduling jitter), on both clocks.
-    `dac_error_s` makes the host API misreport outputBufferDacTime; `zero_times` reports no times at all.
-    """
-
-    T0 = 1000.0
-    SYS0 = 1_700_000_000_000_000_000
-
-    def __init__(self, lat_in=0.006, lat_out=0.008, direct_m=0.1, echo_m=2.0, dac_error_s=0.0, zero_times=False,
-                 reported_latency_error_s=0.0, seed=0) -> None:
-        self.lat_in, self.lat_out = lat_in, lat_out
-        self.loop = int(round((lat_in + lat_out) * FS))
-        self.direct = int(round(direct_m / 343.0 * FS))
-        self.echo = int(round(2 * echo_m / 343.0 * FS))
-        self.dac_error_s, self.zero_times = dac_error_s, zero_times
-        self.lat_out += reported_latency_error_s  # what the stream reports, not what happens
-        self.rng = np.random.default_rng(seed)
-        self.out = np.zeros(0, np.float32)
-        self.stream: FakeStream | None = None
-        self.closed = False
-        self.now_ns = 0
-
-    # the sounddevice API the recorder uses
-    def check_input_settings(self, device=None, **_kwargs) -> None:
-        if device == "missing":
-            raise ValueError(f"No input device matching {device!r}")
-
-    def check_output_settings(self, **_kwargs) -> None:
-        pass
-
-    def Stream(self, **kwargs) -> FakeStream:
-        self.stream = FakeStream(self, **kwargs)
-        return self.stream
-
-    def query_devices(self) -> str:
-        return "  0 Fake duplex card, ALSA (2 in, 2 out)"
-
-    def run(self, seconds: float) -> None:
-        s = self.stream
-        blocks = int(seconds * FS / s.blocksize)
-        for _ in range(blocks):
-            pos = len(self.out)
-            n = s.blocksize
-            idx = np.arange(pos, pos + n)
-            heard = np.zeros(n, np.float32)
-            for delay, gain in ((self.loop + self.direct, 0.5), (self.loop + self.echo, 0.2)):
-                src = idx - delay
-                ok = (src >= 0) & (src < pos)
-                heard[ok] += gain * self.out[src[ok]]
-            indata = np.stack([heard, 0.9 * heard] + [np.zeros(n, np.float32)] * (s.n_in - 2), axis=1)
-            indata += self.rng.normal(0, 1e-4, indata.shape).astype(np.float32)
-            outdata = np.zeros((n, s.n_out), np.float32)
-            t_end = self.T0 + (pos + n) / FS + self.lat_in
-            jitter = float(self.rng.uniform(0, 0.002))
-            self.now_ns = self.SYS0 + int(round((t_end - self.T0 + jitter) * 1e9))
-            if self.zero_times:
-                info = SimpleNamespace(inputBufferAdcTime=0.0, outputBufferDacTime=0.0, currentTime=0.0)
-            else:
-                info = SimpleNamespace(inputBufferAdcTime=self.T0 + pos / FS, currentTime=t_end + jitter,
-                                       outputBufferDacTime=self.T0 + (pos + self.loop) / FS + self.dac_error_s)
-            s.callback(indata, outdata, n, info, 0)
-            self.out = np.concatenate([self.out, outdata[:, 0]])
-
-    def true_emission_ns(self, out_index: int) -> int:
-        """System time at which output sample `out_index` left the speaker."""
-        return self.SYS0 + int(round((out_index + self.loop) / FS * 1e9))
-
-
-def make_recorder(card: FakeCard, **kwargs) -> DuplexEchoRecorder:
-    settings = dict(chirp=synthesize_chirp(BATVISION_CHIRP), sample_rate=FS, chirp_rate=10.0, window_s=0.2,
-                    pre_roll_s=0.002, input_channels=[0, 1], gain=0.5, direct_path_s=0.1 / 343.0, tolerance_s=0.001,
-                    sounddevice_module=card, clock_ns=lambda: card.now_ns)
-    settings.update(kwargs)
-    recorder = DuplexEchoRecorder(**settings)
-    recorder.start()
-    return recorder
-
-
-def emission_out_indices(recorder: DuplexEchoRecorder, count: int) -> list[int]:
-    return [recorder.period // 2 + k * recorder.period for k in range(count)]
-
-
-def test_duplex_stamps_emission_and_finds_direct_path():
-    card = FakeCard()
-    rec = make_recorder(card)
-    card.run(0.65)
-    captures = rec.poll()
-    assert len(captures) >= 4
-    chirp = synthesize_chirp(BATVISION_CHIRP)
-    for capture, out_index in zip(captures, emission_out_indices(rec, len(captures)), strict=False):
-        assert capture.samples.shape == (2, rec.pre_roll + rec.window)
-        assert capture.emission_offset == rec.pre_roll and capture.sample_rate == FS
-        assert abs(capture.stamp_ns - card.true_emission_ns(out_index)) < 1e9 / FS  # within one sample
-        assert abs(capture.direct_path_error_ms) < 0.05 and not capture.corrected
-        # the direct path (and the echo) sit where the acoustics put them, relative to emission_offset
-        found = find_direct_path(capture.samples, chirp, 0, capture.samples.shape[1] - len(chirp))
-        assert found == capture.emission_offset + card.direct
-    assert rec.lost_windows == 0 and rec.xruns == 0
-
-
-def test_duplex_corrects_misreported_dac_time_with_the_direct_path():
-    card = FakeCard(dac_error_s=0.005)  # host API reports output 5 ms late (PortAudio#586-style clock trouble)
-    rec = make_recorder(card)
-    card.run(0.45)
-    captures = rec.poll()
-    assert captures
-    for capture, out_index in zip(captures, emission_out_indices(rec, len(captures)), strict=False):
-        assert capture.corrected
-        assert capture.direct_path_error_ms == pytest.approx(-5.0, abs=0.05)
-        assert abs(capture.stamp_ns - card.true_emission_ns(out_index)) < 1e9 / FS
-
-    card = FakeCard(dac_error_s=0.005)
-    rec = make_recorder(card, correct_with_direct_path=False)
-    card.run(0.45)
-    capture = rec.poll()[0]
-    assert not capture.corrected and capture.direct_path_error_ms == pytest.approx(-5.0, abs=0.05)
-    assert capture.stamp_ns - card.true_emission_ns(emission_out_indices(rec, 1)[0]) == pytest.approx(5e6, abs=1e5)
-
-
-def test_duplex_falls_back_to_stream_latency_without_host_times():
-    card = FakeCard(zero_times=True)  # DirectSound/WDM-KS report zeros (PortAudio#121, #531)
-    rec = make_recorder(card)
-    card.run(0.45)
-    captures = rec.poll()
-    assert captures
-    for capture, out_index in zip(captures, emission_out_indices(rec, len(captures)), strict=False):
-        assert not capture.corrected and abs(capture.direct_path_error_ms) < 0.05
-        assert abs(capture.stamp_ns - card.true_emission_ns(out_index)) < 2e9 / FS
-
-
-def test_duplex_without_signal_reports_unchecked_and_late_poll_loses_windows():
-    card = FakeCard()
-    rec = make_recorder(card, gain=0.0)
-    card.run(0.45)
-    captures = rec.poll()
-    assert captures and all(math.isnan(c.direct_path_error_ms) and not c.corrected for c in captures)
-
-    card = FakeCard()
-    rec = make_recorder(card)
-    card.run(3.5)  # the ring holds 2 s: windows from the first second are gone by now
-    captures = rec.poll()
-    truth = [card.true_emission_ns(i) for i in emission_out_indices(rec, len(captures) + rec.lost_windows)]
-    assert rec.lost_windows > 0 and captures  # the oldest windows are counted as lost, the newer ones are intact
-    assert all(abs(c.stamp_ns - t) < 1e9 / FS for c, t in zip(captures, truth[rec.lost_windows:], strict=True))
-
-
-def test_duplex_errors_are_clear(monkeypatch):
-    card = FakeCard()
-    with pytest.raises(AudioUnavailableError, match="(?s)device 'missing'.*No input device.*Fake duplex card"):
-        make_recorder(card, device="missing")
-
-    def no_portaudio(name):
-        raise OSError("PortAudio library not found")
-
-    monkeypatch.setattr(duplex.importlib, "import_module", no_portaudio)
-    with pytest.raises(AudioUnavailableError, match="PortAudio library not found.*libportaudio2"):
-        make_recorder(card, sounddevice_module=None)
-
-    rec = make_recorder(FakeCard())
-    rec._stream.active = False  # device unplugged
-    with pytest.raises(AudioUnavailableError, match="stream stopped"):
-        rec.poll()
-    with pytest.raises(ValueError, match="fewer than"):
-        make_recorder(FakeCard(), chirp_rate=400.0)
-    assert parse_device("") is None and parse_device("3") == 3 and parse_device("USB Audio") == "USB Audio"
-    assert parse_latency("low") == "low" and parse_latency("0.02") == 0.02
-    with pytest.raises(ValueError, match="latency 'soon'"):
-        parse_latency("soon")
 
 
 # ------------------------------------------------------------------------------------------ simulated sensors
@@ -300,7 +106,8 @@ def test_yaml_declares_exactly_the_node_parameters_with_their_types():
         for spec in specs:
             value = values[spec.name]
             # ROS 2 parameters are typed: 10 is an integer and does not fit a double parameter
-            assert type(value) is type(spec.default), (node, spec.name, value)
+            kinds = (str, float, int) if spec.dynamic else (type(spec.default),)
+            assert type(value) in kinds, (node, spec.name, value)
             assert spec.description and (not spec.choices or spec.default in spec.choices)
         validate(node, specs, values)
 
