@@ -6,8 +6,10 @@
    path included, with unchanged intrinsics, so the image carries no absolute-scale cue while depth and echo delays scale.
    Splits are by sequence: the test scenes and their scales are never seen in training.
 2. `avs-depth train` twice (the same trainer, data, seed, steps and network, except use_echo): RGB-Echoes and Only-RGB.
-3. The Table-1 metrics of both on the test sequences (per-image averages, valid 1e-3 < gt < max_depth), printed as
-   rows and written as JSON: {"rgb": {metric: value}, "rgb_echo": {...}, "setup": {...}}.
+3. The Table-1 metrics of both on the test sequences (per-image averages, valid 1e-3 < gt < max_depth) and
+   scale_log_error (mean |log(median(pred) / median(gt))|, avs_depth_core.metrics), printed as rows and written as JSON:
+   {"rgb": {metric: value}, "rgb_echo": {...}, "setup": {...}}; setup["by_gt_median"] breaks each row down by the test
+   images' ground-truth median depth.
 
 An Only-RGB network can at best predict each scene at the training set's typical scale: with a log-uniform scale over a
 factor of 4, delta1 (ratio within 1.25) is then bounded by about ln(1.25^2)/ln(4) = 0.32 even for perfect shape. The
@@ -44,7 +46,7 @@ from avs_depth_core.cli import main as avs_depth  # noqa: E402
 from avs_depth_core.config import apply_overrides  # noqa: E402
 from avs_depth_core.evaluation import (  # noqa: E402
     HEADERS,
-    TABLE_METRICS,
+    REPORT_METRICS,
     evaluate_model,
 )
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
@@ -112,14 +114,15 @@ def evaluate(run_dir: Path, bag: Path, config: dict[str, Any]) -> dict[str, Any]
     test = build_dataset(bag, "test", model_cfg, data_cfg, verbose=False)
     loader = DataLoader(test, batch_size=16, shuffle=False)
     result = evaluate_model(model, loader, torch.device("cpu"), data_cfg.min_depth, data_cfg.max_depth, desc="test")
-    return {"metrics": {m: result.metrics[m] for m in TABLE_METRICS}, "images": result.images, "excluded": test.report}
+    return {"metrics": {m: result.metrics[m] for m in REPORT_METRICS}, "images": result.images, "excluded": test.report,
+            "by_gt_median": result.by_gt_median}
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
     names = {"rgb": "Only-RGB", "rgb_echo": "RGB-Echoes"}
-    lines = ["| Method | " + " | ".join(HEADERS[m] for m in TABLE_METRICS) + " |", "|---|" + "---|" * len(TABLE_METRICS)]
+    lines = ["| Method | " + " | ".join(HEADERS[m] for m in REPORT_METRICS) + " |", "|---|" + "---|" * len(REPORT_METRICS)]
     for key, metrics in rows.items():
-        lines.append(f"| {names[key]} | " + " | ".join(f"{metrics[m]:.3f}" for m in TABLE_METRICS) + " |")
+        lines.append(f"| {names[key]} | " + " | ".join(f"{metrics[m]:.3f}" for m in REPORT_METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -162,7 +165,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "overrides": CONFIG_OVERRIDES + args.overrides, "test_images": details["rgb"]["images"],
              "test_frames_excluded": details["rgb"]["excluded"],
              "torch_threads": torch.get_num_threads(), "timings": {k: round(v, 1) for k, v in timings.items()},
-             "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0)}
+             "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0),
+             "by_gt_median": {key: d["by_gt_median"] for key, d in details.items()}}
     return {"rgb": rows["rgb"], "rgb_echo": rows["rgb_echo"], "setup": setup}
 
 
