@@ -10,6 +10,12 @@
    scale_log_error (mean |log(median(pred) / median(gt))|, avs_depth_core.metrics), printed as rows and written as JSON:
    {"rgb": {metric: value}, "rgb_echo": {...}, "setup": {...}}; setup["by_gt_median"] breaks each row down by the test
    images' ground-truth median depth.
+4. The non-learned echo range baseline, row "echo_range" with the same metrics (avs_depth_core.evaluation.echo_range):
+   each ear cross-correlated with the emitted chirp (read from the bag's EchoStamped), Hann-tapered, enveloped; the
+   first strong arrival and the median range of the strong arrivals beyond the rig's direct path (lag * c / 2 after
+   emission) give the frame's median depth through a log-linear fit on the training split (3 numbers); the Only-RGB
+   network's prediction, scaled per image to that median, is scored. So the learned echo branch is compared with what
+   plain signal processing of the same echoes gives, on the same shape.
 
 An Only-RGB network can at best predict each scene at the training set's typical scale: with a log-uniform scale over a
 factor of 4, delta1 (ratio within 1.25) is then bounded by about ln(1.25^2)/ln(4) = 0.32 even for perfect shape. The
@@ -26,6 +32,7 @@ are for a pretrained MiDaS); batch 8. Everything else is the trainer's default (
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -35,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
@@ -44,10 +52,18 @@ sys.path.insert(0, str(ROOT))
 
 from avs_depth_core.cli import main as avs_depth  # noqa: E402
 from avs_depth_core.config import apply_overrides  # noqa: E402
+from avs_depth_core.data.datasets import SupervisedBagDataset  # noqa: E402
 from avs_depth_core.evaluation import (  # noqa: E402
     HEADERS,
     REPORT_METRICS,
     evaluate_model,
+)
+from avs_depth_core.evaluation.echo_range import (  # noqa: E402
+    STATISTICS,
+    bag_chirp,
+    calibrate,
+    dataset_statistics,
+    evaluate_echo_range,
 )
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
 from avs_depth_core.train.avsnet import build_dataset, resolve_config, train_avsnet  # noqa: E402
@@ -118,8 +134,32 @@ def evaluate(run_dir: Path, bag: Path, config: dict[str, Any]) -> dict[str, Any]
             "by_gt_median": result.by_gt_median}
 
 
+def echo_range(rgb_run: Path, bag: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The non-learned echo range baseline (avs_depth_core.evaluation.echo_range): range statistics of the matched-filter
+    envelope, calibrated to the median depth on the training split, scaling the Only-RGB network's test predictions."""
+    model_cfg, _, data_cfg = resolve_config(config)
+    chirp = bag_chirp(bag)
+    windows = {split: SupervisedBagDataset.for_model(bag, split, model_cfg, max_depth=data_cfg.max_depth,
+                                                     cache_dir=data_cfg.cache_dir, skip_bad=data_cfg.skip_bad,
+                                                     cache_features=False, progress=False, verbose=False)
+               for split in ("train", "test")}
+    train_stats, train_medians = dataset_statistics(windows["train"], chirp, model_cfg.speed_of_sound)
+    calibration = calibrate(train_stats, train_medians)
+    test_stats, _ = dataset_statistics(windows["test"], chirp, model_cfg.speed_of_sound)
+    stamps = list(test_stats)
+    estimates = dict(zip(stamps, calibration.median_depth(np.stack([test_stats[s] for s in stamps])).tolist(), strict=True))
+    model = AVSNet.from_checkpoint(rgb_run / "checkpoints" / "last", "cpu")
+    test = build_dataset(bag, "test", model_cfg, data_cfg, verbose=False)
+    result = evaluate_echo_range(model, DataLoader(test, batch_size=16, shuffle=False), estimates, torch.device("cpu"),
+                                 data_cfg.min_depth, data_cfg.max_depth)
+    return {"metrics": {m: result.metrics[m] for m in REPORT_METRICS}, "images": result.images, "excluded": test.report,
+            "by_gt_median": result.by_gt_median,
+            "calibration": {"statistics": list(STATISTICS), "log_linear_weights": list(calibration.weights),
+                            "train_frames": len(train_stats), "chirp": dataclasses.asdict(chirp)}}
+
+
 def table(rows: dict[str, dict[str, float]]) -> str:
-    names = {"rgb": "Only-RGB", "rgb_echo": "RGB-Echoes"}
+    names = {"rgb": "Only-RGB", "rgb_echo": "RGB-Echoes", "echo_range": "Echo range (non-learned) x Only-RGB shape"}
     lines = ["| Method | " + " | ".join(HEADERS[m] for m in REPORT_METRICS) + " |", "|---|" + "---|" * len(REPORT_METRICS)]
     for key, metrics in rows.items():
         lines.append(f"| {names[key]} | " + " | ".join(f"{metrics[m]:.3f}" for m in REPORT_METRICS) + " |")
@@ -155,6 +195,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             timings[f"evaluate_{key}_s"] = time.perf_counter() - t0
             rows[key] = details[key]["metrics"]
             details[key]["steps"] = summary["steps"]
+        t0 = time.perf_counter()
+        details["echo_range"] = echo_range(work / "run_rgb", bag, config)
+        rows["echo_range"] = details["echo_range"]["metrics"]
+        timings["echo_range_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - started
     finally:
         if args.work is None:
@@ -166,8 +210,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "test_frames_excluded": details["rgb"]["excluded"],
              "torch_threads": torch.get_num_threads(), "timings": {k: round(v, 1) for k, v in timings.items()},
              "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0),
-             "by_gt_median": {key: d["by_gt_median"] for key, d in details.items()}}
-    return {"rgb": rows["rgb"], "rgb_echo": rows["rgb_echo"], "setup": setup}
+             "by_gt_median": {key: d["by_gt_median"] for key, d in details.items()},
+             "echo_range_calibration": details["echo_range"]["calibration"]}
+    return {"rgb": rows["rgb"], "rgb_echo": rows["rgb_echo"], "echo_range": rows["echo_range"], "setup": setup}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -176,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
     s = result["setup"]
     print(f"\nEcho-scale ablation: preset {s['preset']}, seed {s['seed']}, {s['sequences']} sequences x {s['frames']} frames "
           f"({s['test_images']} test images from held-out sequences), {s['steps']} steps each at {s['height']}x{s['width']}")
-    print(table({"rgb": result["rgb"], "rgb_echo": result["rgb_echo"]}))
+    print(table({key: result[key] for key in ("rgb", "rgb_echo", "echo_range")}))
     print(f"echoes: delta1 {s['echo_gain']['delta1']:+.3f}, abs_rel x{s['echo_gain']['abs_rel_ratio']:.2f} "
           f"(Only-RGB delta1 bound for unknown scale ~{s['only_rgb_delta1_bound']:.2f})")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items()))
