@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.signal import fftconvolve, hilbert
 
-from avs_depth_core.audio.chirp import ChirpSpec, synthesize_chirp
+from avs_depth_core.audio.chirp import BATVISION_CHIRP, ChirpSpec, synthesize_chirp
 
 
 def chirp_template(chirp: ChirpSpec) -> np.ndarray:
@@ -55,11 +55,13 @@ def lag_to_range(lag: np.ndarray | float, sample_rate: int, speed_of_sound: floa
 @dataclass(frozen=True)
 class RangeProfileSettings:
     """How an echo window becomes a range profile: `bins` equal range bins over [0, max_depth), each the mean of the
-    matched-filter envelope over the lags that fall into it (linear interpolation where bins are finer than samples),
-    then log1p(envelope / noise) when log is true, so that near and far returns, 1/r^2 apart, share one scale."""
+    matched-filter envelope (with `chirp` as the template) over the lags that fall into it (linear interpolation where
+    bins are finer than samples), then log1p(envelope / noise floor) when log is true, so that near and far returns,
+    1/r^2 apart, share one scale and the recording's gain drops out."""
 
-    bins: int = 512
+    bins: int = 256
     log: bool = True
+    chirp: ChirpSpec = BATVISION_CHIRP
 
     def __post_init__(self) -> None:
         if self.bins < 8:

@@ -76,3 +76,15 @@ def test_direct_path_does_not_ring_at_the_window_end():
     """The analytic signal is taken zero-padded: a strong lag-0 arrival leaves the far end of the window quiet."""
     env = echo_envelope(echo_with_arrivals([], n=3000, direct=0.9), BATVISION_CHIRP)
     assert env[:, -300:].max() < 0.01 * env.max()
+
+
+def test_pack_and_unpack_range_profile():
+    from avs_depth_core.audio.features import pack_range_profile, unpack_range_profile
+
+    profile = np.arange(2 * 40, dtype=np.float32).reshape(2, 40)
+    planes = pack_range_profile(profile, (4, 16))
+    assert planes.shape == (2, 4, 16) and planes[0, 2, 8:].abs().max() == 0 and planes[0, 3].abs().max() == 0
+    assert planes[1, 0, 3] == 43 and planes[1, 2, 7] == 79
+    assert np.array_equal(unpack_range_profile(planes[None], 40)[0].numpy(), profile)
+    with pytest.raises(ValueError, match="does not fit"):
+        pack_range_profile(profile, (2, 16))
