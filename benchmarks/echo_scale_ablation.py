@@ -96,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the two rows (and the setup) as JSON here")
     p.add_argument("--work", type=Path, default=None, help="keep the bag, cache and runs here (default: a temporary folder)")
     p.add_argument("--steps", type=int, default=None, help="override the optimiser steps of the setting")
+    p.add_argument("--echo-only", action="store_true",
+                   help="train and score RGB-Echoes alone (ablations of the echo options; no rgb and echo_range rows)")
+    p.add_argument("--sequences", type=int, default=None, help="override the simulated sequences (scenes) of the setting")
+    p.add_argument("--frames", type=int, default=None, help="override the frames per sequence of the setting")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="further config overrides for both runs (e.g. model.stft_log=true)")
     # One thread: on a shared machine OpenMP's multi-threaded kernels slowed these small convolutions down 10x when other
@@ -170,19 +174,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = dict(SETTINGS["quick" if args.quick else "full"])
+    for key in ("sequences", "frames"):
+        if getattr(args, key) is not None:
+            setting[key] = getattr(args, key)
     steps = args.steps or setting["steps"]
     work = args.work or Path(tempfile.mkdtemp(prefix="echo_scale_ablation_"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     try:
-        bag = work / f"{args.preset}_seed{args.seed}_bag"
+        bag = work / f"{args.preset}_seed{args.seed}_{setting['sequences']}x{setting['frames']}_bag"
         if bag.exists():
             print(f"reusing {bag}", file=sys.stderr)
         else:
             timings["simulate_s"] = simulate(bag, args.preset, args.seed, setting)
         rows, details = {}, {}
-        for key, use_echo in (("rgb_echo", True), ("rgb", False)):
+        runs = (("rgb_echo", True),) if args.echo_only else (("rgb_echo", True), ("rgb", False))
+        for key, use_echo in runs:
             config = config_for(args.preset, args.seed, setting, steps, use_echo, work / "cache", args.overrides)
             run_dir = work / f"run_{key}"
             if run_dir.exists():
@@ -195,24 +203,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             timings[f"evaluate_{key}_s"] = time.perf_counter() - t0
             rows[key] = details[key]["metrics"]
             details[key]["steps"] = summary["steps"]
-        t0 = time.perf_counter()
-        details["echo_range"] = echo_range(work / "run_rgb", bag, config)
-        rows["echo_range"] = details["echo_range"]["metrics"]
-        timings["echo_range_s"] = time.perf_counter() - t0
+        if not args.echo_only:
+            t0 = time.perf_counter()
+            details["echo_range"] = echo_range(work / "run_rgb", bag, config)
+            rows["echo_range"] = details["echo_range"]["metrics"]
+            timings["echo_range_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - started
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    gain = {"delta1": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
-            "abs_rel_ratio": rows["rgb_echo"]["abs_rel"] / rows["rgb"]["abs_rel"]}
+    gain = None if args.echo_only else {"delta1": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
+                                        "abs_rel_ratio": rows["rgb_echo"]["abs_rel"] / rows["rgb"]["abs_rel"]}
     setup = {"preset": args.preset, "seed": args.seed, "quick": args.quick, **setting, "steps": steps,
-             "overrides": CONFIG_OVERRIDES + args.overrides, "test_images": details["rgb"]["images"],
-             "test_frames_excluded": details["rgb"]["excluded"],
+             "overrides": CONFIG_OVERRIDES + args.overrides, "test_images": details["rgb_echo"]["images"],
+             "test_frames_excluded": details["rgb_echo"]["excluded"],
              "torch_threads": torch.get_num_threads(), "timings": {k: round(v, 1) for k, v in timings.items()},
              "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0),
              "by_gt_median": {key: d["by_gt_median"] for key, d in details.items()},
-             "echo_range_calibration": details["echo_range"]["calibration"]}
-    return {"rgb": rows["rgb"], "rgb_echo": rows["rgb_echo"], "echo_range": rows["echo_range"], "setup": setup}
+             "echo_range_calibration": details["echo_range"]["calibration"] if "echo_range" in details else None}
+    return {**rows, "setup": setup}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -221,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     s = result["setup"]
     print(f"\nEcho-scale ablation: preset {s['preset']}, seed {s['seed']}, {s['sequences']} sequences x {s['frames']} frames "
           f"({s['test_images']} test images from held-out sequences), {s['steps']} steps each at {s['height']}x{s['width']}")
-    print(table({key: result[key] for key in ("rgb", "rgb_echo", "echo_range")}))
-    print(f"echoes: delta1 {s['echo_gain']['delta1']:+.3f}, abs_rel x{s['echo_gain']['abs_rel_ratio']:.2f} "
-          f"(Only-RGB delta1 bound for unknown scale ~{s['only_rgb_delta1_bound']:.2f})")
+    print(table({key: result[key] for key in ("rgb", "rgb_echo", "echo_range") if key in result}))
+    if s["echo_gain"] is not None:
+        print(f"echoes: delta1 {s['echo_gain']['delta1']:+.3f}, abs_rel x{s['echo_gain']['abs_rel_ratio']:.2f} "
+              f"(Only-RGB delta1 bound for unknown scale ~{s['only_rgb_delta1_bound']:.2f})")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items()))
     if args.quick and s["timings"]["total_s"] > QUICK_BUDGET_S:
         print(f"warning: --quick took {s['timings']['total_s']:.0f} s, over its {QUICK_BUDGET_S} s budget", file=sys.stderr)
