@@ -10,7 +10,7 @@ from avs_depth_core.metrics import METRIC_NAMES, compute_depth_metrics, per_imag
 from avs_depth_core.models.metric_bins import MetricBinsHead
 
 LEVELS = ("r4", "r3", "r2", "r1")
-DEPTH_TOLERANCE_M = 1e-4  # issue 17: the default head reproduces ZoeDepth's depth within 1e-4 m
+DEPTH_TOLERANCE_M = 1e-4  # the default head reproduces ZoeDepth's depth within 1e-4 m
 ZOEDEPTH_COLUMNS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "a1", "a2", "a3", "log_10")  # = METRIC_NAMES[:8]
 
 
