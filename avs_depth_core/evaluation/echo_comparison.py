@@ -120,6 +120,20 @@ class EchoStatsReport:
         }
 
 
+def check_windows(records: Sequence[EchoRecord], settings: EchoStatsSettings) -> None:
+    """Every recording must hold the whole analysis window after its emission, or its decay and floor would be measured
+    over a shorter time than the others'."""
+    need = echo_window_samples(settings.max_depth, settings.chirp.sample_rate, settings.speed_of_sound) \
+        + settings.chirp.num_samples
+    short = [r for r in records if r.samples.shape[1] - r.emission_offset < need]
+    if short:
+        held = min(r.samples.shape[1] - r.emission_offset for r in records) - settings.chirp.num_samples
+        fits = held / settings.chirp.sample_rate * settings.speed_of_sound / 2
+        raise ValueError(f"{short[0].name}: {short[0].samples.shape[1] - short[0].emission_offset} samples after the "
+                         f"emission, the analysis window for --max-depth {settings.max_depth:g} needs {need}; compare "
+                         f"with --max-depth {math.floor(fits * 10) / 10:g} or less ({len(short)} recording(s) too short)")
+
+
 def build_report(recorded: Sequence[EchoRecord], simulated: Sequence[EchoRecord], settings: EchoStatsSettings,
                  distance_range: tuple[float, float] | None = None) -> EchoStatsReport:
     """Measure both sets and compare them; simulated recordings outside distance_range are left out."""
@@ -132,6 +146,7 @@ def build_report(recorded: Sequence[EchoRecord], simulated: Sequence[EchoRecord]
         raise ValueError(f"no simulated echo within --distance-range {distance_range[0]} {distance_range[1]} m "
                          f"(their depth medians: {span})")
     sim = [simulated[i] for i in keep]
+    check_windows([*recorded, *sim], settings)
     recorded_stats, sim_stats = measure(recorded, settings), measure(sim, settings)
     rows = compare(recorded_stats, sim_stats, stat_names(settings))
     return EchoStatsReport(settings, list(recorded), recorded_stats, sim, sim_stats, distance_range, rows)

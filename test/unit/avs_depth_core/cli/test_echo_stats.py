@@ -23,7 +23,8 @@ def test_a_wav_against_a_simulated_bag(tmp_path, capsys):
                  "--out", str(bag)]) == 0
     wav = write_echo(tmp_path / "echo.wav")
     out = tmp_path / "stats"
-    assert main(["echo-stats", str(wav), "--simulated", str(bag), "--distance-range", "0", "12", "--out", str(out)]) == 0
+    assert main(["echo-stats", str(wav), "--simulated", str(bag), "--distance-range", "0", "12", "--max-depth", "12",
+                 "--out", str(out)]) == 0
     table = capsys.readouterr().out
     assert "direct_delay_ms" in table and "statistics inside the simulated 5-95 % range" in table
     assert {p.name for p in out.iterdir()} == {"echo_stats.json", "table.txt", "stats_vs_sim.png", "echoes_0.png"}

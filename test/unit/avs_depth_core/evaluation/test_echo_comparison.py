@@ -48,3 +48,10 @@ def test_report_selects_simulated_echoes_by_distance_and_writes_its_files(tmp_pa
 def test_no_simulated_echo_at_the_distance_is_an_error():
     with pytest.raises(ValueError, match="no simulated echo within --distance-range"):
         build_report([echo(300, 1.0, 0)], [echo(20, 9.0, 1)], EchoStatsSettings(), distance_range=(0.5, 2.0))
+
+
+def test_recordings_shorter_than_the_window_are_refused_with_the_depth_that_fits():
+    short = EchoRecord("short", echo(300, 1.0, 0).samples[:, :3000], 44_100, 0, 1.0)
+    with pytest.raises(ValueError, match="short: 3000 samples after the emission.*--max-depth 11 or less"):
+        build_report([echo(300, 1.0, 0)], [short], EchoStatsSettings())
+    assert build_report([echo(300, 1.0, 0)], [short], EchoStatsSettings(max_depth=11.0)).rows
