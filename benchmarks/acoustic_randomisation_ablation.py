@@ -4,7 +4,8 @@ and once on the same world with `--randomise-acoustics` (same scenes, paths and 
 
     .venv/bin/python benchmarks/acoustic_randomisation_ablation.py --quick [--seed S] [--work DIR] [--out results.json]
 
-1. `avs-depth simulate --preset bv2 --scale-ambiguous` twice (plain; --randomise-acoustics with config/sim_acoustics.yaml).
+1. `avs-depth simulate --preset bv2 --scale-ambiguous` (or --preset bv1) twice (plain; --randomise-acoustics with
+   config/sim_acoustics.yaml).
 2. `avs-depth train` (config/avsnet_bundled.yaml, the bundled model's recipe, at the images' 64x128; the last checkpoint).
 3. Each model on the held-out test sequences of both worlds (Table-1 metrics) and on the real BatVision V2 sample
    (benchmarks/real_sample_transfer.py: median(pred) / median(gt); its depth is only read to score).
@@ -50,6 +51,7 @@ WORLDS = {"plain": [], "randomised": ["--randomise-acoustics"]}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the CPU setting (default: the full setting)")
+    p.add_argument("--preset", default="bv2", help="simulator preset (bv2: halls, 30 m; bv1: offices, 12 m)")
     p.add_argument("--seed", type=int, default=0, help="seed of both worlds and of training")
     p.add_argument("--steps", type=int, default=None, help="override the optimiser steps of the setting")
     p.add_argument("--work", type=Path, default=None, help="keep bags, caches and runs here (default: a temporary folder)")
@@ -58,10 +60,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def simulate(bag: Path, seed: int, s: dict[str, Any], extra: list[str]) -> None:
+def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any], extra: list[str]) -> None:
     if bag.exists():
         return
-    code = avs_depth(["simulate", "--preset", "bv2", "--scale-ambiguous", "--sequences", str(s["sequences"]),
+    code = avs_depth(["simulate", "--preset", preset, "--scale-ambiguous", "--sequences", str(s["sequences"]),
                       "--frames", str(s["frames"]), "--seed", str(seed), "--height", str(s["height"]),
                       "--width", str(s["width"]), "--splits", *map(str, s["splits"]), "--out", str(bag), *extra])
     if code != 0:
@@ -94,12 +96,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     started = time.perf_counter()
     results: dict[str, Any] = {}
     try:
-        bags = {world: work / f"{world}_seed{args.seed}" for world in WORLDS}
+        bags = {world: work / f"{args.preset}_{world}_seed{args.seed}" for world in WORLDS}
         for world, extra in WORLDS.items():
-            simulate(bags[world], args.seed, setting, extra)
+            simulate(bags[world], args.preset, args.seed, setting, extra)
         for world in WORLDS:
             config = config_for(args.seed, setting, steps, work / f"cache_{world}")
-            run_dir = work / f"run_{world}"
+            run_dir = work / f"run_{args.preset}_{world}"
             checkpoint = run_dir / "checkpoints" / "last"
             if not (run_dir / "checkpoints" / "last.safetensors").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
@@ -112,8 +114,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    return {"results": results, "setup": {"seed": args.seed, "quick": args.quick, **setting, "steps": steps,
-                                          "total_s": round(time.perf_counter() - started, 1)}}
+    setup = {"preset": args.preset, "seed": args.seed, "quick": args.quick, **setting, "steps": steps,
+             "total_s": round(time.perf_counter() - started, 1)}
+    return {"results": results, "setup": setup}
 
 
 def main(argv: list[str] | None = None) -> int:
