@@ -25,6 +25,7 @@ torch's within --tolerance (metres for AVS-Net, disparity for Monodepth2).
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import time
@@ -100,9 +101,12 @@ def avsnet_plan(model: nn.Module) -> ExportPlan:
     metadata: dict[str, Any] = {"kind": "avsnet" if cfg.use_echo else "avsnet_rgb", "use_echo": cfg.use_echo}
     if cfg.use_echo:
         eh, ew = cfg.echo_size
-        inputs["echo"] = torch.rand(2, 2, eh, ew, generator=generator)
-        shapes.append({"name": "echo", "shape": ["batch", 2, eh, ew], "dtype": "float32",
-                       "meaning": "magnitude STFT of the binaural echo (left, right), see avs_depth.echo_features"})
+        ch = cfg.echo_channels
+        inputs["echo"] = torch.rand(2, ch, eh, ew, generator=generator)
+        meaning = "magnitude STFT of the binaural echo (left, right)" + (
+            ", then the range profile of each ear packed row-major (range_bins bins)" if cfg.echo_range_profile else "")
+        shapes.append({"name": "echo", "shape": ["batch", ch, eh, ew], "dtype": "float32",
+                       "meaning": f"{meaning}, see avs_depth.echo_features"})
         metadata["echo_features"] = {
             "function": "avs_depth_core.audio.features.echo_features", "sample_rate": cfg.sample_rate,
             "window": "emission_offset .. emission_offset + echo_samples (the round trip to max_depth)",
@@ -110,6 +114,11 @@ def avsnet_plan(model: nn.Module) -> ExportPlan:
             "n_fft": cfg.n_fft, "win_length": cfg.win_length, "hop_length": cfg.hop_length, "window_fn": "hann (periodic)",
             "center": True, "pad_mode": "reflect", "magnitude_power": 1.0, "log1p": cfg.stft_log,
             "resize": {"size": [eh, ew], "mode": "bilinear", "align_corners": False, "antialias": True}}
+        if cfg.echo_range_profile:
+            metadata["echo_features"]["range_profile"] = {
+                "function": "avs_depth_core.audio.range_profile.range_profile", "bins": cfg.range_bins,
+                "log1p_over_noise_floor": cfg.range_log, "chirp": dataclasses.asdict(cfg.chirp),
+                "packing": "avs_depth_core.audio.features.pack_range_profile"}
     metadata.update(
         config=cfg.to_dict(), inputs=shapes,
         outputs=[{"name": "metric_depth", "shape": ["batch", 1, h, w], "meaning": "metric depth, metres"},

@@ -5,15 +5,25 @@ max_depth]. No evaluation crop: ZoeDepth's compute_metrics applies the NYU Eigen
 frames, not BatVision. The headline numbers are averaged PER IMAGE over the images that have valid pixels (the BatVision and
 Monodepth2 convention); images without valid pixels are skipped and counted.
 The pooled variant treats every valid pixel of the dataset alike (mean over pixels, rmse over all pixels).
+
+scale_log_error = |log(median(pred) / median(gt))| over an image's valid pixels (the clamped prediction; true medians,
+the two middle values averaged), averaged over images: how far the overall scale is off, whatever the shape (0.10 is
+about 10 %). A median is no per-pixel sum, so its pooled value is the per-image average too.
 """
 
 from __future__ import annotations
+
+import itertools
+import math
 
 import torch
 import torch.nn.functional as F
 
 # The seven standard metrics first; log10 and mae are reported by BatVision's baseline.
-METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3", "log10", "mae")
+METRIC_NAMES = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3", "log10", "mae", "scale_log_error")
+SUM_METRICS = METRIC_NAMES[:9]  # the metrics that are means of per-pixel terms
+# Upper edges (metres) of the per-distance breakdown's buckets by an image's ground-truth median; the last bucket is open.
+GT_MEDIAN_EDGES = (1.0, 2.0, 4.0, 8.0, 16.0)
 
 
 def resize_prediction(pred: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch.Tensor:
@@ -56,8 +66,29 @@ def _sums(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> torch.Te
     return torch.stack([(t * v).flatten(1).sum(1) for t in terms], dim=1)
 
 
+def _medians(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per image medians of pred and gt over the valid pixels (NaN for an image without any): (B,), (B,)."""
+    nan = torch.full_like(gt, float("nan"))
+    p = torch.where(valid, pred, nan).flatten(1)
+    g = torch.where(valid, gt, nan).flatten(1)
+    # one image at a time: torch.quantile refuses inputs over 2^24 elements (a batch of native-resolution maps)
+    pm = torch.stack([torch.nanquantile(row, 0.5) for row in p])
+    gm = torch.stack([torch.nanquantile(row, 0.5) for row in g])
+    return pm, gm
+
+
+def _per_image(pred: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """-> (sums (B, 10), metrics (B, 10) in METRIC_NAMES order with NaN rows for images without valid pixels,
+    gt medians (B,))."""
+    sums = _sums(pred, gt, valid)
+    pred_median, gt_median = _medians(pred, gt, valid)
+    metrics = torch.cat([_from_sums(sums), (pred_median / gt_median).log().abs().unsqueeze(1)], dim=1)
+    metrics[sums[:, 0] == 0] = float("nan")
+    return sums, metrics, gt_median
+
+
 def _from_sums(s: torch.Tensor) -> torch.Tensor:
-    """(..., 10) sums -> (..., 9) metrics in METRIC_NAMES order."""
+    """(..., 10) sums -> (..., 9) metrics in SUM_METRICS order."""
     n = s[..., 0]
     mean = s[..., 1:] / n.unsqueeze(-1)
     return torch.stack([mean[..., 0], mean[..., 1], mean[..., 2].sqrt(), mean[..., 3].sqrt(), mean[..., 4], mean[..., 5],
@@ -66,13 +97,10 @@ def _from_sums(s: torch.Tensor) -> torch.Tensor:
 
 def per_image_depth_metrics(pred: torch.Tensor, gt: torch.Tensor, min_depth: float, max_depth: float
                             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """-> (metrics (B, 9) float64 in METRIC_NAMES order, NaN rows for skipped images; has_valid (B,) bool)."""
+    """-> (metrics (B, 10) float64 in METRIC_NAMES order, NaN rows for skipped images; has_valid (B,) bool)."""
     pred, gt, valid = _prepare(pred, gt, min_depth, max_depth)
-    sums = _sums(pred, gt, valid)
-    has_valid = sums[:, 0] > 0
-    metrics = _from_sums(sums)
-    metrics[~has_valid] = float("nan")
-    return metrics, has_valid
+    sums, metrics, _ = _per_image(pred, gt, valid)
+    return metrics, sums[:, 0] > 0
 
 
 def compute_depth_metrics(pred: torch.Tensor, gt: torch.Tensor, min_depth: float = 1e-3, max_depth: float = 30.0,
@@ -85,7 +113,8 @@ def compute_depth_metrics(pred: torch.Tensor, gt: torch.Tensor, min_depth: float
 
 
 class MetricAccumulator:
-    """Running metrics for an evaluation loop: update(pred, gt) per batch, compute() at the end."""
+    """Running metrics for an evaluation loop: update(pred, gt) per batch, compute() at the end, by_gt_median() for the
+    per-distance breakdown."""
 
     def __init__(self, min_depth: float = 1e-3, max_depth: float = 30.0) -> None:
         self.min_depth, self.max_depth = min_depth, max_depth
@@ -95,17 +124,17 @@ class MetricAccumulator:
         self.count = 0  # images with valid pixels
         self.skipped = 0  # images without
         self._per_image_sum = torch.zeros(len(METRIC_NAMES), dtype=torch.float64)
-        self._pooled_sums = torch.zeros(len(METRIC_NAMES) + 1, dtype=torch.float64)
+        self._pooled_sums = torch.zeros(len(SUM_METRICS) + 1, dtype=torch.float64)
+        self._rows: list[torch.Tensor] = []  # per batch: (b, 1 + len(METRIC_NAMES)) = [gt median, metrics]
 
     def update(self, pred: torch.Tensor, gt: torch.Tensor) -> torch.Tensor:
-        """Add a batch; returns its per-image metrics (B, 9) (NaN rows for skipped images)."""
+        """Add a batch; returns its per-image metrics (B, 10) on the CPU (NaN rows for skipped images)."""
         p, g, valid = _prepare(pred, gt, self.min_depth, self.max_depth)
-        sums = _sums(p, g, valid).cpu()
+        sums, metrics, gt_median = (t.cpu() for t in _per_image(p, g, valid))
         has_valid = sums[:, 0] > 0
-        metrics = _from_sums(sums)
-        metrics[~has_valid] = float("nan")
         self._per_image_sum += metrics[has_valid].sum(0)
         self._pooled_sums += sums.sum(0)
+        self._rows.append(torch.cat([gt_median[has_valid, None], metrics[has_valid]], dim=1))
         self.count += int(has_valid.sum())
         self.skipped += int((~has_valid).sum())
         return metrics
@@ -114,5 +143,25 @@ class MetricAccumulator:
         if self.count == 0:
             raise ValueError(f"metrics: no image had valid ground truth in ({self.min_depth}, {self.max_depth}) "
                              f"({self.skipped} skipped)")
-        values = _from_sums(self._pooled_sums) if pooled else self._per_image_sum / self.count
+        per_image = self._per_image_sum / self.count
+        if pooled:
+            values = torch.cat([_from_sums(self._pooled_sums), per_image[len(SUM_METRICS):]])
+        else:
+            values = per_image
         return dict(zip(METRIC_NAMES, values.tolist(), strict=True))
+
+    def by_gt_median(self, edges: tuple[float, ...] = GT_MEDIAN_EDGES) -> list[dict[str, object]]:
+        """The per-image metrics averaged within buckets of the images' ground-truth median depth: [{"gt_median_m":
+        [lo, hi] (hi None for the open last bucket), "images": n, metric: mean ...}], empty buckets left out."""
+        if list(edges) != sorted(edges) or any(e <= 0 for e in edges):
+            raise ValueError(f"metrics: bucket edges must be positive and increasing, got {list(edges)}")
+        rows = torch.cat(self._rows) if self._rows else torch.zeros(0, 1 + len(METRIC_NAMES), dtype=torch.float64)
+        bounds = [0.0, *edges, math.inf]
+        out: list[dict[str, object]] = []
+        for lo, hi in itertools.pairwise(bounds):
+            inside = rows[(rows[:, 0] >= lo) & (rows[:, 0] < hi)]
+            if len(inside):
+                means = inside[:, 1:].mean(0).tolist()
+                out.append({"gt_median_m": [lo, None if math.isinf(hi) else hi], "images": len(inside),
+                            **dict(zip(METRIC_NAMES, means, strict=True))})
+        return out

@@ -90,6 +90,7 @@ class Monitor:
         self.headers_matched = 0
         self.finite_fraction = Summary()
         self.abs_rel = Summary()
+        self.scale_log_error = Summary()  # |log(median(depth) / median(truth))| per scored frame (metrics.py)
         self.scale: Any = None
         self.snapshots: list[Snapshot] = []
         self._max_snapshots = snapshots
@@ -136,10 +137,7 @@ class Monitor:
         self.scale = msg
 
     def _on_depth(self, msg: Any) -> None:
-        import torch
-
         from avs_depth_core.data.messages import image_to_depth, image_to_rgb, stamp_to_ns
-        from avs_depth_core.metrics import per_image_depth_metrics
 
         now = self._now()
         self._tick("depth")
@@ -163,10 +161,10 @@ class Monitor:
         truth_m = image_to_depth(truth) if truth is not None else None
         if truth_m is not None and np.isfinite(depth).all() and now >= self._next_metric_ns:
             self._next_metric_ns = now + 500_000_000  # twice a second: the monitor must not slow what it watches
-            metrics, valid = per_image_depth_metrics(torch.from_numpy(depth)[None], torch.from_numpy(truth_m)[None],
-                                                     1e-3, math.inf)
-            if bool(valid[0]):
-                self.abs_rel.add(float(metrics[0, 0]))
+            scored = score_depth(depth, truth_m)
+            if scored is not None:
+                self.abs_rel.add(scored["abs_rel"])
+                self.scale_log_error.add(scored["scale_log_error"])
         if image is not None and len(self.snapshots) < self._max_snapshots and now >= self._next_snapshot_ns:
             self.snapshots.append(Snapshot(stamp, image_to_rgb(image), depth, truth_m))
             self._next_snapshot_ns = now + self._snapshot_every_ns
@@ -366,6 +364,19 @@ def run_bringup(args: argparse.Namespace) -> int:
     return status
 
 
+def score_depth(depth: np.ndarray, truth: np.ndarray) -> dict[str, float] | None:
+    """AbsRel and scale_log_error (|log(median(depth) / median(truth))|, metrics.py) of one published depth image
+    against the simulator's ground truth; None when the truth has no valid pixel."""
+    import torch
+
+    from avs_depth_core.metrics import METRIC_NAMES, per_image_depth_metrics
+
+    metrics, valid = per_image_depth_metrics(torch.from_numpy(depth)[None], torch.from_numpy(truth)[None], 1e-3, math.inf)
+    if not bool(valid[0]):
+        return None
+    return {name: float(metrics[0, METRIC_NAMES.index(name)]) for name in ("abs_rel", "scale_log_error")}
+
+
 def summarise(monitor: Monitor, depth_node: Any, elapsed_s: float) -> str:
     lines = [f"summary after {elapsed_s:.1f} s: {monitor.depth_frames} depth images "
              f"({monitor.depth_frames / max(elapsed_s, 1e-9):.2f} Hz over the whole run, start-up included), "
@@ -375,8 +386,8 @@ def summarise(monitor: Monitor, depth_node: Any, elapsed_s: float) -> str:
         lines.append(f"  latency from image stamp: mean {monitor.total_latency_ms.mean:.0f} ms, max "
                      f"{monitor.total_latency_ms.max:.0f} ms; finite pixels {100 * monitor.finite_fraction.mean:.1f}%")
     if monitor.abs_rel.n:
-        lines.append(f"  AbsRel against the simulator's ground truth: {monitor.abs_rel.mean:.3f} over "
-                     f"{monitor.abs_rel.n} frames")
+        lines.append(f"  AbsRel against the simulator's ground truth: {monitor.abs_rel.mean:.3f}, scale log error "
+                     f"|log(median(depth) / median(truth))| {monitor.scale_log_error.mean:.3f}, over {monitor.abs_rel.n} frames")
     if depth_node is not None:
         c = depth_node.counters
         rejected = ", ".join(f"{k} {v}" for k, v in sorted(c.rejected.items())) or "none"

@@ -6,8 +6,16 @@
    path included, with unchanged intrinsics, so the image carries no absolute-scale cue while depth and echo delays scale.
    Splits are by sequence: the test scenes and their scales are never seen in training.
 2. `avs-depth train` twice (the same trainer, data, seed, steps and network, except use_echo): RGB-Echoes and Only-RGB.
-3. The Table-1 metrics of both on the test sequences (per-image averages, valid 1e-3 < gt < max_depth), printed as
-   rows and written as JSON: {"rgb": {metric: value}, "rgb_echo": {...}, "setup": {...}}.
+3. The Table-1 metrics of both on the test sequences (per-image averages, valid 1e-3 < gt < max_depth) and
+   scale_log_error (mean |log(median(pred) / median(gt))|, avs_depth_core.metrics), printed as rows and written as JSON:
+   {"rgb": {metric: value}, "rgb_echo": {...}, "setup": {...}}; setup["by_gt_median"] breaks each row down by the test
+   images' ground-truth median depth.
+4. The non-learned echo range baseline, row "echo_range" with the same metrics (avs_depth_core.evaluation.echo_range):
+   each ear cross-correlated with the emitted chirp (read from the bag's EchoStamped), Hann-tapered, enveloped; the
+   first strong arrival and the median range of the strong arrivals beyond the rig's direct path (lag * c / 2 after
+   emission) give the frame's median depth through a log-linear fit on the training split (3 numbers); the Only-RGB
+   network's prediction, scaled per image to that median, is scored. So the learned echo branch is compared with what
+   plain signal processing of the same echoes gives, on the same shape.
 
 An Only-RGB network can at best predict each scene at the training set's typical scale: with a log-uniform scale over a
 factor of 4, delta1 (ratio within 1.25) is then bounded by about ln(1.25^2)/ln(4) = 0.32 even for perfect shape. The
@@ -24,6 +32,7 @@ are for a pretrained MiDaS); batch 8. Everything else is the trainer's default (
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shutil
@@ -33,6 +42,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import yaml
 from torch.utils.data import DataLoader
@@ -42,10 +52,18 @@ sys.path.insert(0, str(ROOT))
 
 from avs_depth_core.cli import main as avs_depth  # noqa: E402
 from avs_depth_core.config import apply_overrides  # noqa: E402
+from avs_depth_core.data.datasets import SupervisedBagDataset  # noqa: E402
 from avs_depth_core.evaluation import (  # noqa: E402
     HEADERS,
-    TABLE_METRICS,
+    REPORT_METRICS,
     evaluate_model,
+)
+from avs_depth_core.evaluation.echo_range import (  # noqa: E402
+    STATISTICS,
+    bag_chirp,
+    calibrate,
+    dataset_statistics,
+    evaluate_echo_range,
 )
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
 from avs_depth_core.train.avsnet import build_dataset, resolve_config, train_avsnet  # noqa: E402
@@ -78,6 +96,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the two rows (and the setup) as JSON here")
     p.add_argument("--work", type=Path, default=None, help="keep the bag, cache and runs here (default: a temporary folder)")
     p.add_argument("--steps", type=int, default=None, help="override the optimiser steps of the setting")
+    p.add_argument("--echo-only", action="store_true",
+                   help="train and score RGB-Echoes alone (ablations of the echo options; no rgb and echo_range rows)")
+    p.add_argument("--sequences", type=int, default=None, help="override the simulated sequences (scenes) of the setting")
+    p.add_argument("--frames", type=int, default=None, help="override the frames per sequence of the setting")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="further config overrides for both runs (e.g. model.stft_log=true)")
     # One thread: on a shared machine OpenMP's multi-threaded kernels slowed these small convolutions down 10x when other
@@ -112,14 +134,39 @@ def evaluate(run_dir: Path, bag: Path, config: dict[str, Any]) -> dict[str, Any]
     test = build_dataset(bag, "test", model_cfg, data_cfg, verbose=False)
     loader = DataLoader(test, batch_size=16, shuffle=False)
     result = evaluate_model(model, loader, torch.device("cpu"), data_cfg.min_depth, data_cfg.max_depth, desc="test")
-    return {"metrics": {m: result.metrics[m] for m in TABLE_METRICS}, "images": result.images, "excluded": test.report}
+    return {"metrics": {m: result.metrics[m] for m in REPORT_METRICS}, "images": result.images, "excluded": test.report,
+            "by_gt_median": result.by_gt_median}
+
+
+def echo_range(rgb_run: Path, bag: Path, config: dict[str, Any]) -> dict[str, Any]:
+    """The non-learned echo range baseline (avs_depth_core.evaluation.echo_range): range statistics of the matched-filter
+    envelope, calibrated to the median depth on the training split, scaling the Only-RGB network's test predictions."""
+    model_cfg, _, data_cfg = resolve_config(config)
+    chirp = bag_chirp(bag)
+    windows = {split: SupervisedBagDataset.for_model(bag, split, model_cfg, max_depth=data_cfg.max_depth,
+                                                     cache_dir=data_cfg.cache_dir, skip_bad=data_cfg.skip_bad,
+                                                     cache_features=False, progress=False, verbose=False)
+               for split in ("train", "test")}
+    train_stats, train_medians = dataset_statistics(windows["train"], chirp, model_cfg.speed_of_sound)
+    calibration = calibrate(train_stats, train_medians)
+    test_stats, _ = dataset_statistics(windows["test"], chirp, model_cfg.speed_of_sound)
+    stamps = list(test_stats)
+    estimates = dict(zip(stamps, calibration.median_depth(np.stack([test_stats[s] for s in stamps])).tolist(), strict=True))
+    model = AVSNet.from_checkpoint(rgb_run / "checkpoints" / "last", "cpu")
+    test = build_dataset(bag, "test", model_cfg, data_cfg, verbose=False)
+    result = evaluate_echo_range(model, DataLoader(test, batch_size=16, shuffle=False), estimates, torch.device("cpu"),
+                                 data_cfg.min_depth, data_cfg.max_depth)
+    return {"metrics": {m: result.metrics[m] for m in REPORT_METRICS}, "images": result.images, "excluded": test.report,
+            "by_gt_median": result.by_gt_median,
+            "calibration": {"statistics": list(STATISTICS), "log_linear_weights": list(calibration.weights),
+                            "train_frames": len(train_stats), "chirp": dataclasses.asdict(chirp)}}
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
-    names = {"rgb": "Only-RGB", "rgb_echo": "RGB-Echoes"}
-    lines = ["| Method | " + " | ".join(HEADERS[m] for m in TABLE_METRICS) + " |", "|---|" + "---|" * len(TABLE_METRICS)]
+    names = {"rgb": "Only-RGB", "rgb_echo": "RGB-Echoes", "echo_range": "Echo range (non-learned) x Only-RGB shape"}
+    lines = ["| Method | " + " | ".join(HEADERS[m] for m in REPORT_METRICS) + " |", "|---|" + "---|" * len(REPORT_METRICS)]
     for key, metrics in rows.items():
-        lines.append(f"| {names[key]} | " + " | ".join(f"{metrics[m]:.3f}" for m in TABLE_METRICS) + " |")
+        lines.append(f"| {names[key]} | " + " | ".join(f"{metrics[m]:.3f}" for m in REPORT_METRICS) + " |")
     return "\n".join(lines)
 
 
@@ -127,19 +174,23 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
     setting = dict(SETTINGS["quick" if args.quick else "full"])
+    for key in ("sequences", "frames"):
+        if getattr(args, key) is not None:
+            setting[key] = getattr(args, key)
     steps = args.steps or setting["steps"]
     work = args.work or Path(tempfile.mkdtemp(prefix="echo_scale_ablation_"))
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     timings: dict[str, float] = {}
     try:
-        bag = work / f"{args.preset}_seed{args.seed}_bag"
+        bag = work / f"{args.preset}_seed{args.seed}_{setting['sequences']}x{setting['frames']}_bag"
         if bag.exists():
             print(f"reusing {bag}", file=sys.stderr)
         else:
             timings["simulate_s"] = simulate(bag, args.preset, args.seed, setting)
         rows, details = {}, {}
-        for key, use_echo in (("rgb_echo", True), ("rgb", False)):
+        runs = (("rgb_echo", True),) if args.echo_only else (("rgb_echo", True), ("rgb", False))
+        for key, use_echo in runs:
             config = config_for(args.preset, args.seed, setting, steps, use_echo, work / "cache", args.overrides)
             run_dir = work / f"run_{key}"
             if run_dir.exists():
@@ -152,18 +203,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             timings[f"evaluate_{key}_s"] = time.perf_counter() - t0
             rows[key] = details[key]["metrics"]
             details[key]["steps"] = summary["steps"]
+        if not args.echo_only:
+            t0 = time.perf_counter()
+            details["echo_range"] = echo_range(work / "run_rgb", bag, config)
+            rows["echo_range"] = details["echo_range"]["metrics"]
+            timings["echo_range_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - started
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    gain = {"delta1": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
-            "abs_rel_ratio": rows["rgb_echo"]["abs_rel"] / rows["rgb"]["abs_rel"]}
+    gain = None if args.echo_only else {"delta1": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
+                                        "abs_rel_ratio": rows["rgb_echo"]["abs_rel"] / rows["rgb"]["abs_rel"]}
     setup = {"preset": args.preset, "seed": args.seed, "quick": args.quick, **setting, "steps": steps,
-             "overrides": CONFIG_OVERRIDES + args.overrides, "test_images": details["rgb"]["images"],
-             "test_frames_excluded": details["rgb"]["excluded"],
+             "overrides": CONFIG_OVERRIDES + args.overrides, "test_images": details["rgb_echo"]["images"],
+             "test_frames_excluded": details["rgb_echo"]["excluded"],
              "torch_threads": torch.get_num_threads(), "timings": {k: round(v, 1) for k, v in timings.items()},
-             "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0)}
-    return {"rgb": rows["rgb"], "rgb_echo": rows["rgb_echo"], "setup": setup}
+             "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0),
+             "by_gt_median": {key: d["by_gt_median"] for key, d in details.items()},
+             "echo_range_calibration": details["echo_range"]["calibration"] if "echo_range" in details else None}
+    return {**rows, "setup": setup}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -172,9 +230,10 @@ def main(argv: list[str] | None = None) -> int:
     s = result["setup"]
     print(f"\nEcho-scale ablation: preset {s['preset']}, seed {s['seed']}, {s['sequences']} sequences x {s['frames']} frames "
           f"({s['test_images']} test images from held-out sequences), {s['steps']} steps each at {s['height']}x{s['width']}")
-    print(table({"rgb": result["rgb"], "rgb_echo": result["rgb_echo"]}))
-    print(f"echoes: delta1 {s['echo_gain']['delta1']:+.3f}, abs_rel x{s['echo_gain']['abs_rel_ratio']:.2f} "
-          f"(Only-RGB delta1 bound for unknown scale ~{s['only_rgb_delta1_bound']:.2f})")
+    print(table({key: result[key] for key in ("rgb", "rgb_echo", "echo_range") if key in result}))
+    if s["echo_gain"] is not None:
+        print(f"echoes: delta1 {s['echo_gain']['delta1']:+.3f}, abs_rel x{s['echo_gain']['abs_rel_ratio']:.2f} "
+              f"(Only-RGB delta1 bound for unknown scale ~{s['only_rgb_delta1_bound']:.2f})")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in s["timings"].items()))
     if args.quick and s["timings"]["total_s"] > QUICK_BUDGET_S:
         print(f"warning: --quick took {s['timings']['total_s']:.0f} s, over its {QUICK_BUDGET_S} s budget", file=sys.stderr)

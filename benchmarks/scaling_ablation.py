@@ -13,7 +13,9 @@ AVS-Net's scale and with the RGB-Echoes AVS-Net's scale (the AVS-Net paper's sca
    With --work DIR, a finished run of the same setting is reused instead of trained again (delete it to retrain).
 3. `evaluate-scaling` on the test sequences (avs_depth_core.evaluation.echo_scaling.evaluate_scaling): the rows No / RGB /
    RGB-Echoes with the seven metrics, printed as markdown; --out R.json gets {"none": {...}, "rgb": {...}, "rgb_echo":
-   {...}} and R.details.json the setting, timings, the GT-median reference row and the training summaries.
+   {...}} (each with the seven metrics, scale_log_error = mean |log(median(pred) / median(gt))|, scale_factor_log_error =
+   mean |log| ratio of the row's scale to the GT-median scale, and fallbacks) and R.details.json the setting, timings,
+   the GT-median reference row and the training summaries.
 
 The paper reports RGB-Echoes scaling ahead of RGB scaling for all six relative models (about +0.07 to +0.09 delta1), and
 both far ahead of no scaling. Here the scale of an image is unknowable from RGB alone by construction: a scale known only
@@ -55,7 +57,7 @@ from echo_scale_ablation import config_for  # noqa: E402
 
 from avs_depth_core.cli import main as avs_depth  # noqa: E402
 from avs_depth_core.data.datasets import SupervisedBagDataset  # noqa: E402
-from avs_depth_core.evaluation import TABLE_METRICS  # noqa: E402
+from avs_depth_core.evaluation import REPORT_METRICS  # noqa: E402
 from avs_depth_core.evaluation.echo_scaling import REFERENCE_ROW, ROWS, evaluate_scaling, load_avsnets, markdown_table  # noqa: E402
 from avs_depth_core.relative import RelativeDepthModel  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
@@ -260,7 +262,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "cpu_times": {k: round(v, 1) for k, v in cpu.items()},
                "delta1_gain_echo_over_rgb": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
                "rows": rows, "monodepth2_summary": monodepth2, "avsnet_summaries": avsnets, "work": str(work)}
-    return {"rows": {row: {m: rows[row][m] for m in (*TABLE_METRICS, "scale_log_error", "fallbacks")} for row in ROWS},
+    return {"rows": {row: {m: rows[row][m] for m in (*REPORT_METRICS, "scale_factor_log_error", "fallbacks")}
+                     for row in ROWS},
             "reference": rows[REFERENCE_ROW], "table": markdown_table(results), "details": details,
             "constant": results["constant (reference)"]}
 
@@ -275,7 +278,8 @@ def main(argv: list[str] | None = None) -> int:
           f"sequences; relative model Monodepth2 ({md2['num_epochs']} epochs, {d['monodepth2_summary']['steps']} steps), "
           f"AVS-Net {d['avsnet']['steps']} steps each")
     print(result["table"])
-    print(f"RGB-Echoes over RGB scaling: delta1 {d['delta1_gain_echo_over_rgb']:+.3f}; mean |log scale error| none "
+    print(f"RGB-Echoes over RGB scaling: delta1 {d['delta1_gain_echo_over_rgb']:+.3f}; scale_log_error (mean "
+          f"|log(median(pred) / median(gt))|) none "
           f"{result['rows']['none']['scale_log_error']:.3f}, rgb {result['rows']['rgb']['scale_log_error']:.3f}, rgb_echo "
           f"{result['rows']['rgb_echo']['scale_log_error']:.3f}")
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["timings"].items()))

@@ -13,19 +13,45 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from avs_depth_core.audio.range_profile import RangeProfileSettings, range_profile
 from avs_depth_core.audio.window import echo_window
 
 
 @dataclass(frozen=True)
 class StftSettings:
+    """The echo features: the magnitude STFT, and optionally (a deviation option, time of flight) the matched-filter
+    range profile of each ear as further channels (see echo_features)."""
+
     n_fft: int = 512
     win_length: int = 64
     hop_length: int = 16
     power: float = 1.0
     log: bool = False  # deviation option: log1p magnitude (not in BatVision); off by default
+    range_profile: RangeProfileSettings | None = None  # deviation option: the range profile channels; None = STFT only
 
     def frames(self, num_samples: int) -> int:
         return 1 + num_samples // self.hop_length
+
+    def channels(self, ears: int = 2) -> int:
+        """Channels of the echo features for `ears` microphones."""
+        return 2 * ears if self.range_profile is not None else ears
+
+
+def pack_range_profile(profile: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(C, bins) -> (C, H, W): the bins laid out row-major from the top-left corner of an H x W plane, the rest zero, so
+    the range profile travels in the same tensor as the STFT (one echo input for every runtime)."""
+    profile = torch.as_tensor(profile, dtype=torch.float32)
+    h, w = size
+    if profile.shape[-1] > h * w:
+        raise ValueError(f"range profile of {profile.shape[-1]} bins does not fit a {h}x{w} echo plane")
+    plane = torch.zeros(profile.shape[0], h * w, dtype=torch.float32)
+    plane[:, :profile.shape[-1]] = profile
+    return plane.view(profile.shape[0], h, w)
+
+
+def unpack_range_profile(planes: torch.Tensor, bins: int) -> torch.Tensor:
+    """(..., C, H, W) planes from pack_range_profile -> (..., C, bins)."""
+    return planes.flatten(-2)[..., :bins]
 
 
 def echo_spectrogram(samples: np.ndarray | torch.Tensor, settings: StftSettings = StftSettings()) -> torch.Tensor:
@@ -61,7 +87,9 @@ def echo_features(samples: np.ndarray, sample_rate: int, *, expected_rate: int, 
                   emission_offset: int = 0, speed_of_sound: float = 340.0, settings: StftSettings = StftSettings(),
                   where: str = "echo") -> torch.Tensor:
     """The network's echo input, the one path shared by datasets and the live node: window after emission to max_depth,
-    magnitude STFT per channel, resize to `size`. (channels, n) float samples -> (channels, *size) float32.
+    magnitude STFT per channel, resize to `size`. (channels, n) float samples -> (channels, *size) float32; with
+    settings.range_profile, (2 * channels, *size): then the matched-filter range profile of every channel follows
+    (audio.range_profile.range_profile over [0, max_depth), packed by pack_range_profile).
 
     speed_of_sound 340 m/s matches BatVision's loader cut (its dataloader).
     """
@@ -73,4 +101,11 @@ def echo_features(samples: np.ndarray, sample_rate: int, *, expected_rate: int, 
     if not np.all(np.isfinite(samples)):
         raise ValueError(f"{where}: echo holds NaN or inf samples")
     window = echo_window(samples, sample_rate, max_depth, emission_offset, speed_of_sound)
-    return resize_spectrogram(echo_spectrogram(window, settings), size)
+    features = resize_spectrogram(echo_spectrogram(window, settings), size)
+    spec = settings.range_profile
+    if spec is None:
+        return features
+    if spec.chirp.sample_rate != int(sample_rate):
+        raise ValueError(f"{where}: the range profile's chirp is at {spec.chirp.sample_rate} Hz, the echo at {sample_rate} Hz")
+    profile = range_profile(window, spec.chirp, max_depth, speed_of_sound, spec)
+    return torch.cat([features, pack_range_profile(profile, size)])

@@ -38,6 +38,7 @@ from avs_depth_core.data.bag import bag_sequences, iter_raw, message_stamp_ns, o
 from avs_depth_core.data.messages import (
     camera_info_to_K,
     depth_problem,
+    echo_chirp,
     echo_input_problem,
     echo_to_array,
     image_to_depth,
@@ -136,6 +137,8 @@ class CacheSettings:
         for name in ("depth_size", "split"):  # options added later: unset, they leave the key of existing caches alone
             if settings[name] is None:
                 del settings[name]
+        if settings["stft"].get("range_profile") is None:
+            settings["stft"].pop("range_profile", None)
         text = json.dumps({"version": CACHE_VERSION, "bag": fingerprint, "settings": settings}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 
@@ -540,6 +543,9 @@ def _store_echo(msg: Any, where: str, slots: list[int], s: CacheSettings, arrays
     if problem := echo_input_problem(samples, int(msg.sample_rate), int(msg.emission_offset), expected_rate=s.sample_rate,
                                      window_samples=0, channels=None):
         raise ValueError(f"{where}: echo {problem}")
+    if s.stft.range_profile is not None and (chirp := echo_chirp(msg, where)) != s.stft.range_profile.chirp:
+        raise ValueError(f"{where}: the echo's chirp {chirp} is not the one the range profile's matched filter expects "
+                         f"({s.stft.range_profile.chirp}); set the model's chirp_* options to the recording's chirp")
     if s.echo_store == "features":
         value = echo_features(samples, int(msg.sample_rate), expected_rate=s.sample_rate, max_depth=s.max_depth,
                               size=s.echo_size, emission_offset=int(msg.emission_offset), speed_of_sound=s.speed_of_sound,
@@ -548,7 +554,7 @@ def _store_echo(msg: Any, where: str, slots: list[int], s: CacheSettings, arrays
         value = echo_window(samples, int(msg.sample_rate), s.max_depth, int(msg.emission_offset), s.speed_of_sound)
     if "echo" not in echo_info:
         channels = samples.shape[0]
-        shape = (count, channels, *s.echo_size) if s.echo_store == "features" else (
+        shape = (count, value.shape[0], *s.echo_size) if s.echo_store == "features" else (
             count, channels, echo_window_samples(s.max_depth, s.sample_rate, s.speed_of_sound))
         echo_info["channels"] = channels
         echo_info["echo"] = files.allocate_npy(out / "echo.npy", "float32", shape)

@@ -174,6 +174,15 @@ class SupervisedBagDataset(_BagDataset):
     def __len__(self) -> int:
         return len(self.slots)
 
+    def echo_window(self, index: int) -> tuple[np.ndarray, int]:
+        """Item `index`'s raw echo window from emission on (channels, n) float32 and its stamp_ns; needs a window cache
+        (cache_features=False): signal processing on the samples themselves (the echo range baseline)."""
+        if self.settings.echo_store != "window":
+            raise ValueError(f"{self.bag}: this dataset caches echo features; build it with cache_features=False to read "
+                             "the echo windows")
+        slot = int(self.slots[index])
+        return np.array(self.cache.array("echo")[slot]), int(self.cache.array("stamps")[slot])
+
     def __getitem__(self, index: int) -> dict[str, Any]:
         slot = int(self.slots[index])
         return {"rgb": self._rgb(slot), "echo": self._echo(slot), "depth": self._depth(slot), "K": self._K(slot),

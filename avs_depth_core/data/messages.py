@@ -107,6 +107,17 @@ def echo_fields(samples: np.ndarray, sample_rate: int, chirp: ChirpSpec, emissio
             "speed_of_sound": float(speed_of_sound), "data": np.ascontiguousarray(samples).reshape(-1)}
 
 
+def echo_chirp(msg: Any, where: str = "echo") -> ChirpSpec:
+    """The chirp an EchoStamped says was emitted (its chirp_* fields and sample rate); invalid fields are an error.
+    The fields are float32: rounded to 1 mHz and 1 ns, so a recorded BATVISION_CHIRP reads back equal to it."""
+    try:
+        return ChirpSpec(start_hz=round(float(msg.chirp_start_hz), 3), end_hz=round(float(msg.chirp_end_hz), 3),
+                         duration_s=round(float(msg.chirp_duration_s), 9), sample_rate=int(msg.sample_rate),
+                         method=str(msg.chirp_method) or "linear")
+    except ValueError as err:
+        raise ValueError(f"{where}: {err}") from None
+
+
 def echo_to_array(msg: Any, where: str = "echo") -> np.ndarray:
     """An EchoStamped's samples as (channels, n) float32, checked for shape and finiteness."""
     data = np.asarray(msg.data, dtype=np.float32)

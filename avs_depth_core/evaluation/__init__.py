@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,12 @@ from tqdm import tqdm
 from avs_depth_core.guards import check_batch_finite
 from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator
 
-# The seven columns of the AVS-Net paper's Table 1, in its order, and their headers.
+# The seven columns of the AVS-Net paper's Table 1, in its order, and their headers; REPORT_METRICS adds the scale error
+# (metrics.py: mean |log(median(pred) / median(gt))|), which every table of this package prints next to them.
 TABLE_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3")
+REPORT_METRICS = (*TABLE_METRICS, "scale_log_error")
 HEADERS = {"abs_rel": "Abs Rel ↓", "sq_rel": "Sq Rel ↓", "rmse": "RMSE ↓", "rmse_log": "RMSE log ↓",
-           "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑"}
+           "delta1": "δ<1.25 ↑", "delta2": "δ<1.25² ↑", "delta3": "δ<1.25³ ↑", "scale_log_error": "Scale log err ↓"}
 
 
 def checkpoint_label(path: Path) -> str:
@@ -42,6 +44,7 @@ class EvalResult:
     images: int  # images with valid ground truth
     skipped: int  # images without any valid ground-truth pixel
     seconds: float
+    by_gt_median: list[dict[str, Any]] = field(default_factory=list)  # metrics by the images' GT median (MetricAccumulator)
 
 
 def check_batch(batch: dict[str, Any], keys: tuple[str, ...] = ("rgb", "echo", "depth")) -> None:
@@ -75,8 +78,9 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, m
                 on_batch(batch, pred, per_image)
     finally:
         model.train(was_training)
-    return EvalResult(acc.compute(), acc.count, acc.skipped, time.perf_counter() - start)
+    return EvalResult(acc.compute(), acc.count, acc.skipped, time.perf_counter() - start, acc.by_gt_median())
 
 
-__all__ = ["HEADERS", "METRIC_NAMES", "TABLE_METRICS", "EvalResult", "check_batch", "checkpoint_label", "evaluate_model",
+__all__ = ["HEADERS", "METRIC_NAMES", "REPORT_METRICS", "TABLE_METRICS",
+           "EvalResult", "check_batch", "checkpoint_label", "evaluate_model",
            "predict_depth"]

@@ -11,6 +11,9 @@ with pixel centres aligned (align_corners=False, Monodepth2's trainer; metrics.r
 --gt-resolution network instead compares at the network's input size with the depth nearest-resized as in training.
 Every metric is averaged per image over the images with valid pixels. Native ground truth needs one depth size per bag (so
 a batch stacks); a bag mixing sizes is an error naming the frame.
+Next to the seven metrics: scale_log_error, the mean |log(median(pred) / median(gt))| (how far the overall scale is
+off); results.json also breaks every row down by the images' ground-truth median depth ("by_gt_median": buckets with
+edges metrics.GT_MEDIAN_EDGES, each with its image count and metrics), so one sees at which distances the scale fails.
 Writes <out>/results.json and <out>/results.md, and with --figures N the first N images of every row as PNGs.
 """
 
@@ -26,7 +29,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from avs_depth_core import files
-from avs_depth_core.evaluation import HEADERS, TABLE_METRICS, checkpoint_label, evaluate_model
+from avs_depth_core.evaluation import HEADERS, REPORT_METRICS, checkpoint_label, evaluate_model
 
 GT_RESOLUTIONS = ("native", "network")
 
@@ -77,14 +80,14 @@ def evaluate_row(model: Any, checkpoint: Path, bag: Path, options: DepthEvalOpti
             "bag": str(bag), "split": o.split, "min_depth": min_depth, "max_depth": max_depth,
             "gt_resolution": gt_resolution, "gt_size": list(dataset.depth_size), "images": result.images,
             "skipped_no_valid_gt": result.skipped, "seconds": round(result.seconds, 3), "metrics": result.metrics,
-            "figures": saved}
+            "by_gt_median": result.by_gt_median, "figures": saved}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
-    head = ["Model", "Input", "Test bag", *(HEADERS[m] for m in TABLE_METRICS), "Images"]
+    head = ["Model", "Input", "Test bag", *(HEADERS[m] for m in REPORT_METRICS), "Images"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
-        values = [f"{r['metrics'][m]:.3f}" for m in TABLE_METRICS]
+        values = [f"{r['metrics'][m]:.3f}" for m in REPORT_METRICS]
         lines.append("| " + " | ".join([r["label"], r["input"], f"{Path(r['bag']).name} [{r['split']}]", *values,
                                         str(r["images"])]) + " |")
     skipped = sum(r["skipped_no_valid_gt"] for r in rows)
@@ -93,6 +96,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
     lines.append(f"Metrics averaged per image over the images with valid ground truth (min_depth < gt < max_depth; "
                  f"{skipped} image(s) without any skipped); predictions resized bilinearly to the ground truth's resolution "
                  f"({', '.join(f'{size} {kind}' for kind, size in sizes)}) and clamped to the depth range.")
+    lines += ["", "By the images' ground-truth median depth:", "", "| Model | Test bag | GT median | Images | "
+              f"{HEADERS['scale_log_error']} | {HEADERS['abs_rel']} | {HEADERS['delta1']} |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for b in r.get("by_gt_median", []):
+            lo, hi = b["gt_median_m"]
+            span = f"{lo:g}-{hi:g} m" if hi is not None else f">= {lo:g} m"
+            lines.append(f"| {r['label']} | {Path(r['bag']).name} | {span} | {b['images']} | {b['scale_log_error']:.3f} | "
+                         f"{b['abs_rel']:.3f} | {b['delta1']:.3f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -121,7 +132,7 @@ def evaluate_checkpoints(checkpoints: list[Path], bags: list[Path], out: Path, o
                 rows.append(evaluate_row(model, checkpoint, bag, options, device, staging))
                 r = rows[-1]
                 r["figures"] = [str(out / Path(p).relative_to(staging)) for p in r["figures"]]
-                print(f"{r['label']} on {bag.name}: " + ", ".join(f"{m} {r['metrics'][m]:.4f}" for m in TABLE_METRICS),
+                print(f"{r['label']} on {bag.name}: " + ", ".join(f"{m} {r['metrics'][m]:.4f}" for m in REPORT_METRICS),
                       file=sys.stderr)
         table = markdown_table(rows)
         (staging / "results.json").write_text(json.dumps(rows, indent=2) + "\n")

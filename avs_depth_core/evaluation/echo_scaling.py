@@ -9,7 +9,9 @@ Only-RGB AVS-Nets as zero-shot metric models via --zero-shot-avsnet) the test fr
   rgb       scaled per image by the Only-RGB AVS-Net:    M = R * median(Mp_rgb) / median(R)   (paper eq. 3)
   rgb_echo  scaled per image by the RGB-Echoes AVS-Net:  M = R * median(Mp_echo) / median(R)
 plus a reference row gt_median (Monodepth2's evaluation protocol: the scale from the ground truth's median), which shows
-how much of the error is the relative model's shape rather than its scale.
+how much of the error is the relative model's shape rather than its scale. Every row carries scale_log_error, the mean
+|log(median(pred) / median(gt))| over valid pixels (metrics.py), and scale_factor_log_error, the mean |log| ratio of the
+row's scale factor to the GT-median row's (0 for the reference row by construction).
 
 Frames: the split's frames that have a paired echo and depth (SupervisedBagDataset at the RGB-Echoes AVS-Net's input
 size, echo window and STFT; frames left out are counted in the JSON). The relative models see that image, resized to
@@ -44,7 +46,7 @@ from tqdm import tqdm
 
 from avs_depth_core import files
 from avs_depth_core.device import resolve_device
-from avs_depth_core.evaluation import HEADERS, TABLE_METRICS, check_batch, checkpoint_label
+from avs_depth_core.evaluation import HEADERS, REPORT_METRICS, check_batch, checkpoint_label
 from avs_depth_core.files import save_figure
 from avs_depth_core.metrics import MetricAccumulator
 from avs_depth_core.relative import RelativeDepthModel
@@ -91,14 +93,14 @@ class _Row:
     acc: MetricAccumulator
     fallbacks: int = 0
     fallback_examples: list[str] = field(default_factory=list)
-    log_scale_errors: list[float] = field(default_factory=list)  # |log(scale / scale_gt)| per image
+    log_scale_errors: list[float] = field(default_factory=list)  # |log(scale / scale of the GT-median row)| per image
     scales: list[float] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.acc.compute()) if self.acc.count else {}
         out.update({"images": self.acc.count, "skipped_no_valid_gt": self.acc.skipped, "fallbacks": self.fallbacks,
                     "fallback_examples": self.fallback_examples,
-                    "scale_log_error": float(np.mean(self.log_scale_errors)) if self.log_scale_errors else math.nan,
+                    "scale_factor_log_error": float(np.mean(self.log_scale_errors)) if self.log_scale_errors else math.nan,
                     "scale_median": float(np.median(self.scales)) if self.scales else math.nan})
         return out
 
@@ -164,7 +166,8 @@ def evaluate_scaling(dataset: Any, relatives: dict[str, RelativeDepthModel], ech
                      progress: bool = True) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
     """Table-2 rows for every relative model on `dataset` (SupervisedBagDataset items at echo_net's input size).
 
-    Returns ({model: {row: metrics + images, fallbacks, scale_log_error, scale_median}}, figure records for the items at
+    Returns ({model: {row: metrics (scale_log_error among them) + images, fallbacks, scale_factor_log_error,
+    scale_median}}, figure records for the items at
     figure_indices: rgb, gt, and per model the unscaled, rgb-scaled and rgb_echo-scaled maps).
     """
     if fallback not in FALLBACKS:
@@ -229,13 +232,13 @@ def evaluate_scaling(dataset: Any, relatives: dict[str, RelativeDepthModel], ech
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, Any]]], caption: str = "") -> str:
-    head = ["Model", "Scaling", *(HEADERS[m] for m in TABLE_METRICS), "Images", "Fallbacks"]
+    head = ["Model", "Scaling", *(HEADERS[m] for m in REPORT_METRICS), "Images", "Fallbacks"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, model_rows in results.items():
         for row in (*ROWS, REFERENCE_ROW):
             r = model_rows[row]
             fallbacks = "-" if row == REFERENCE_ROW else str(r["fallbacks"])
-            lines.append("| " + " | ".join([name, ROW_LABELS[row], *(f"{r[m]:.3f}" for m in TABLE_METRICS), str(r["images"]),
+            lines.append("| " + " | ".join([name, ROW_LABELS[row], *(f"{r[m]:.3f}" for m in REPORT_METRICS), str(r["images"]),
                                             fallbacks]) + " |")
     if caption:
         lines += ["", caption]

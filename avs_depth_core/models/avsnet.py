@@ -18,7 +18,9 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from avs_depth_core.audio.features import StftSettings, echo_features
+from avs_depth_core.audio.chirp import ChirpSpec
+from avs_depth_core.audio.features import StftSettings, echo_features, unpack_range_profile
+from avs_depth_core.audio.range_profile import RangeProfileSettings
 from avs_depth_core.audio.window import echo_window_samples
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
 from avs_depth_core.config import check_fields, dataclass_from_dict, read_yaml_file
@@ -27,6 +29,7 @@ from avs_depth_core.models.audio_encoder import AudioEncoder
 from avs_depth_core.models.fusion import CrossModalAttention
 from avs_depth_core.models.metric_bins import BIN_CENTERS_TYPES, MetricBinsHead
 from avs_depth_core.models.midas import VISUAL_BACKBONES, DPTBeit, build_visual_backbone, load_midas_weights
+from avs_depth_core.models.range_encoder import RangeProfileEncoder
 
 CHECKPOINT_KIND = "avsnet"
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -76,6 +79,20 @@ class AVSNetConfig:
     win_length: int = 64
     hop_length: int = 16
     stft_log: bool = False  # deviation option: log1p magnitude
+    # Deviation option, time of flight (not in the paper): the echo input gains the matched-filter range profile of each
+    # ear (audio.range_profile: cross-correlation with the Hann-tapered chirp, envelope, range_bins bins of range
+    # t * c / 2 over [0, max_depth), log1p over the noise floor if range_log) as two more channels (packed row-major,
+    # audio.features.pack_range_profile), and a range-profile encoder (models.range_encoder) whose range_bins / 8 tokens
+    # join the STFT tokens as the cross-attention's keys and values. The chirp_* fields are the matched filter's
+    # template; a recording whose EchoStamped announces another chirp is refused when the features are cached.
+    echo_range_profile: bool = False
+    range_bins: int = 256
+    range_log: bool = True
+    range_encoder_width: int = 64
+    chirp_start_hz: float = 20.0  # BatVision's 3 ms linear sweep, 20 Hz - 20 kHz (audio.chirp)
+    chirp_end_hz: float = 20_000.0
+    chirp_duration_s: float = 0.003
+    chirp_method: str = "linear"
     visual_weights: str | None = None  # local MiDaS release .pt (e.g. midas_v21_small_256.pt), loaded at construction
     audio_weights: str | None = None  # local torchvision ResNet .pth (ImageNet init), loaded at construction
 
@@ -116,10 +133,32 @@ class AVSNetConfig:
             raise ValueError(f"min_temp/max_temp: need 0 < min_temp < max_temp, got {self.min_temp}, {self.max_temp}")
         if self.win_length > self.n_fft:
             raise ValueError(f"win_length: {self.win_length} exceeds n_fft {self.n_fft}")
+        if self.echo_range_profile:
+            eh, ew = self.echo_size
+            if self.range_bins < 8 or self.range_bins % 8 or self.range_bins > eh * ew:
+                raise ValueError(f"range_bins: need a multiple of 8 between 8 and echo_size H*W = {eh * ew}, "
+                                 f"got {self.range_bins}")
+            if self.range_encoder_width < 2 or self.range_encoder_width % 2:
+                raise ValueError(f"range_encoder_width: need an even width >= 2, got {self.range_encoder_width}")
+            _ = self.chirp  # ChirpSpec checks the band and the duration
+
+    @property
+    def chirp(self) -> ChirpSpec:
+        return ChirpSpec(start_hz=self.chirp_start_hz, end_hz=self.chirp_end_hz, duration_s=self.chirp_duration_s,
+                         sample_rate=self.sample_rate, method=self.chirp_method)
 
     @property
     def stft(self) -> StftSettings:
-        return StftSettings(n_fft=self.n_fft, win_length=self.win_length, hop_length=self.hop_length, log=self.stft_log)
+        """The echo features: the STFT settings, and the range profile's with echo_range_profile."""
+        profile = RangeProfileSettings(bins=self.range_bins, log=self.range_log, chirp=self.chirp) \
+            if self.echo_range_profile else None
+        return StftSettings(n_fft=self.n_fft, win_length=self.win_length, hop_length=self.hop_length, log=self.stft_log,
+                            range_profile=profile)
+
+    @property
+    def echo_channels(self) -> int:
+        """Channels of the echo input: the STFT of the two ears (and their range profiles with echo_range_profile)."""
+        return self.stft.channels(2)
 
     @property
     def echo_samples(self) -> int:
@@ -182,9 +221,11 @@ class AVSNetInputs:
             eh, ew = self.cfg.echo_size
             if echo is None:
                 raise ValueError("echo: this model fuses the echo (use_echo=True) but no echo was given")
-            if not isinstance(echo, torch.Tensor) or echo.ndim != 4 or echo.shape[1] != 2 or tuple(echo.shape[-2:]) != (eh, ew):
+            ch = self.cfg.echo_channels
+            if not isinstance(echo, torch.Tensor) or echo.ndim != 4 or echo.shape[1] != ch or tuple(echo.shape[-2:]) != (eh, ew):
                 shape = tuple(echo.shape) if isinstance(echo, torch.Tensor) else type(echo).__name__
-                raise ValueError(f"echo: expected a (B, 2, {eh}, {ew}) magnitude STFT (2 ears), got {shape}")
+                what = "magnitude STFT and range profile" if self.cfg.echo_range_profile else "magnitude STFT"
+                raise ValueError(f"echo: expected a (B, {ch}, {eh}, {ew}) {what} (2 ears), got {shape}")
             if echo.shape[0] != rgb.shape[0]:
                 raise ValueError(f"echo: batch of {echo.shape[0]} does not match the rgb batch of {rgb.shape[0]}")
             bad_echo = (~torch.isfinite(echo)).any()
@@ -245,7 +286,7 @@ class AVSNetInputs:
 
 
 class AVSNet(AVSNetInputs, nn.Module):
-    """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT or None) -> dict of
+    """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT (B,4,He,We with the range profile) or None) -> dict of
     metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H,W) metres
     [, probs (B,n_bins,H,W) with return_probs]."""
 
@@ -261,6 +302,8 @@ class AVSNet(AVSNetInputs, nn.Module):
             self.fusion = CrossModalAttention(ch["bottleneck"], self.audio.channels, cfg.fusion_heads, cfg.fusion_layer_norm)
         else:
             self.audio, self.fusion = None, None
+        self.range_encoder = RangeProfileEncoder(cfg.range_bins, self.audio.channels, width=cfg.range_encoder_width) \
+            if cfg.use_echo and cfg.echo_range_profile else None
         self.head = MetricBinsHead(
             ch["bottleneck"], [ch["r4"], ch["r3"], ch["r2"], ch["r1"]], ch["out_conv"], n_bins=cfg.n_bins,
             bin_centers_type=cfg.bin_centers_type, bin_embedding_dim=cfg.bin_embedding_dim, min_depth=cfg.min_depth,
@@ -286,7 +329,10 @@ class AVSNet(AVSNetInputs, nn.Module):
         bottleneck = feats["bottleneck"]
         attention = None
         if self.fusion is not None:
-            tokens = self.audio(echo)
+            tokens = self.audio(echo[:, :2])
+            if self.range_encoder is not None:
+                profile = unpack_range_profile(echo[:, 2:], self.cfg.range_bins)
+                tokens = torch.cat([tokens, self.range_encoder(profile)], dim=1)
             fused = self.fusion(bottleneck, tokens, return_attention=return_attention)
             bottleneck, attention = fused if return_attention else (fused, None)
         out = self.head(feats["out_conv"], bottleneck, [feats["r4"], feats["r3"], feats["r2"], feats["r1"]], feats["rel_depth"],

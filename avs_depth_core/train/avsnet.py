@@ -26,6 +26,7 @@ from avs_depth_core.evaluation import evaluate_model
 from avs_depth_core.losses.silog import SILogLoss
 from avs_depth_core.models.avsnet import CHECKPOINT_KIND, AVSNet, AVSNetConfig
 from avs_depth_core.train import loop
+from avs_depth_core.train.echo_augment import EchoAugment, augment_batch
 from avs_depth_core.train.loop import LoopConfig, Parts, fit
 from avs_depth_core.train.runtime import Runtime, autocast, to_device
 
@@ -56,6 +57,15 @@ class TrainConfig(LoopConfig):
     silog_alpha: float = 10.0  # AVS-Net
     silog_lambda: float = 0.85
     amp: bool = True  # fp16 autocast + GradScaler, CUDA only
+    # Augmentation keeping the geometry (train/echo_augment.py; deviation options, all off by default as in AVS-Net):
+    aug_flip: float = 0.0  # probability of mirroring image and depth with the ears swapped
+    aug_scale: float = 1.0  # scene scale factor, log-uniform in [1/aug_scale, aug_scale]: depth and echo delays (1: off)
+    aug_echo_gain_db: float = 0.0  # echo level, uniform within +- this many dB
+    aug_echo_noise: float = 0.0  # Gaussian noise on the STFT, this fraction of its standard deviation
+
+    @property
+    def augment(self) -> EchoAugment:
+        return EchoAugment(flip=self.aug_flip, scale=self.aug_scale, gain_db=self.aug_echo_gain_db, noise=self.aug_echo_noise)
 
     def check(self) -> None:
         super().check()
@@ -66,6 +76,7 @@ class TrainConfig(LoopConfig):
             raise ValueError(f"config: train.weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 < self.pct_start < 1:
             raise ValueError(f"config: train.pct_start must lie in (0, 1), got {self.pct_start}")
+        _ = self.augment  # EchoAugment checks its ranges, naming the keys
 
 
 @dataclass
@@ -140,7 +151,7 @@ class AVSNetTrainer(loop.Trainer):
     def loss(self, net: nn.Module, criterion: SILogLoss, batch: dict[str, Any], step: int,
              runtime: Runtime) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         d = self.data
-        batch = to_device(batch, runtime.device)
+        batch = augment_batch(to_device(batch, runtime.device), self.train.augment, self.model_cfg)
         valid = (batch["depth"] > d.min_depth) & (batch["depth"] < d.max_depth)
         if int(valid.sum()) < 2:
             raise ValueError(f"step {step}: no valid depth pixels ({d.min_depth} < gt < {d.max_depth}) "

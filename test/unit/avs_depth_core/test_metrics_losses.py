@@ -5,7 +5,13 @@ import pytest
 import torch
 
 from avs_depth_core.losses.silog import SILogLoss
-from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator, compute_depth_metrics, per_image_depth_metrics
+from avs_depth_core.metrics import (
+    METRIC_NAMES,
+    SUM_METRICS,
+    MetricAccumulator,
+    compute_depth_metrics,
+    per_image_depth_metrics,
+)
 
 
 def hand_silog(pred, gt, mask, alpha=10.0, lam=0.85):
@@ -53,7 +59,8 @@ def hand_metrics(pred, gt, lo, hi):
     return {"abs_rel": np.mean(np.abs(g - p) / g), "sq_rel": np.mean((g - p) ** 2 / g), "rmse": np.sqrt(np.mean((g - p) ** 2)),
             "rmse_log": np.sqrt(np.mean((np.log(g) - np.log(p)) ** 2)), "delta1": np.mean(ratio < 1.25),
             "delta2": np.mean(ratio < 1.25 ** 2), "delta3": np.mean(ratio < 1.25 ** 3),
-            "log10": np.mean(np.abs(np.log10(g) - np.log10(p))), "mae": np.mean(np.abs(g - p))}
+            "log10": np.mean(np.abs(np.log10(g) - np.log10(p))), "mae": np.mean(np.abs(g - p)),
+            "scale_log_error": abs(np.log(np.median(p) / np.median(g)))}
 
 
 def test_metrics_per_image_and_pooled_by_hand():
@@ -70,8 +77,9 @@ def test_metrics_per_image_and_pooled_by_hand():
         assert metrics[name] == pytest.approx(np.mean([m[name] for m in per_image]), rel=1e-9), name
     pooled, _ = compute_depth_metrics(torch.tensor(pred), torch.tensor(gt), 1e-3, 12.0, pooled=True)
     everything = hand_metrics(pred, gt, 1e-3, 12.0)
-    for name in METRIC_NAMES:
+    for name in SUM_METRICS:
         assert pooled[name] == pytest.approx(everything[name], rel=1e-9), name
+    assert pooled["scale_log_error"] == metrics["scale_log_error"]  # a median has no pooled form: per image
     assert pooled["abs_rel"] != pytest.approx(metrics["abs_rel"], rel=1e-6)
 
 
@@ -107,3 +115,37 @@ def test_accumulator_over_batches_equals_one_batch():
     acc.reset()
     with pytest.raises(ValueError):
         acc.compute()
+
+
+def test_scale_log_error_is_the_log_of_the_median_ratio():
+    gt = torch.tensor(np.random.default_rng(3).uniform(0.5, 5.0, (2, 1, 8, 8)))
+    pred = gt.clone()
+    pred[0] *= 2.0  # twice too far: log 2, whatever the shape
+    pred[1] = float(np.median(gt[1].numpy())) / 2  # a flat map at half the median: log 2 as well, though no pixel is right
+    rows, _ = per_image_depth_metrics(pred, gt, 1e-3, 12.0)
+    col = METRIC_NAMES.index("scale_log_error")
+    assert rows[:, col].tolist() == pytest.approx([np.log(2.0)] * 2, rel=1e-6)
+    metrics, _ = compute_depth_metrics(gt * 0.8, gt, 1e-3, 12.0)
+    assert metrics["scale_log_error"] == pytest.approx(abs(np.log(0.8)), rel=1e-9)
+    # the median is taken over valid pixels only: a huge error outside the valid range changes nothing
+    pred2, gt2 = gt.clone() * 1.5, gt.clone()
+    gt2[:, :, 0] = 0.0
+    pred2[:, :, 0] = 100.0
+    metrics, _ = compute_depth_metrics(pred2, gt2, 1e-3, 12.0)
+    assert metrics["scale_log_error"] == pytest.approx(np.log(1.5), rel=1e-9)
+
+
+def test_breakdown_by_ground_truth_median():
+    near = torch.full((1, 1, 4, 4), 1.5)  # median 1.5 m: bucket 1-2 m, predicted twice too far
+    far = torch.full((2, 1, 4, 4), 10.0)  # median 10 m: bucket 8-16 m, predicted exactly
+    acc = MetricAccumulator(1e-3, 30.0)
+    acc.update(near * 2, near)
+    acc.update(far, far)
+    buckets = acc.by_gt_median()
+    assert [b["gt_median_m"] for b in buckets] == [[1.0, 2.0], [8.0, 16.0]]
+    assert [b["images"] for b in buckets] == [1, 2]
+    assert buckets[0]["scale_log_error"] == pytest.approx(np.log(2.0)) and buckets[0]["delta1"] == 0.0
+    assert buckets[1]["scale_log_error"] == pytest.approx(0.0) and buckets[1]["delta1"] == 1.0
+    assert acc.by_gt_median((5.0,))[1]["gt_median_m"] == [5.0, None]
+    with pytest.raises(ValueError, match="increasing"):
+        acc.by_gt_median((4.0, 2.0))

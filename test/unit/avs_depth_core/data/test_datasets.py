@@ -361,15 +361,23 @@ def test_native_depth_caches_only_its_split_and_needs_one_size(tmp_path):
 
 
 def test_cache_key_of_existing_caches_is_unchanged():
-    """The depth_size and split options, left unset, do not change the key of caches built before they existed."""
+    """The depth_size, split and stft.range_profile options, left unset, do not change the key of caches built before
+    they existed; set, they do."""
     import hashlib
     import json
     from dataclasses import asdict
 
     settings = cache_module.CacheSettings(image_size=SIZE, keep="paired", max_depth=30.0, echo_size=ECHO_SIZE)
     before = {k: v for k, v in asdict(settings).items() if k not in ("depth_size", "split")}
+    del before["stft"]["range_profile"]  # added with the time-of-flight features; unset, the key stays
     text = json.dumps({"version": cache_module.CACHE_VERSION, "bag": "f" * 64, "settings": before}, sort_keys=True)
     assert settings.key("f" * 64) == hashlib.sha256(text.encode()).hexdigest()[:24]
     native = cache_module.CacheSettings(image_size=SIZE, keep="paired", max_depth=30.0, echo_size=ECHO_SIZE,
                                         depth_size="native", split="test")
     assert native.key("f" * 64) != settings.key("f" * 64)
+    from avs_depth_core.audio.features import StftSettings
+    from avs_depth_core.audio.range_profile import RangeProfileSettings
+
+    ranged = cache_module.CacheSettings(image_size=SIZE, keep="paired", max_depth=30.0, echo_size=ECHO_SIZE,
+                                        stft=StftSettings(range_profile=RangeProfileSettings()))
+    assert ranged.key("f" * 64) != settings.key("f" * 64)

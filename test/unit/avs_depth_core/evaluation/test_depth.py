@@ -16,7 +16,7 @@ from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
 from avs_depth_core.data.datasets import SupervisedBagDataset
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
-from avs_depth_core.evaluation import TABLE_METRICS, check_batch
+from avs_depth_core.evaluation import REPORT_METRICS, check_batch
 from avs_depth_core.models.avsnet import AVSNet
 from avs_depth_core.visualise import colourise, save_prediction_figure
 
@@ -31,17 +31,22 @@ def test_train_then_evaluate_two_checkpoints_two_bags(tmp_path, capsys, tiny_bag
                  "--out", str(out), "--figures", "2", "--device", "cpu", "--batch-size", "2",
                  "--cache-dir", str(tmp_path / "cache")]) == 0
     printed = capsys.readouterr().out
-    for header in ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ<1.25", "δ<1.25²", "δ<1.25³", "averaged per image"):
+    for header in ("Abs Rel", "Sq Rel", "RMSE", "RMSE log", "δ<1.25", "δ<1.25²", "δ<1.25³", "Scale log err",
+                   "averaged per image", "ground-truth median depth"):
         assert header in printed
     rows = json.loads((out / "results.json").read_text())
     assert [(r["label"], r["bag"].split("/")[-1]) for r in rows] == [
         ("run/best", "bag"), ("run/best", "other_bag"), ("run/last", "bag"), ("run/last", "other_bag")]
     for r in rows:
-        assert set(TABLE_METRICS) <= set(r["metrics"]) and all(np.isfinite(r["metrics"][m]) for m in TABLE_METRICS)
+        assert set(REPORT_METRICS) <= set(r["metrics"]) and all(np.isfinite(r["metrics"][m]) for m in REPORT_METRICS)
+        assert sum(b["images"] for b in r["by_gt_median"]) == r["images"]
+        assert all(np.isfinite(b["scale_log_error"]) for b in r["by_gt_median"])
         assert r["input"] == "RGB-Echoes" and r["max_depth"] == tiny_bag.MAX_DEPTH and r["skipped_no_valid_gt"] == 0
         assert len(r["figures"]) == 2 and all(Image.open(f).size[0] > 300 for f in r["figures"])
     assert rows[0]["images"] == 2 and rows[1]["images"] == 3  # the test splits
-    assert (out / "results.md").read_text().count("| run/") == 4
+    table, breakdown = (out / "results.md").read_text().split("By the images' ground-truth median depth")
+    assert table.count("| run/") == 4
+    assert breakdown.count("| run/") == sum(len(r["by_gt_median"]) for r in rows)
 
 
 def test_metric_range_and_errors(tmp_path, capsys, tiny_bag, tiny_checkpoint):

@@ -67,7 +67,8 @@ def test_one_epoch_checkpoint_feeds_evaluate_scaling(sim_bag, tmp_path, capsys, 
             assert row["images"] == 12 and row["skipped_no_valid_gt"] == 0
         assert rows["none"]["scale_median"] == 1.0
         # The reference row is Monodepth2's protocol: its scale is the ground truth's, so its log scale error is 0.
-        assert rows[REFERENCE_ROW]["scale_log_error"] == pytest.approx(0.0, abs=1e-9)
+        assert rows[REFERENCE_ROW]["scale_factor_log_error"] == pytest.approx(0.0, abs=1e-9)
+        assert all(math.isfinite(row["scale_log_error"]) for row in rows.values())
     assert len(report["figures"]) == 8  # 2 frames x 4 models
     for f in report["figures"]:
         assert Image.open(f).size[0] > 600
@@ -121,11 +122,14 @@ def test_rows_on_maps_with_known_answers():
     assert rows["none"]["abs_rel"] == pytest.approx(6 / 7) and rows["none"]["delta1"] == 0.0
     for row in ("rgb_echo", REFERENCE_ROW):
         assert rows[row]["abs_rel"] == pytest.approx(0.0, abs=1e-6) and rows[row]["delta1"] == 1.0
+        assert rows[row]["scale_factor_log_error"] == pytest.approx(0.0, abs=1e-6)
         assert rows[row]["scale_log_error"] == pytest.approx(0.0, abs=1e-6)
         assert rows[row]["scale_median"] == pytest.approx(7.0)
     # RGB scaling: scale 2 / median(depth / 7); frame i's median depth is 1.5 + i, so its scale error is log((1.5 + i) / 2).
     expected = sum(abs(math.log((1.5 + i) / 2)) for i in range(4)) / 4
-    assert rows["rgb"]["scale_log_error"] == pytest.approx(expected, rel=1e-3)
+    assert rows["rgb"]["scale_factor_log_error"] == pytest.approx(expected, rel=1e-3)
+    # the same from the medians of the scaled prediction and the ground truth (metrics.py's definition)
+    assert rows["rgb"]["scale_log_error"] == pytest.approx(expected, rel=1e-2)
     assert 0 < rows["rgb"]["delta1"] < 1 and rows["rgb"]["fallbacks"] == 0
     assert all(rows[r]["images"] == 4 for r in rows)
     assert [f["index"] for f in figures] == [1, 3] and set(figures[0]["models"]["rel"]) == set(ROWS)

@@ -301,3 +301,39 @@ def test_config_overrides_round_trip_and_validation(tmp_path):
         AVSNetConfig.from_yaml(tmp_path / "flat.yaml")
     with pytest.raises(ValueError, match="key=value"):
         AVSNetConfig.from_yaml(CONFIG_DIR / "avsnet_tiny.yaml", ["max_depth"])
+
+
+def test_range_profile_option_adds_channels_and_tokens(tmp_path):
+    """echo_range_profile: 4 echo channels (STFT, then the packed range profile), range tokens join the keys/values,
+    the arrival's range is in the input, and the model survives a checkpoint round trip."""
+    tiny = dict(backbone="tiny", image_size=(64, 128), echo_size=(32, 64), n_bins=8, bin_embedding_dim=16,
+                n_attractors=[2, 2, 2, 1], fusion_heads=4, audio_width=8, max_depth=8.0)
+    cfg = AVSNetConfig(**tiny, echo_range_profile=True, range_bins=128)
+    assert cfg.echo_channels == 4 and cfg.stft.range_profile.bins == 128
+    torch.manual_seed(0)
+    model = AVSNet(cfg).eval()
+    chirp = synthesize_chirp()
+    samples = np.random.default_rng(0).normal(0, 1e-3, (2, 3000)).astype(np.float32)
+    lag = int(round(2 * 3.0 / 340.0 * 44_100))  # a wall at 3 m
+    samples[:, lag:lag + chirp.size] += 0.2 * chirp
+    echo = model.echo_input(samples, 44_100)
+    assert echo.shape == (1, 4, 32, 64)
+    profile = echo[0, 2].flatten()[:128]
+    assert abs((int(profile[8:].argmax()) + 8 + 0.5) * 8.0 / 128 - 3.0) < 0.1 and echo[0, 2].flatten()[128:].abs().max() == 0
+    with torch.inference_mode():
+        out = model(torch.rand(1, 3, 64, 128), echo, return_attention=True)
+    stft_tokens = (32 // 32) * (64 // 32)
+    assert out["attention"].shape[-1] == stft_tokens + 128 // 8
+    with pytest.raises(ValueError, match=r"expected a \(B, 4, 32, 64\) magnitude STFT and range profile"):
+        model(torch.rand(1, 3, 64, 128), echo[:, :2])
+    loaded = AVSNet.from_checkpoint(model.save(tmp_path / "ranged"), "cpu")
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(torch.rand(1, 3, 64, 128).fill_(0.5), echo)["metric_depth"],
+                                   model(torch.rand(1, 3, 64, 128).fill_(0.5), echo)["metric_depth"])
+    with pytest.raises(ValueError, match="range_bins"):
+        AVSNetConfig(**tiny, echo_range_profile=True, range_bins=100)
+    with pytest.raises(ValueError, match="range_bins"):
+        AVSNetConfig(**tiny, echo_range_profile=True, range_bins=4096)
+    with pytest.raises(ValueError, match="chirp band"):
+        AVSNetConfig(**tiny, echo_range_profile=True, chirp_end_hz=40_000.0)
+    assert AVSNetConfig(**tiny).echo_channels == 2  # off by default: the paper's STFT branch alone

@@ -193,3 +193,20 @@ def test_configs_written_before_the_fixed_keys_were_dropped_still_resolve():
     assert train.lr == 1e-3 and not hasattr(TrainConfig(), "optimizer")
     with pytest.raises(ValueError, match="train.scheduler is fixed"):
         resolve_config({"train": {"scheduler": "cosine"}})
+
+
+def test_range_profile_and_augmentation_train_and_check_the_chirp(tmp_path, capsys, tiny_bag):
+    """Time-of-flight features with flip, scale, gain and noise augmentation train end to end; a model whose matched
+    filter expects another chirp than the bag's EchoStamped announces is refused, naming the frame."""
+    ranged = ("--set", "model.echo_range_profile=true", "--set", "model.range_bins=64", "--max-steps", "2")
+    aug = ("--set", "train.aug_flip=0.5", "--set", "train.aug_scale=1.5", "--set", "train.aug_echo_gain_db=6",
+           "--set", "train.aug_echo_noise=0.1")
+    run = tiny_bag.train(tmp_path, *ranged, *aug)
+    model = AVSNet.from_checkpoint(run / "checkpoints" / "last", "cpu")
+    assert model.cfg.echo_range_profile and model.range_encoder is not None
+    other = ("--set", "model.chirp_end_hz=18000")
+    assert main(tiny_bag.train_args(tmp_path / "bag", tmp_path / "run2", tmp_path / "cache", *ranged, *other)) == 2
+    assert "is not the one the range profile's matched filter expects" in capsys.readouterr().err
+    assert main(tiny_bag.train_args(tmp_path / "bag", tmp_path / "run3", tmp_path / "cache", "--set",
+                                    "train.aug_flip=2")) == 2
+    assert "train.aug_flip" in capsys.readouterr().err
