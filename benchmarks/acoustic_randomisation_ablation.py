@@ -57,6 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--work", type=Path, default=None, help="keep bags, caches and runs here (default: a temporary folder)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="further config overrides for both runs (e.g. model.echo_range_profile=true)")
     return p.parse_args(argv)
 
 
@@ -70,12 +72,12 @@ def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any], extra: list[s
         raise SystemExit(f"simulation failed (exit {code})")
 
 
-def config_for(seed: int, s: dict[str, Any], steps: int, cache: Path) -> dict[str, Any]:
+def config_for(seed: int, s: dict[str, Any], steps: int, cache: Path, extra: list[str]) -> dict[str, Any]:
     base = yaml.safe_load((ROOT / "config" / "avsnet_bundled.yaml").read_text())
     return apply_overrides(base, [f"model.image_size=[{s['height']}, {s['width']}]", "model.echo_size=null",
                                   f"train.seed={seed}", f"train.max_steps={steps}", "train.epochs=1000",
                                   "train.validate=false", "train.num_workers=0", "train.log_every=50",
-                                  f"data.cache_dir={cache}"])
+                                  f"data.cache_dir={cache}", *extra])
 
 
 def evaluate(checkpoint: Path, bag: Path, config: dict[str, Any]) -> dict[str, float]:
@@ -100,22 +102,24 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         for world, extra in WORLDS.items():
             simulate(bags[world], args.preset, args.seed, setting, extra)
         for world in WORLDS:
-            config = config_for(args.seed, setting, steps, work / f"cache_{world}")
-            run_dir = work / f"run_{args.preset}_{world}"
+            config = config_for(args.seed, setting, steps, work / f"cache_{world}", args.overrides)
+            tag = "".join(f"_{o.replace('=', '-')}" for o in args.overrides)
+            run_dir = work / f"run_{args.preset}_{world}{tag}"
             checkpoint = run_dir / "checkpoints" / "last"
             if not (run_dir / "checkpoints" / "last.safetensors").exists():
                 shutil.rmtree(run_dir, ignore_errors=True)
                 train_avsnet(config, bags[world], run_dir, device="cpu")
             tests = {f"test_{other}": evaluate(checkpoint, bags[other],
-                                               config_for(args.seed, setting, steps, work / f"cache_{other}"))
+                                               config_for(args.seed, setting, steps, work / f"cache_{other}",
+                                                          args.overrides))
                      for other in WORLDS}
             (real,) = transfer(argparse.Namespace(checkpoint=[checkpoint], sample=SAMPLE, index="47", emission_offset=[0]))
             results[world] = {**tests, "real_sample": real}
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
-    setup = {"preset": args.preset, "seed": args.seed, "quick": args.quick, **setting, "steps": steps,
-             "total_s": round(time.perf_counter() - started, 1)}
+    setup = {"preset": args.preset, "overrides": args.overrides, "seed": args.seed, "quick": args.quick, **setting,
+             "steps": steps, "total_s": round(time.perf_counter() - started, 1)}
     return {"results": results, "setup": setup}
 
 
