@@ -1,6 +1,6 @@
 """A private PulseAudio server for machines without a sound card (tests, `make demo-audio`). ROS-free.
 
-What it builds (measured recipe: ../shared/reference/audio_loopback.md): PulseAudio with null sinks and no hardware,
+What it builds: PulseAudio with null sinks and no hardware,
 its own runtime and state folders and socket, started and stopped by PID. PortAudio (Debian's libportaudio2 has only
 the ALSA host API) reaches it through ALSA's `pulse` plugin (libasound2-plugins), so echo_node runs on its real
 sounddevice path: a full-duplex PortAudio stream whose output comes back on its input.

@@ -31,8 +31,8 @@ class MatchingSubscription:
 
     Why: a best-effort subscription to a reliable camera driver (the default of rclpy and most drivers) received 0 of 100
     images at 1280x720 here (Fast DDS, loopback: the samples travel in fragments that best effort does not repair);
-    matched as reliable, 100 of 100 at 720p and 1080p (../shared/reference/ros2_image_transport.md,
-    benchmarks/image_transport.py). So it is created BEST_AVAILABLE (ROS 2 Iron and later), which resolves to reliable
+    matched as reliable, 100 of 100 at 720p and 1080p
+    (benchmarks/image_transport.py). So it is created BEST_AVAILABLE (ROS 2 Iron and later), which resolves to reliable
     while every publisher found is reliable or none is found yet, and re-created best effort when a best-effort publisher
     appears later (the middleware reports a requested-incompatible QoS), which then matches every publisher; once every
     publisher is gone it goes back to BEST_AVAILABLE, so a reliable driver started next is matched reliable. A best-effort

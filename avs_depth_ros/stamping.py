@@ -1,6 +1,6 @@
 """Where an emission sits in time, on a full-duplex stream whose host API reports wrong times. ROS-free.
 
-Measured on PulseAudio through ALSA's pulse plugin (../shared/reference/audio_loopback.md, issue 11):
+Measured on PulseAudio through ALSA's pulse plugin:
 - the stream starts with a burst of callbacks carrying silence (input underflow), then stalls for up to 1.5 s;
 - PortAudio's inputBufferAdcTime / outputBufferDacTime are off by up to 1.8 s in the first second, and afterwards
   DAC - ADC stayed 500 samples (11 ms) away from the measured loop delay for a whole run;

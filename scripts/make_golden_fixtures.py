@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden fixtures from the upstream code, for the tests in test/golden/ (issue 17: fidelity against ZoeDepth and Monodepth2).
+"""Golden fixtures from the upstream code, for the tests in test/golden/.
 
     python scripts/make_golden_fixtures.py --zoedepth ~/src/ZoeDepth --monodepth2 ~/src/monodepth2 [--out test/golden/fixtures]
 

@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "infer": ("infer", "metric depth for one image + echo"),
     "gradcam": ("gradcam", "Grad-CAM over the echo spectrogram and the image"),
     "export": ("export", "export AVS-Net or Monodepth2 to ONNX (ONNX Runtime, TensorRT) with its metadata"),
+    "echo-stats": ("echo_stats", "statistics of recorded echoes against simulated ones (table, figures, JSON)"),
 }
 
 

@@ -2,6 +2,8 @@
 
     avs-depth simulate --preset bv2 --sequences 20 --frames 200 --seed 7 --out bv2_sim        # halls, 30 m
     avs-depth simulate --preset bv1 --scale-ambiguous --sequences 20 --out bv1_amb            # offices, 12 m
+    avs-depth simulate --preset bv2 --randomise-acoustics --out bv2_rand        # ranges of config/sim_acoustics.yaml
+    avs-depth simulate --preset bv2 --randomise-acoustics my_ranges.yaml --out bv2_rand
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avs_depth_core.sim.randomise import load_acoustic_ranges
 from avs_depth_core.sim.record import record_bag
 from avs_depth_core.sim.world import PRESETS
 
@@ -40,12 +43,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fractions of the sequences per split, by sequence; each split with a positive fraction "
                              "gets at least one sequence when there are enough (2 -> train, test; 3 -> train, val, test) "
                              "(default 0.8 0.1 0.1)")
+    parser.add_argument("--randomise-acoustics", nargs="?", const="sim_acoustics.yaml", default=None, metavar="RANGES.yaml",
+                        help="acoustic domain randomisation: each sequence draws its speaker-microphone chain, gains, "
+                             "latency, clock, room absorption and reverberation, noise, hum and ear spacing from the "
+                             "ranges in RANGES.yaml (default config/sim_acoustics.yaml); off by default")
 
 
 def run(args: argparse.Namespace) -> int:
+    from avs_depth_core.train.run import find_config
+
+    ranges = None
+    if args.randomise_acoustics is not None:
+        ranges = load_acoustic_ranges(find_config(args.randomise_acoustics))
     recorded = record_bag(args.out, preset=args.preset, sequences=args.sequences, frames=args.frames, seed=args.seed,
                           height=args.height, width=args.width, rate_hz=args.rate, scale_ambiguous=args.scale_ambiguous,
                           scale_range=tuple(args.scale_range) if args.scale_range is not None else None,
-                          splits=tuple(args.splits), storage=args.storage)
+                          splits=tuple(args.splits), storage=args.storage, acoustic_ranges=ranges)
     print(recorded.describe())
     return 0

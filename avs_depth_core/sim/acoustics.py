@@ -21,14 +21,16 @@ with either 340 or 343 m/s finds its samples.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy.signal import butter, fftconvolve, lfilter, sosfilt
 
 from avs_depth_core.audio.chirp import BATVISION_CHIRP, ChirpSpec, synthesize_chirp
 from avs_depth_core.audio.window import SPEED_OF_SOUND, echo_window_samples
+from avs_depth_core.sim.randomise import AcousticVariation, chain_gain_db, hum, minimum_phase_fir, wall_gain_db
 from avs_depth_core.sim.scene import Patches, Scene, Surfaces, scene_patches, scene_surfaces
 
 PRE_ROLL = 256            # samples before emission; the real BV2 sample's direct path arrives ~300 samples in
@@ -145,6 +147,33 @@ class EchoSimulator:
         self.ambient_noise, self.mic_noise = ambient_noise, mic_noise
         half = SINC_TAPS // 2
         self._sinc_offsets = np.arange(-half + 1, half + 1)
+        # Set by varied() only (acoustic domain randomisation); the plain simulator leaves them as they are here.
+        self.variation: AcousticVariation | None = None
+        self.latency = 0.0            # samples between the emission mark (pre_roll) and the sound leaving the speaker
+        self.reflection_fir: np.ndarray | None = None
+
+    def varied(self, v: AcousticVariation) -> EchoSimulator:
+        """A copy recording through variation v (sim/randomise.py): its rig, chain, latency, clock, noise, hum and
+        limiter; the room's own draws (reverberation time, tail energy) apply to the AcousticScene (SimSequence)."""
+        out = copy.copy(self)
+        out.variation = v
+        out.rig = replace(self.rig, mic_spacing=v.ear_spacing_m, direct_gain=v.direct_gain)
+        out.c = self.c / (1 + v.clock_ppm * 1e-6)  # a fast recording clock counts more samples per metre
+        out.latency = v.latency_ms * 1e-3 * self.fs
+        taps = 512
+        freqs = np.fft.rfftfreq(2 * taps, 1 / self.fs)
+        emitted = fftconvolve(self.emitted, minimum_phase_fir(chain_gain_db(v, freqs), taps))
+        out.emitted = emitted[: np.nonzero(np.abs(emitted) > 1e-4 * np.abs(emitted).max())[0][-1] + 1]
+        out.reflection_fir = minimum_phase_fir(wall_gain_db(v, freqs), taps)
+        out.ambient_noise, out.mic_noise = v.ambient_noise, v.mic_noise
+        out.limiter = (v.limiter_threshold, LIMITER_CEILING)
+        return out
+
+    def with_latency(self, latency: float) -> EchoSimulator:
+        """A copy whose sound leaves the speaker `latency` samples after the emission mark."""
+        out = copy.copy(self)
+        out.latency = float(latency)
+        return out
 
     def prepare(self, scene: Scene) -> AcousticScene:
         surf = scene_surfaces(scene)
@@ -266,13 +295,17 @@ class EchoSimulator:
         """(2, num_samples) impulse response, emission at sample pre_roll, direct tap = 1 / r convention.
         The stochastic tail needs rng."""
         ir = np.zeros((2, self.num_samples))
+        direct = ir if self.reflection_fir is None else np.zeros_like(ir)
         paths = self.paths(ac, pose)
         to_samples = self.fs / self.c
         for kind, (length, gain) in paths.items():
-            delays = self.pre_roll + length * to_samples
-            (self._add_linear_taps if kind == "diffuse" else self._add_sinc_taps)(ir, delays, gain)
+            delays = self.pre_roll + self.latency + length * to_samples
+            add = self._add_linear_taps if kind == "diffuse" else self._add_sinc_taps
+            add(direct if kind == "direct" else ir, delays, gain)
         if tail and rng is not None:
             ir += self._tail(ac, pose, rng)
+        if self.reflection_fir is not None:  # absorption per band colours what the walls return, not the direct path
+            ir = fftconvolve(ir, self.reflection_fir[None], axes=1)[:, : self.num_samples] + direct
         return ir
 
     def _tail(self, ac: AcousticScene, pose: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -283,7 +316,7 @@ class EchoSimulator:
         nearest = float(min(np.min(speaker - scene.room_lo), np.min(scene.room_hi - speaker)))
         t_first = 2 * nearest / self.c
         t_mix = max(2 * t_first, max(1, self.ism_order) * ac.mean_free_path / self.c)
-        t = (np.arange(self.num_samples) - self.pre_roll) / self.fs
+        t = (np.arange(self.num_samples) - self.pre_roll - self.latency) / self.fs
         decay = 6.91 / ac.t60
         # sum over samples of a0^2 exp(-2 decay t) = a0^2 fs / (2 decay) = tail_energy
         a0 = math.sqrt(ac.tail_energy * 2 * decay / self.fs)
@@ -307,6 +340,8 @@ class EchoSimulator:
             shared = ambient[2] * math.sqrt(0.5)
             wave += self.ambient_noise * (ambient[:2] * math.sqrt(0.5) + shared)
             wave += self.mic_noise * rng.standard_normal((2, self.num_samples))
+            if self.variation is not None:
+                wave += hum(self.variation, self.num_samples, self.fs, rng)
         if self.limiter is not None:
             wave = preamp_limit(wave, *self.limiter)
         return np.clip(wave, -1.0, 1.0).astype(np.float32)

@@ -23,6 +23,7 @@ from avs_depth_core import files
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
+from avs_depth_core.sim.randomise import AcousticRanges
 from avs_depth_core.sim.world import SimFrame, SimSequence, SimWorld
 
 EPOCH_NS = 1_700_000_000 * 1_000_000_000  # 2023-11-14T22:13:20Z: a fixed start so bags are reproducible
@@ -117,11 +118,13 @@ class RecordedBag:
 def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, frames: int = 200, seed: int = 0,
                height: int = 256, width: int = 512, rate_hz: float = 10.0, scale_ambiguous: bool = False,
                scale_range: tuple[float, float] | None = None, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
-               storage: str = "mcap") -> RecordedBag:
+               storage: str = "mcap", acoustic_ranges: AcousticRanges | None = None) -> RecordedBag:
     """Simulate `sequences` sequences of `frames` frames of the `preset` world into the new rosbag2 `out`.
 
     scale_ambiguous: each scene, its textures, lights and camera path scaled by a log-uniform factor in scale_range
-    (default (0.5, 2)) so the RGB holds no absolute-scale cue; splits: fractions of the sequences (split_counts).
+    (default (0.5, 2)) so the RGB holds no absolute-scale cue; splits: fractions of the sequences (split_counts);
+    acoustic_ranges: acoustic domain randomisation (sim/randomise.py), each sequence's draw recorded in its metadata
+    under "acoustics" (None: the fixed chain and room, and no such key).
     """
     if scale_range is not None and not scale_ambiguous:
         raise ValueError("--scale-range only applies with --scale-ambiguous")
@@ -140,7 +143,7 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
     out = Path(out)
     files.sweep_temporaries(out.parent)
     world = SimWorld(preset, seed=seed, height=height, width=width, scale_ambiguous=scale_ambiguous,
-                     scale_range=scale_range, rate_hz=rate_hz)
+                     scale_range=scale_range, rate_hz=rate_hz, acoustic_ranges=acoustic_ranges)
     files.check_output(out, sequences * frames * frame_bytes(height, width, world.echo_samples), kind="new")
     split_names = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
     period_ns = round(1e9 / rate_hz)
@@ -153,9 +156,11 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
             progress.set_postfix_str(f"{seq.name} ({split}, scale {seq.scale:.2f})")
             last_ns = write_sequence(writer, seq, frames, start_ns, progress)
             end_ns = last_ns + period_ns
+            extra = {"acoustics": seq.variation.describe()} if seq.variation is not None else {}
             writer.add_sequence(seq.name, split, start_ns, end_ns, scene=seq.scene.name, scale=seq.scale, preset=preset,
                                 index=index, frames=frames, seed=seed, rate_hz=rate_hz, max_depth=world.max_depth,
-                                scale_ambiguous=scale_ambiguous, room_size_m=[round(float(x), 3) for x in seq.scene.size])
+                                scale_ambiguous=scale_ambiguous, room_size_m=[round(float(x), 3) for x in seq.scene.size],
+                                **extra)
             start_ns = end_ns + round(GAP_S * 1e9)
         messages, topics_written = sum(writer.counts.values()), len(writer.counts)
     size_mb = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 1e6

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from avs_depth_core.audio.chirp import BATVISION_CHIRP, ChirpSpec
 from avs_depth_core.sim.acoustics import AcousticScene, BinauralRig, EchoSimulator
 from avs_depth_core.sim.presets import PRESETS, Preset, get_preset
+from avs_depth_core.sim.randomise import AcousticRanges, AcousticVariation, draw_variation
 from avs_depth_core.sim.render import IMAGE_NOISE, PreparedScene, Renderer, intrinsics, prepare
 from avs_depth_core.sim.scene import Scene, clearance_map, random_scene
 from avs_depth_core.sim.trajectory import Motion, RobotPath
@@ -62,7 +63,8 @@ class SimWorld:
 
     def __init__(self, preset: str = "bv2", seed: int = 0, height: int = 256, width: int = 512, scale_ambiguous: bool = False,
                  scale_range: tuple[float, float] = (0.5, 2.0), rate_hz: float = 10.0, *, ism_order: int = 3,
-                 rig: BinauralRig | None = None, chirp: ChirpSpec = BATVISION_CHIRP) -> None:
+                 rig: BinauralRig | None = None, chirp: ChirpSpec = BATVISION_CHIRP,
+                 acoustic_ranges: AcousticRanges | None = None) -> None:
         self.preset: Preset = get_preset(preset)
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -79,6 +81,8 @@ class SimWorld:
         self.renderer = Renderer(self.K, self.height, self.width, self.preset.max_depth)
         self.acoustics = EchoSimulator(self.preset.max_depth, chirp=chirp, rig=rig or BinauralRig(), ism_order=ism_order)
         self.texture_size = _texture_size(self.width)
+        # Acoustic domain randomisation (sim/randomise.py): None records every sequence through the same chain and room.
+        self.acoustic_ranges = acoustic_ranges
 
     @property
     def max_depth(self) -> float:
@@ -120,6 +124,17 @@ class SimSequence:
         self._noise = np.random.default_rng(noise_ss).normal(0, IMAGE_NOISE, pixels + 65536).astype(np.float32)
         self.render_scene: PreparedScene = prepare(self.scene)
         self.acoustic_scene: AcousticScene = world.acoustics.prepare(self.scene)
+        self.variation: AcousticVariation | None = None
+        self.simulator = world.acoustics
+        if world.acoustic_ranges is not None:
+            # A stream of its own (the sixth child; the first five are the ones above), so the scene, path and images
+            # stay those of the plain world with the same seed.
+            variation_ss = np.random.SeedSequence([world.seed, index]).spawn(6)[5]
+            v = draw_variation(world.acoustic_ranges, np.random.default_rng(variation_ss))
+            self.variation, self.level, self.channel_gain = v, v.level, v.ear_gain
+            self.simulator = world.acoustics.varied(v)
+            self.acoustic_scene = replace(self.acoustic_scene, t60=self.acoustic_scene.t60 * v.t60_factor,
+                                          tail_energy=self.acoustic_scene.tail_energy * 10 ** (v.tail_gain_db / 10))
 
     def _frame_rng(self, i: int) -> np.random.Generator:
         return np.random.default_rng([self.world.seed, self.index, i])
@@ -143,8 +158,12 @@ class SimSequence:
         """The binaural recording (2, n) float32 of frame i's chirp (emitted at the frame's time)."""
         rng = self._frame_rng(i)
         rng.integers(0, 65536)  # the image-noise offset drawn by render(); keeps the two streams apart
-        return self.world.acoustics.render(self.acoustic_scene, self.pose(i), rng, self.level, self.channel_gain,
-                                           noise=noise, tail=tail)
+        simulator = self.simulator
+        if self.variation is not None and self.variation.jitter_ms > 0:
+            jitter = np.random.default_rng([self.world.seed, self.index, i, 1]).uniform(-1, 1) * self.variation.jitter_ms
+            simulator = simulator.with_latency(simulator.latency + jitter * 1e-3 * simulator.fs)
+        return simulator.render(self.acoustic_scene, self.pose(i), rng, self.level, self.channel_gain,
+                                noise=noise, tail=tail)
 
     def frame(self, i: int) -> SimFrame:
         if not isinstance(i, (int, np.integer)) or i < 0:

@@ -96,7 +96,7 @@ class RealtimeCard:
                 self.active = False
 
             def close(self) -> None:
-                pass
+                self.active = False  # ends card.run: a card left running would keep allocating into later tests
 
         self.streams.append(Stream())
         return self.streams[-1]
@@ -110,7 +110,8 @@ class RealtimeCard:
     def run(self) -> None:
         source, sink = self.streams
         block, delay = 441, 441 + 4
-        out = np.zeros(0, np.float32)
+        out = np.zeros(0, np.float32)  # what was played, from sample `base` on (the last delay + block samples)
+        base = 0
         t0 = time.monotonic()
         pos = 0
         while source.active and sink.active:
@@ -119,7 +120,9 @@ class RealtimeCard:
                                                           currentTime=t0 + pos / FS), 0)
             out = np.concatenate([out, outdata[:, 0]])
             src = np.arange(pos, pos + block) - delay
-            heard = np.where(src >= 0, out[np.clip(src, 0, len(out) - 1)], 0)
+            heard = np.where(src >= 0, out[np.clip(src - base, 0, len(out) - 1)], 0)
+            drop = max(0, len(out) - (delay + block))
+            out, base = out[drop:], base + drop
             indata = np.stack([heard, heard], 1).astype(np.float32) * 0.5
             indata += np.random.default_rng(pos).normal(0, 1e-4, indata.shape).astype(np.float32)
             source.callback(indata, block, SimpleNamespace(inputBufferAdcTime=t0 + pos / FS,
