@@ -94,13 +94,18 @@ def test_echo_node_on_a_real_audio_server_survives_a_server_restart_and_exits_0_
         first = list(listener.echoes)
         stamps = check_echoes(first)
         gaps = np.diff(stamps)
-        assert np.allclose(gaps[:2], MAX_LOOP_S * 1e9, atol=1e6)  # the probe pair, then the chirp period
-        gaps = gaps[2:]
+        # the probe pair, then the chirp period. Under load this process may join after the probe pair was published
+        # (discovery took longer than the stream's start): its gaps are then checked where heard; test_sensor_nodes checks
+        # the pair on every run with a simulated card.
+        probe = 0
+        while probe < 2 and np.isclose(gaps[probe], MAX_LOOP_S * 1e9, atol=1e6):
+            probe += 1
+        gaps = gaps[probe:]
         off_grid = np.abs(gaps - np.round(gaps / PERIOD_NS) * PERIOD_NS) > 1e6
         xruns = int(listener.diagnostics[-1]["xruns"])
         assert not off_grid.any() or xruns > 0, gaps  # a stamp leaves the chirp grid only when the output slipped (xrun)
         # about 5 Hz after the probe pair (two chirps 0.75 s apart that measure the loop delay)
-        assert np.all(gaps > 0) and (len(stamps) - 3) * PERIOD_NS / (stamps[-1] - stamps[2]) > 0.8
+        assert np.all(gaps > 0) and len(gaps) * PERIOD_NS / (stamps[-1] - stamps[probe]) > 0.8
         assert listener.diagnostics[-1]["timing"] == "direct_path"
 
         audio_server._own_folder = False  # the server goes away and comes back on the same socket
