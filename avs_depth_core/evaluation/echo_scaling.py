@@ -5,7 +5,8 @@
 
 For every relative or zero-shot model (Monodepth2 checkpoints via --relative, TorchScript files via --relative-torchscript,
 Only-RGB AVS-Nets as zero-shot metric models via --zero-shot-avsnet) the test frames are scored in three rows:
-  none      the model's depth as it is (relative models: their own units), clamped to the evaluation range;
+  none      the model's depth as it is (relative models: their own units; an echo-supervised Monodepth2, whose checkpoint
+            says depth_units "metres": metres, no median step), clamped to the evaluation range;
   rgb       scaled per image by the Only-RGB AVS-Net:    M = R * median(Mp_rgb) / median(R)   (paper eq. 3)
   rgb_echo  scaled per image by the RGB-Echoes AVS-Net:  M = R * median(Mp_echo) / median(R)
 plus a reference row gt_median (Monodepth2's evaluation protocol: the scale from the ground truth's median), which shows
