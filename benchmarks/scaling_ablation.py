@@ -81,6 +81,12 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 16, "scheduler_step_size": 12},
         "avsnet": {"steps": 800},
     },
+    # Only checks that the script runs end to end in about a minute; its numbers mean nothing.
+    "smoke": {
+        "sim": {"sequences": 8, "frames": 6, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
+        "monodepth2": {"frame_interval": 1, "encoder_width": 8, "num_epochs": 1, "scheduler_step_size": 1},
+        "avsnet": {"steps": 2},
+    },
     "full": {
         "sim": {"sequences": 200, "frames": 30, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
         "monodepth2": {"frame_interval": 1, "encoder_width": 32, "num_epochs": 20, "scheduler_step_size": 15},
@@ -110,6 +116,7 @@ MAX_DEPTH = {"bv1": 12.0, "bv2": 30.0}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the 20-minute CPU setting (default: the full setting)")
+    p.add_argument("--smoke", action="store_true", help="a setting of about a minute that only checks the script runs")
     p.add_argument("--preset", default="bv1", help="simulator preset (bv1: offices, 12 m; bv2: halls, 30 m)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated world and of training")
     p.add_argument("--out", type=Path, default=None, help="write the three rows as JSON here (and R.details.json beside it)")
@@ -282,7 +289,7 @@ def evaluate(args: argparse.Namespace, work: Path, bag: Path, trained: dict[str,
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
-    name = "quick" if args.quick else "full"
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
     setting = json.loads(json.dumps(SETTINGS[name]))
     if args.avsnet_steps:
         setting["avsnet"]["steps"] = args.avsnet_steps
