@@ -322,6 +322,10 @@ class Monodepth2Trainer(loop.Trainer):
         self.echo = EchoSupervision(self.echo_cfg, "cpu", (model_cfg.min_depth, model_cfg.max_depth)) \
             if self.echo_cfg.enabled else None
         super().__init__(model_cfg, train, data, epochs=model_cfg.num_epochs, batch_size=model_cfg.batch_size)
+        if self.echo is not None:  # the depth is meant to be metres: score and show it unscaled as well
+            self.score_keys = ("metric_abs_rel", *self.score_keys)
+            self.shown_keys = (*self.shown_keys, "metric_abs_rel", "metric_delta1")
+            self.plot_keys = (*self.plot_keys, "metric_abs_rel", "metric_delta1")
 
     def resolved(self) -> dict[str, Any]:
         out = super().resolved()
@@ -371,11 +375,13 @@ def train_monodepth2(config: dict[str, Any], bag: str | Path, run_dir: str | Pat
 def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.utils.data.DataLoader, device: torch.device,
              model_cfg: Monodepth2Config, data_cfg: DataConfig) -> dict[str, float]:
     """Mean photometric loss of the un-augmented val triples, and where the centre frames have depth, the seven metrics
-    after per-image median scaling with the ground truth (Monodepth2 evaluate_depth.py) plus the spread of those ratios."""
+    after per-image median scaling with the ground truth (Monodepth2 evaluate_depth.py) plus the spread of those ratios;
+    for a metric DepthNet (depth_units metres) also the metrics of the unscaled depth, prefixed metric_."""
     was_training = model.training
     model.eval()
     size = (model_cfg.height, model_cfg.width)
     acc = MetricAccumulator(data_cfg.min_depth, data_cfg.max_depth)
+    unscaled = MetricAccumulator(data_cfg.min_depth, data_cfg.max_depth) if model_cfg.depth_units == "metres" else None
     losses, ratios = [], []
     try:
         for batch in progress(loader, len(loader), "validate", Runtime(device)):
@@ -397,6 +403,8 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
                                          max_depth=data_cfg.max_depth, min_pixels=1, fallback="unit")
             ratios += [s.scale for s in scales if s.fallback is None]
             acc.update(torch.stack([depth[i] * s.scale for i, s in enumerate(scales)]), gt)
+            if unscaled is not None:
+                unscaled.update(depth.clamp(data_cfg.min_depth, data_cfg.max_depth), gt)
     finally:
         model.train(was_training)
     out = {"loss": sum(v * n for v, n in losses) / max(1, sum(n for _, n in losses))}
@@ -405,4 +413,6 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
         med = float(np.median(ratios))
         out["scale_ratio_median"] = med
         out["scale_ratio_std"] = float(np.std(np.asarray(ratios) / med))
+    if unscaled is not None and unscaled.count:
+        out.update({f"metric_{k}": v for k, v in unscaled.compute().items() if k in METRIC_NAMES})
     return out

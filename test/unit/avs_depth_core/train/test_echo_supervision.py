@@ -9,6 +9,7 @@ import pytest
 import torch
 import yaml
 
+from avs_depth_core.checkpoint import load_checkpoint
 from avs_depth_core.cli import main
 from avs_depth_core.models.monodepth2 import load_monodepth2
 from avs_depth_core.relative import RelativeDepthModel
@@ -121,6 +122,9 @@ def test_echo_supervised_run_stores_a_metric_depthnet(sim_bag, tmp_path, capsys,
     assert all(math.isfinite(r["echo_term"]) and r["echo_term"] > 0 and 0 < r["echo_selected"] <= 1 for r in log)
     loaded = load_monodepth2(out / "checkpoints" / "last")
     assert loaded.config.depth_units == "metres"
+    _, _, _, meta = load_checkpoint(out / "checkpoints" / "last")
+    assert {"abs_rel", "metric_abs_rel", "metric_delta1"} <= set(meta["val"])  # unscaled metrics of the metric DepthNet
+    assert meta["val"]["metric_abs_rel"] != meta["val"]["abs_rel"]
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["train"]["echo_supervision"]["checkpoint"] == str(teacher)
     model = RelativeDepthModel.monodepth2(out / "checkpoints" / "best")
