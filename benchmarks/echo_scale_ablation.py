@@ -26,8 +26,9 @@ CPU-sized setup (stated deviations from the paper's training, see CONFIG_OVERRID
 with the echo STFT resized to the image size (as AVS-Net does); training from random initialisation, hence lr 1e-3
 with the MiDaS encoder at the full rate (encoder_lr_factor 1) and trainable BatchNorm (ZoeDepth's lr/10 and frozen BN
 are for a pretrained MiDaS); batch 8. Everything else is the trainer's default (SILog, AdamW + OneCycle, clip 0.1).
---quick trains 1500 steps per network, sized for 20 minutes on 2 CPU cores (bv1 seed 101 took 1245 s of wall-clock time
-while other jobs shared the cores, i.e. just over); the printed cpu_s is the process's own CPU time.
+--quick trains 1500 steps per network, sized for 20 minutes on 2 CPU cores: measured 703 s (bv1) and 742 s (bv2) of
+CPU time, 720 s and 762 s of wall-clock time, with the cores shared with other jobs (1245 s wall on bv1 under heavier
+sharing); the printed cpu_s is the process's own CPU time.
 """
 
 from __future__ import annotations
