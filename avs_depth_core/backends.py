@@ -25,6 +25,7 @@ from avs_depth_core.models.avsnet import AVSNetConfig, AVSNetInputs
 from avs_depth_core.ort_session import PROVIDERS, import_onnxruntime, onnx_session
 from avs_depth_core.pipeline_settings import BACKENDS
 from avs_depth_core.relative import RelativeDepthModel
+from avs_depth_core.scaling import disparity_to_depth
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +143,13 @@ def onnx_relative(path: str | Path, providers: Sequence[Any] | None = None, thre
     if kind == "monodepth2":
         conversion = metadata["depth_conversion"]
         config = metadata["config"]
+        if config.get("depth_units") == "metres":  # echo-supervised: its depth is metric (train/echo_supervision.py)
+            def run_metric(x: torch.Tensor) -> torch.Tensor:
+                return disparity_to_depth(run_session(x), conversion["disparity_kind"], conversion["min_depth"],
+                                          conversion["max_depth"])
+
+            return RelativeDepthModel(run_metric, "metric_depth", name=f"{name} (metres)",
+                                      input_size=(config["height"], config["width"]), device=device)
         return RelativeDepthModel(run_session, "disparity", name=name, input_size=(config["height"], config["width"]),
                                   disparity_kind=conversion["disparity_kind"], min_depth=conversion["min_depth"],
                                   max_depth=conversion["max_depth"], device=device)

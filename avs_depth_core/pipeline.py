@@ -4,6 +4,8 @@ the depth node, the benchmark and tests share it.
     AVS-Net(RGB, echo STFT) -> pseudo-metric depth Mp         (needs a fresh echo unless the model is Only-RGB)
     relative model(RGB)     -> R
     scale = median(Mp) / median(R)  (AVS-Net eq. 3; scaling.recover_scale), smoothed and held by scaling.ScaleTracker
+    (scale_method "none": scale 1, for a relative model that predicts metres itself, such as an echo-supervised
+    Monodepth2 (train/echo_supervision.py); the depth then needs no echo, though AVS-Net's Mp is still computed)
     metric = scale * R, resized to the input image, clipped to (or NaN outside) the model's depth range
 
 Without a fresh echo the tracker holds the last scale for `hold_s` seconds and says so (held, held_for); after that the
@@ -123,6 +125,9 @@ class DepthPipeline:
         path = s.relative_checkpoint if s.relative_model == "torchscript" else \
             find_checkpoint(s.relative_checkpoint, s.relative_model, "relative_checkpoint")
         relative = load_relative(s.relative_model, path, s.backend, torch_device, s.onnx_providers, s.half, warn)
+        if s.scale_method == "none" and not relative.is_metric:
+            warn(f"scale_method 'none' uses the depth of {relative.name} as metres, but it is a relative model (not "
+                 f"trained with echo supervision); its depth will have no metric scale")
         cfg = avsnet.cfg
         scaling = ScalingConfig(method=s.scale_method, min_depth=cfg.min_depth, max_depth=cfg.max_depth, fallback="nan",
                                 smoothing_alpha=s.scale_smoothing_alpha, hold_s=s.max_scale_hold_s)
@@ -182,7 +187,9 @@ class DepthPipeline:
         size = rgb.shape[:2]
         with torch.inference_mode():
             pseudo, relative, echo_used = self._networks(rgb, echo)
-            fresh = self.scaling.recover(relative, pseudo) if pseudo is not None else None
+            # scale_method "none": the relative model's depth is metres (an echo-supervised DepthNet), with or without an echo
+            metric_model = self.scaling.method == "none"
+            fresh = self.scaling.recover(relative, pseudo) if pseudo is not None or metric_model else None
             scale = self._track(fresh, image_stamp_ns / 1e9)
             metric = _resize(apply_scale(relative, scale, min_output=self.cfg.min_depth), size)
             if self.out_of_range == "clip":

@@ -147,7 +147,8 @@ class RelativeDepthModel:
 
     @classmethod
     def monodepth2(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> RelativeDepthModel:
-        """The project's Monodepth2 DepthNet (relative): full-resolution sigmoid disparity, converted with disp_to_depth."""
+        """The project's Monodepth2 DepthNet: full-resolution sigmoid disparity, converted with disp_to_depth; relative, or
+        a metric model (output_kind "metric_depth") when its checkpoint says depth_units "metres" (echo-supervised)."""
         from avs_depth_core.models.monodepth2 import load_monodepth2
 
         loaded = load_monodepth2(checkpoint, device)
@@ -156,9 +157,16 @@ class RelativeDepthModel:
         def predict_disparity(x: torch.Tensor) -> torch.Tensor:
             return depth_net(x)[("disp", 0)]
 
-        model = cls(predict_disparity, "disparity", name=f"monodepth2 {Path(checkpoint).name}",
-                    input_size=(config.height, config.width), disparity_kind="monodepth2", min_depth=config.min_depth,
-                    max_depth=config.max_depth, device=device)
+        def predict_metric_depth(x: torch.Tensor) -> torch.Tensor:
+            return disparity_to_depth(predict_disparity(x), "monodepth2", config.min_depth, config.max_depth)
+
+        name = f"monodepth2 {Path(checkpoint).name}"
+        if config.depth_units == "metres":
+            model = cls(predict_metric_depth, "metric_depth", name=f"{name} (metres)",
+                        input_size=(config.height, config.width), device=device)
+        else:
+            model = cls(predict_disparity, "disparity", name=name, input_size=(config.height, config.width),
+                        disparity_kind="monodepth2", min_depth=config.min_depth, max_depth=config.max_depth, device=device)
         model.module = depth_net
         return model
 

@@ -9,6 +9,9 @@ Nothing is trained, fitted or selected on the sample's depth: it is read only to
 and emission offset it prints the scale ratio (1.0 is right; the issue's target is 0.8-1.25), the medians, delta1 as
 predicted and delta1 once the prediction is scaled by the ratio of medians (the shape alone), on valid pixels 0 < gt <
 the model's max_depth, the prediction at the ground truth's 1280x720 (infer's output size).
+
+--echo-sweep BAG adds how far the echo moves the prediction: the real image with simulated echoes from BAG (spread over
+their depth medians, zero-padded to the model's window) and with background noise alone (1e-3 RMS).
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from avs_depth_core.data.echo_sources import load_records  # noqa: E402
 from avs_depth_core.inference import infer_depth, load_echo, load_rgb  # noqa: E402
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
 from avs_depth_core.pipeline import bundled_checkpoint  # noqa: E402
@@ -38,6 +42,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--index", default="47", help="the sample's number in its file names (default 47)")
     p.add_argument("--emission-offset", type=int, nargs="+", default=[0],
                    help="sample index of the chirp emission in the wav (default 0, as BatVision's loader cuts it)")
+    p.add_argument("--echo-sweep", type=Path, default=None, metavar="BAG",
+                   help="also predict with the real image and simulated echoes from this bag (and with noise alone)")
+    p.add_argument("--sweep-count", type=int, default=6, help="simulated echoes in the sweep (default 6)")
     p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
     return p.parse_args(argv)
 
@@ -72,6 +79,20 @@ def run(args: argparse.Namespace) -> list[dict]:
     return rows
 
 
+def echo_sweep(model: AVSNet, rgb: np.ndarray, bag: Path, count: int) -> list[tuple[str, float]]:
+    """(echo, median predicted depth m) for noise alone and for `count` simulated echoes spread over their depth."""
+    records = sorted(load_records(bag), key=lambda r: r.depth_median_m)
+    picks = [records[int(i)] for i in np.linspace(0, len(records) - 1, count).round()]
+    need = model.cfg.echo_samples
+    noise = np.random.default_rng(0).normal(0, 1e-3, (2, need + 1)).astype(np.float32)
+    out = [("noise alone", float(np.median(infer_depth(model, rgb, noise, model.cfg.sample_rate, 0))))]
+    for r in picks:
+        echo = np.pad(r.samples, ((0, 0), (0, max(0, r.emission_offset + need - r.samples.shape[1]))))
+        depth = infer_depth(model, rgb, echo, r.sample_rate, r.emission_offset)
+        out.append((f"simulated, depth median {r.depth_median_m:.2f} m", float(np.median(depth))))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     rows = run(args)
@@ -84,6 +105,12 @@ def main(argv: list[str] | None = None) -> int:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(rows, indent=2) + "\n")
         print(f"wrote {args.out}")
+    if args.echo_sweep is not None:
+        rgb = load_rgb(args.sample / f"camera_{args.index}.jpeg")
+        for checkpoint in args.checkpoint or [bundled_checkpoint("avsnet")]:
+            print(f"\n{checkpoint} on the real image: echo -> median predicted depth")
+            for what, depth in echo_sweep(AVSNet.from_checkpoint(checkpoint, "cpu"), rgb, args.echo_sweep, args.sweep_count):
+                print(f"  {what}: {depth:.2f} m")
     return 0
 
 

@@ -1,5 +1,6 @@
 """Table 2 on a simulated scale-ambiguous world: a relative depth model made metric with no scaling, with the Only-RGB
-AVS-Net's scale and with the RGB-Echoes AVS-Net's scale (the AVS-Net paper's scaling ablation).
+AVS-Net's scale and with the RGB-Echoes AVS-Net's scale (the AVS-Net paper's scaling ablation), and a Monodepth2 trained
+with the RGB-Echoes AVS-Net's depth as a scale-aware pseudo-label, used as metres without scaling.
 
     .venv/bin/python benchmarks/scaling_ablation.py --quick [--preset bv1] [--seed S] [--out R.json] [--work DIR]
 
@@ -9,13 +10,18 @@ AVS-Net's scale and with the RGB-Echoes AVS-Net's scale (the AVS-Net paper's sca
 2. Training, in two lanes that run side by side (one CPU thread each), on the training sequences:
    lane 1: `avs-depth train --model monodepth2` (a subprocess) on the training sequences' frame triples;
    lane 2: AVS-Net RGB-Echoes, then Only-RGB, with the CPU recipe of benchmarks/echo_scale_ablation.py (same trainer,
-   data, seed and steps; they differ only in use_echo).
+   data, seed and steps; they differ only in use_echo);
+   and once the RGB-Echoes AVS-Net is trained, the echo-supervised Monodepth2 (`avs-depth train --model monodepth2` with
+   train.echo_supervision on that checkpoint, train/echo_supervision.py defaults; ECHO_SUPERVISED_OVERRIDES) as a
+   further subprocess, so for a while three processes share the two cores.
    With --work DIR, a finished run of the same setting is reused instead of trained again (delete it to retrain).
-3. `evaluate-scaling` on the test sequences (avs_depth_core.evaluation.echo_scaling.evaluate_scaling): the rows No / RGB /
-   RGB-Echoes with the seven metrics, printed as markdown; --out R.json gets {"none": {...}, "rgb": {...}, "rgb_echo":
-   {...}} (each with the seven metrics, scale_log_error = mean |log(median(pred) / median(gt))|, scale_factor_log_error =
-   mean |log| ratio of the row's scale to the GT-median scale, and fallbacks) and R.details.json the setting, timings,
-   the GT-median reference row and the training summaries.
+3. `evaluate-scaling` on the test sequences (avs_depth_core.evaluation.echo_scaling.evaluate_scaling), printed as
+   markdown for every model; --out R.json gets the rows (evaluation.echo_scaling.ablation_rows) none, rgb, rgb_echo
+   (Monodepth2 median-scaled by nothing, the Only-RGB and the RGB-Echoes AVS-Net), echo_supervised (the echo-supervised
+   DepthNet, no scaling), gt_median (Monodepth2 scaled by the ground truth's median: its shape) and constant_gt_median (a
+   constant map scaled the same way: no shape at all), each with the seven metrics, scale_log_error = mean
+   |log(median(pred) / median(gt))|, scale_factor_log_error = mean |log| ratio of the row's scale to the GT-median scale,
+   and fallbacks; R.details.json the setting, timings, every model's rows and the training summaries.
 
 The paper reports RGB-Echoes scaling ahead of RGB scaling for all six relative models (about +0.07 to +0.09 delta1), and
 both far ahead of no scaling. Here the scale of an image is unknowable from RGB alone by construction: a scale known only
@@ -27,8 +33,8 @@ of its channel width, from random initialisation: no ImageNet weights offline) o
 2 Hz; the paper's 20 frames are a camera-rate choice, and 2 s of motion with turns of up to 60 degrees proved too hard to
 learn from scratch in this budget), Adam lr 3e-4, depth units [0.01, 10] (see MONODEPTH2_OVERRIDES), batch 12, 16
 epochs with StepLR at 12 (Monodepth2's 20 and 15, shortened); AVS-Net as in echo_scale_ablation.py. Such a Monodepth2
-learns little shape in minutes of CPU: compare its GT-median reference row with a constant prediction's (printed) to see
-how much. The scaled rows share its shape, so their differences come from the scale alone.
+learns little shape in minutes of CPU: compare its gt_median row with constant_gt_median to see how much. The scaled
+rows share its shape, so their differences come from the scale alone.
 --quick is sized for 20 minutes on 2 otherwise idle CPU cores (each lane's CPU time is printed; on a shared machine the
 wall-clock time is longer).
 """
@@ -43,6 +49,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -57,8 +64,13 @@ from echo_scale_ablation import config_for  # noqa: E402
 
 from avs_depth_core.cli import main as avs_depth  # noqa: E402
 from avs_depth_core.data.datasets import SupervisedBagDataset  # noqa: E402
-from avs_depth_core.evaluation import REPORT_METRICS  # noqa: E402
-from avs_depth_core.evaluation.echo_scaling import REFERENCE_ROW, ROWS, evaluate_scaling, load_avsnets, markdown_table  # noqa: E402
+from avs_depth_core.evaluation.echo_scaling import (  # noqa: E402
+    ABLATION_ROWS,
+    ablation_rows,
+    evaluate_scaling,
+    load_avsnets,
+    markdown_table,
+)
 from avs_depth_core.relative import RelativeDepthModel  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 
@@ -68,6 +80,12 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "sim": {"sequences": 60, "frames": 20, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
         "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 16, "scheduler_step_size": 12},
         "avsnet": {"steps": 800},
+    },
+    # Only checks that the script runs end to end in about a minute; its numbers mean nothing.
+    "smoke": {
+        "sim": {"sequences": 8, "frames": 6, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
+        "monodepth2": {"frame_interval": 1, "encoder_width": 8, "num_epochs": 1, "scheduler_step_size": 1},
+        "avsnet": {"steps": 2},
     },
     "full": {
         "sim": {"sequences": 200, "frames": 30, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
@@ -87,6 +105,10 @@ MONODEPTH2_OVERRIDES = {
     "max_depth": 10.0,
     "batch_size": 12,  # Monodepth2
 }
+# The echo-supervised DepthNet (train/echo_supervision.py, its config defaults) predicts metres, so its range must hold
+# the scenes' (up to 30 m): Monodepth2's own [0.1, 100] instead of the relative run's [0.01, 10]. Not tuned yet.
+ECHO_SUPERVISED_OVERRIDES = {"min_depth": 0.1, "max_depth": 100.0}
+MODEL_NAMES = {"monodepth2": "monodepth2", "constant": "constant (reference)", "echo_supervised": "echo_supervised"}
 QUICK_BUDGET_S = 20 * 60
 MAX_DEPTH = {"bv1": 12.0, "bv2": 30.0}
 
@@ -94,6 +116,7 @@ MAX_DEPTH = {"bv1": 12.0, "bv2": 30.0}
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the 20-minute CPU setting (default: the full setting)")
+    p.add_argument("--smoke", action="store_true", help="a setting of about a minute that only checks the script runs")
     p.add_argument("--preset", default="bv1", help="simulator preset (bv1: offices, 12 m; bv2: halls, 30 m)")
     p.add_argument("--seed", type=int, default=0, help="seed of the simulated world and of training")
     p.add_argument("--out", type=Path, default=None, help="write the three rows as JSON here (and R.details.json beside it)")
@@ -130,6 +153,14 @@ def monodepth2_config(preset: str, seed: int, setting: dict[str, Any], cache: Pa
             "data": {"max_depth": MAX_DEPTH.get(preset, 30.0), "cache_dir": str(cache), "skip_bad": True}}
 
 
+def echo_supervised_config(config: dict[str, Any], teacher: Path) -> dict[str, Any]:
+    """The relative run's config with echo supervision by the RGB-Echoes AVS-Net at `teacher` (ECHO_SUPERVISED_OVERRIDES)."""
+    out = json.loads(json.dumps(config))
+    out["model"].update(ECHO_SUPERVISED_OVERRIDES)
+    out["train"]["echo_supervision"] = {"checkpoint": str(teacher)}
+    return out
+
+
 def finished(run_dir: Path, key: dict[str, Any]) -> bool:
     """A run of this exact setting completed earlier (its key file matches and it wrote summary.json)."""
     key_file = run_dir / "benchmark_key.json"
@@ -151,21 +182,24 @@ def start_monodepth2(bag: Path, run_dir: Path, config: dict[str, Any], key: dict
         return None
     clear_run(run_dir)
     run_dir.mkdir(parents=True)
-    config_path = run_dir.parent / "monodepth2_benchmark.yaml"
+    config_path = run_dir.parent / f"{run_dir.name}_benchmark.yaml"
     config_path.write_text(yaml.safe_dump(config, sort_keys=False))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    log = (run_dir.parent / "monodepth2_train.log").open("w")
+    log = (run_dir.parent / f"{run_dir.name}_train.log").open("w")
     cmd = [sys.executable, "-m", "avs_depth_core.cli", "train", "--model", "monodepth2", "--bag", str(bag), "--config",
            str(config_path), "--out", str(run_dir), "--device", "cpu"]
     print(f"lane 1: {' '.join(cmd[2:])} (log {log.name})", file=sys.stderr)
     return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT)
 
 
-def train_avsnets(bag: Path, work: Path, preset: str, seed: int, s: dict[str, Any], steps: int,
-                  key: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """Lane 2: RGB-Echoes then Only-RGB AVS-Net in this process (one thread)."""
+def train_avsnets(bag: Path, work: Path, preset: str, seed: int, s: dict[str, Any], steps: int, key: dict[str, Any],
+                  after_rgb_echo: Callable[[], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Lane 2: RGB-Echoes then Only-RGB AVS-Net in this process (one thread); `after_rgb_echo` runs once the RGB-Echoes
+    checkpoint is there (it starts the echo-supervised Monodepth2, which learns from it)."""
     summaries = {}
     for name, use_echo in (("rgb_echo", True), ("rgb", False)):
+        if name == "rgb" and after_rgb_echo is not None:
+            after_rgb_echo()
         run_dir = work / f"run_avsnet_{name}"
         run_key = {**key, "use_echo": use_echo}
         if finished(run_dir, run_key):
@@ -183,13 +217,15 @@ def train_avsnets(bag: Path, work: Path, preset: str, seed: int, s: dict[str, An
 
 
 def wait_monodepth2(proc: subprocess.Popen | None, run_dir: Path, key: dict[str, Any]) -> dict[str, Any]:
-    """The lane-1 summary, with the subprocess's CPU seconds (kept in the run folder for reuse)."""
+    """A Monodepth2 lane's summary, with the subprocess's CPU seconds (kept in the run folder for reuse)."""
     if proc is not None:
+        before = os.times()  # children's CPU counts only once waited for: the difference is this one's
         code = proc.wait()
         if code != 0:
-            raise SystemExit(f"Monodepth2 training failed (exit {code}); see {run_dir.parent / 'monodepth2_train.log'}")
+            raise SystemExit(f"Monodepth2 training failed (exit {code}); see {run_dir.parent / (run_dir.name + '_train.log')}")
         usage = os.times()
-        (run_dir / "benchmark_cpu.json").write_text(json.dumps({"cpu_seconds": usage.children_user + usage.children_system}))
+        cpu = usage.children_user + usage.children_system - before.children_user - before.children_system
+        (run_dir / "benchmark_cpu.json").write_text(json.dumps({"cpu_seconds": cpu}))
         (run_dir / "benchmark_key.json").write_text(json.dumps(key))
     summary = json.loads((run_dir / "summary.json").read_text())
     cpu_file = run_dir / "benchmark_cpu.json"
@@ -197,9 +233,63 @@ def wait_monodepth2(proc: subprocess.Popen | None, run_dir: Path, key: dict[str,
     return summary
 
 
+def train_all(args: argparse.Namespace, work: Path, bag: Path, setting: dict[str, Any], sim_key: dict[str, Any],
+              timings: dict[str, float]) -> dict[str, Any]:
+    """Lane 1: Monodepth2, then (once lane 2's RGB-Echoes AVS-Net exists) the echo-supervised Monodepth2; lane 2: the
+    AVS-Nets. Returns the summaries and the Monodepth2 configs."""
+    md2_dir, echo_dir = work / "run_monodepth2", work / "run_monodepth2_echo_supervised"
+    md2_config = monodepth2_config(args.preset, args.seed, setting, work / "cache")
+    md2_key = {**sim_key, "config": md2_config}
+    echo_config = echo_supervised_config(md2_config, work / "run_avsnet_rgb_echo" / "checkpoints" / "last")
+    echo_key = {**sim_key, "config": echo_config, "teacher": {**setting["avsnet"], "use_echo": True}}
+    t0 = time.perf_counter()
+    proc = start_monodepth2(bag, md2_dir, md2_config, md2_key)
+    echo_proc: list[subprocess.Popen | None] = []
+    avsnets = train_avsnets(bag, work, args.preset, args.seed, setting["sim"], setting["avsnet"]["steps"],
+                            {**sim_key, **setting["avsnet"]},
+                            after_rgb_echo=lambda: echo_proc.append(start_monodepth2(bag, echo_dir, echo_config, echo_key)))
+    timings["lane2_avsnet_s"] = time.perf_counter() - t0
+    monodepth2 = wait_monodepth2(proc, md2_dir, md2_key)
+    timings["lane1_monodepth2_s"] = time.perf_counter() - t0
+    echo_supervised = wait_monodepth2(echo_proc[0] if echo_proc else None, echo_dir, echo_key)
+    timings["echo_supervised_monodepth2_s"] = time.perf_counter() - t0
+    timings["train_wall_s"] = time.perf_counter() - t0
+    return {"monodepth2": monodepth2, "echo_supervised": echo_supervised, "avsnets": avsnets, "md2_config": md2_config,
+            "echo_config": echo_config, "md2_dir": md2_dir, "echo_dir": echo_dir}
+
+
+def evaluate(args: argparse.Namespace, work: Path, bag: Path, trained: dict[str, Any]
+             ) -> tuple[dict[str, dict[str, dict[str, Any]]], Any]:
+    """evaluate_scaling on the test split: Monodepth2 (relative), a constant map and the echo-supervised DepthNet."""
+    device = torch.device("cpu")
+    echo_net, rgb_net = load_avsnets(work / "run_avsnet_rgb_echo" / "checkpoints" / "last",
+                                     work / "run_avsnet_rgb" / "checkpoints" / "last", device)
+    # A constant map as a further "relative model": its GT-median row is the no-shape baseline for Monodepth2's.
+    relative = {MODEL_NAMES["monodepth2"]: RelativeDepthModel.monodepth2(trained["md2_dir"] / "checkpoints" / "last", device),
+                MODEL_NAMES["constant"]: RelativeDepthModel.from_callable(lambda x: torch.ones_like(x[:, :1]), "depth",
+                                                                          name="constant"),
+                MODEL_NAMES["echo_supervised"]: RelativeDepthModel.monodepth2(trained["echo_dir"] / "checkpoints" / "last",
+                                                                              device)}
+    if not relative[MODEL_NAMES["echo_supervised"]].is_metric:
+        raise SystemExit(f"{trained['echo_dir']}: the echo-supervised checkpoint does not say depth_units metres")
+    cfg = echo_net.cfg
+    test = SupervisedBagDataset(bag, split="test", image_size=cfg.image_size, max_depth=cfg.max_depth, echo_size=cfg.echo_size,
+                                stft=cfg.stft, speed_of_sound=cfg.speed_of_sound, sample_rate=cfg.sample_rate,
+                                cache_dir=work / "cache", skip_bad=True, verbose=False)
+    figure_indices = tuple(round(i * (len(test) - 1) / max(1, args.figures - 1)) for i in range(args.figures))
+    results, records = evaluate_scaling(test, relative, echo_net, rgb_net, device, cfg.min_depth, cfg.max_depth,
+                                        batch_size=16, figure_indices=figure_indices)
+    if records:
+        from avs_depth_core.evaluation.echo_scaling import save_scaling_figure
+
+        for rec in records:
+            save_scaling_figure(work / "figures" / f"{rec['index']:05d}.png", rec, "monodepth2", cfg.min_depth, cfg.max_depth)
+    return results, cfg
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     torch.set_num_threads(1)
-    name = "quick" if args.quick else "full"
+    name = "smoke" if args.smoke else "quick" if args.quick else "full"
     setting = json.loads(json.dumps(SETTINGS[name]))
     if args.avsnet_steps:
         setting["avsnet"]["steps"] = args.avsnet_steps
@@ -219,53 +309,28 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise SystemExit(f"{bag} was simulated with other settings; remove it (and the runs beside it) or use another --work")
         timings["simulate_s"] = simulate(bag, args.preset, args.seed, setting["sim"])
         bag_key.write_text(json.dumps(sim_key))
-    md2_dir = work / "run_monodepth2"
-    md2_config = monodepth2_config(args.preset, args.seed, setting, work / "cache")
-    md2_key = {**sim_key, "config": md2_config}
+    trained = train_all(args, work, bag, setting, sim_key, timings)
     t0 = time.perf_counter()
-    proc = start_monodepth2(bag, md2_dir, md2_config, md2_key)
-    avsnets = train_avsnets(bag, work, args.preset, args.seed, setting["sim"], setting["avsnet"]["steps"],
-                            {**sim_key, **setting["avsnet"]})
-    timings["lane2_avsnet_s"] = time.perf_counter() - t0
-    monodepth2 = wait_monodepth2(proc, md2_dir, md2_key)
-    timings["lane1_monodepth2_s"] = time.perf_counter() - t0
-    timings["train_wall_s"] = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    device = torch.device("cpu")
-    echo_net, rgb_net = load_avsnets(work / "run_avsnet_rgb_echo" / "checkpoints" / "last",
-                                     work / "run_avsnet_rgb" / "checkpoints" / "last", device)
-    # A constant map as a second "relative model": its GT-median row is the no-shape baseline for Monodepth2's.
-    relative = {"monodepth2": RelativeDepthModel.monodepth2(md2_dir / "checkpoints" / "last", device),
-                "constant (reference)": RelativeDepthModel.from_callable(lambda x: torch.ones_like(x[:, :1]), "depth",
-                                                                         name="constant")}
-    cfg = echo_net.cfg
-    test = SupervisedBagDataset(bag, split="test", image_size=cfg.image_size, max_depth=cfg.max_depth, echo_size=cfg.echo_size,
-                                stft=cfg.stft, speed_of_sound=cfg.speed_of_sound, sample_rate=cfg.sample_rate,
-                                cache_dir=work / "cache", skip_bad=True, verbose=False)
-    figure_indices = tuple(round(i * (len(test) - 1) / max(1, args.figures - 1)) for i in range(args.figures))
-    results, records = evaluate_scaling(test, relative, echo_net, rgb_net, device, cfg.min_depth, cfg.max_depth,
-                                        batch_size=16, figure_indices=figure_indices)
-    if records:
-        from avs_depth_core.evaluation.echo_scaling import save_scaling_figure
-
-        for rec in records:
-            save_scaling_figure(work / "figures" / f"{rec['index']:05d}.png", rec, "monodepth2", cfg.min_depth, cfg.max_depth)
+    results, _ = evaluate(args, work, bag, trained)
     timings["evaluate_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - started
-    cpu = {"lane1_monodepth2_cpu_s": monodepth2["cpu_seconds"],
-           "lane2_avsnet_cpu_s": sum(s.get("cpu_seconds", math.nan) for s in avsnets.values()),
+    cpu = {"lane1_monodepth2_cpu_s": trained["monodepth2"]["cpu_seconds"],
+           "echo_supervised_monodepth2_cpu_s": trained["echo_supervised"]["cpu_seconds"],
+           "lane2_avsnet_cpu_s": sum(s.get("cpu_seconds", math.nan) for s in trained["avsnets"].values()),
            "main_process_cpu_s": time.process_time()}
-    rows = results["monodepth2"]
-    details = {"preset": args.preset, "seed": args.seed, "setting": name, **setting, "test_images": rows["none"]["images"],
-               "monodepth2_config": md2_config, "timings": {k: round(v, 1) for k, v in timings.items()},
-               "cpu_times": {k: round(v, 1) for k, v in cpu.items()},
+    rows = ablation_rows(results, MODEL_NAMES["monodepth2"], constant=MODEL_NAMES["constant"],
+                         echo_supervised=MODEL_NAMES["echo_supervised"])
+    details = {"preset": args.preset, "seed": args.seed, "setting": name, **setting,
+               "test_images": results[MODEL_NAMES["monodepth2"]]["none"]["images"],
+               "monodepth2_config": trained["md2_config"], "echo_supervised_config": trained["echo_config"],
+               "timings": {k: round(v, 1) for k, v in timings.items()}, "cpu_times": {k: round(v, 1) for k, v in cpu.items()},
                "delta1_gain_echo_over_rgb": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
-               "rows": rows, "monodepth2_summary": monodepth2, "avsnet_summaries": avsnets, "work": str(work)}
-    return {"rows": {row: {m: rows[row][m] for m in (*REPORT_METRICS, "scale_factor_log_error", "fallbacks")}
-                     for row in ROWS},
-            "reference": rows[REFERENCE_ROW], "table": markdown_table(results), "details": details,
-            "constant": results["constant (reference)"]}
+               "delta1_gain_echo_supervised_over_rgb": rows["echo_supervised"]["delta1"] - rows["rgb"]["delta1"],
+               "delta1_gain_shape_over_constant": rows["gt_median"]["delta1"] - rows["constant_gt_median"]["delta1"],
+               "all_rows": results, "monodepth2_summary": trained["monodepth2"],
+               "echo_supervised_summary": trained["echo_supervised"], "avsnet_summaries": trained["avsnets"],
+               "work": str(work)}
+    return {"rows": rows, "table": markdown_table(results), "details": details}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -278,20 +343,21 @@ def main(argv: list[str] | None = None) -> int:
           f"sequences; relative model Monodepth2 ({md2['num_epochs']} epochs, {d['monodepth2_summary']['steps']} steps), "
           f"AVS-Net {d['avsnet']['steps']} steps each")
     print(result["table"])
-    print(f"RGB-Echoes over RGB scaling: delta1 {d['delta1_gain_echo_over_rgb']:+.3f}; scale_log_error (mean "
-          f"|log(median(pred) / median(gt))|) none "
-          f"{result['rows']['none']['scale_log_error']:.3f}, rgb {result['rows']['rgb']['scale_log_error']:.3f}, rgb_echo "
-          f"{result['rows']['rgb_echo']['scale_log_error']:.3f}")
+    print(f"delta1 gains: RGB-Echoes over RGB scaling {d['delta1_gain_echo_over_rgb']:+.3f}; echo-supervised DepthNet "
+          f"(unscaled) over RGB scaling {d['delta1_gain_echo_supervised_over_rgb']:+.3f}; Monodepth2's shape over a "
+          f"constant map (both GT-median scaled) {d['delta1_gain_shape_over_constant']:+.3f}")
+    print("scale_log_error (mean |log(median(pred) / median(gt))|): " +
+          ", ".join(f"{row} {result['rows'][row]['scale_log_error']:.3f}" for row in ABLATION_ROWS))
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["timings"].items()))
     print("CPU time: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["cpu_times"].items()))
-    if args.quick and max(d["cpu_times"]["lane1_monodepth2_cpu_s"], d["cpu_times"]["lane2_avsnet_cpu_s"]) > QUICK_BUDGET_S:
+    lane1 = d["cpu_times"]["lane1_monodepth2_cpu_s"] + d["cpu_times"]["echo_supervised_monodepth2_cpu_s"]
+    if args.quick and max(lane1, d["cpu_times"]["lane2_avsnet_cpu_s"]) > QUICK_BUDGET_S:
         print(f"warning: a --quick lane used more than its {QUICK_BUDGET_S} s of CPU", file=sys.stderr)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result["rows"], indent=2) + "\n")
         details_path = args.out.with_name(args.out.stem + ".details.json")
-        details_path.write_text(json.dumps({**d, "reference_row": result["reference"], "constant_rows": result["constant"]},
-                                           indent=2, default=str) + "\n")
+        details_path.write_text(json.dumps(d, indent=2, default=str) + "\n")
         print(f"wrote {args.out} and {details_path}")
     return 0
 

@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-depth", type=float, default=30.0,
                         help="analysis window: emission to the round trip to this depth, plus one chirp (default 30)")
     parser.add_argument("--speed-of-sound", type=float, default=340.0, help="for the window (default 340, BatVision's)")
+    parser.add_argument("--direct-search-ms", type=float, default=20.0,
+                        help="the direct path is the strongest arrival within this long after the emission (default 20; "
+                             "raise it for rigs with more latency, e.g. Bluetooth speakers)")
     parser.add_argument("--figures", type=int, default=1, metavar="N",
                         help="spectrogram and decay figures for the first N recordings (default 1)")
     parser.add_argument("--out", type=Path, default=None,
@@ -48,8 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     if args.emission_offset < 0:
         raise ValueError(f"--emission-offset must be >= 0, got {args.emission_offset}")
-    if args.max_depth <= 0 or args.speed_of_sound <= 0:
-        raise ValueError("--max-depth and --speed-of-sound must be positive")
+    if args.max_depth <= 0 or args.speed_of_sound <= 0 or args.direct_search_ms <= 0:
+        raise ValueError("--max-depth, --speed-of-sound and --direct-search-ms must be positive")
     if args.distance_range is not None and not 0 <= args.distance_range[0] <= args.distance_range[1]:
         raise ValueError(f"--distance-range needs 0 <= LO <= HI, got {args.distance_range}")
     if args.distance_range is not None and not args.simulated:
@@ -58,7 +61,8 @@ def run(args: argparse.Namespace) -> int:
         from avs_depth_core import files
 
         files.check_output(args.out, 2_000_000, kind="folder")
-    settings = EchoStatsSettings(max_depth=args.max_depth, speed_of_sound=args.speed_of_sound)
+    settings = EchoStatsSettings(max_depth=args.max_depth, speed_of_sound=args.speed_of_sound,
+                                 direct_search_s=args.direct_search_ms / 1000)
     recorded = [r for path in args.inputs for r in load_records(path, args.emission_offset, args.topic, args.limit)]
     simulated = [r for path in args.simulated for r in load_records(path, 0, args.topic, args.limit)]
     report = build_report(recorded, simulated, settings,

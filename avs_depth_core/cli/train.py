@@ -12,6 +12,7 @@ reads that file unless --config is given.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 from pathlib import Path
@@ -38,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", nargs="?", const="last", default=None, metavar="CKPT",
                         help="continue a run: a checkpoint written with training state, or (no value) <out>/checkpoints/last")
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (default auto: CUDA when available)")
+    parser.add_argument("--echo-supervision", default=None, metavar="CKPT",
+                        help="monodepth2: add the pseudo-metric depth of this RGB-Echoes AVS-Net checkpoint as a scale-aware "
+                             "loss term, so the DepthNet predicts metres (sets train.echo_supervision.checkpoint)")
 
 
 def option_assignments(args: argparse.Namespace) -> list[str]:
@@ -47,6 +51,8 @@ def option_assignments(args: argparse.Namespace) -> list[str]:
     out = [f"{k}={v}" for k, v in pairs.items() if v is not None]
     if args.no_echo:
         out.append("model.use_echo=false")
+    if args.echo_supervision is not None:
+        out.append(f"train.echo_supervision.checkpoint={json.dumps(str(args.echo_supervision))}")  # quoted: always a string
     return out
 
 
@@ -55,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"{args.bag}: bag not found")
     if args.no_echo and args.model != "avsnet":
         raise ValueError(f"--no-echo applies to --model avsnet; {args.model} never uses the echo")
+    if args.echo_supervision is not None and args.model != "monodepth2":
+        raise ValueError(f"--echo-supervision applies to --model monodepth2, not {args.model}")
     run_dir = run_dir_for(args.model, args.out, args.resume)
     config = config_for_run(args.model, args.config, run_dir, args.resume, [*option_assignments(args), *args.overrides])
     summary = train(args.model, config, args.bag, run_dir, resume=args.resume, device=args.device)

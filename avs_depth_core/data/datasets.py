@@ -195,8 +195,10 @@ class TripletBagDataset(_BagDataset):
     item = {"rgb": (3, 3, H, W) float32 in [0, 1] ordered (t - interval, t, t + interval), "K": (3, 3) float32 of the
     centre frame for (H, W), "stamp_ns": centre stamp; plus, when the bag has them, "depth" (1, Hd, Wd) (depth_size as
     in SupervisedBagDataset) and "has_depth" of the centre frame (for evaluation) and "echo" (C, He, We) and "has_echo"
-    (for scale evaluation; zeros when the centre frame has no paired echo)}. The interval counts image frames within
-    the sequence; 20 as in the AVS-Net paper, 192x640 as Monodepth2's default input. Triples always need CameraInfo.
+    (for scale evaluation; zeros when the centre frame has no paired echo)}. With neighbour_echoes (echo-supervised
+    training), also "echo_triple" (3, C, He, We) and "has_echo_triple" (3,) bool: every frame's echo, in the triple's
+    order; the bag must then have echoes. The interval counts image frames within the sequence; 20 as in the AVS-Net
+    paper, 192x640 as Monodepth2's default input. Triples always need CameraInfo.
     """
 
     def __init__(self, bag: str | Path, split: str = "train", image_size: tuple[int, int] = (192, 640),
@@ -205,7 +207,8 @@ class TripletBagDataset(_BagDataset):
                  tolerance_s: float = DEFAULT_TOLERANCE_NS / 1e9, cache_dir: str | Path | None = None, *,
                  depth_tolerance_s: float = 0.001, cache_features: bool = True, skip_bad: bool = False,
                  sequence_gap_s: float = DEFAULT_GAP_NS / 1e9, split_fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
-                 progress: bool = True, verbose: bool = True, depth_size: tuple[int, int] | str | None = None) -> None:
+                 progress: bool = True, verbose: bool = True, depth_size: tuple[int, int] | str | None = None,
+                 neighbour_echoes: bool = False) -> None:
         if interval < 1:
             raise ValueError(f"triple interval must be >= 1 frame, got {interval}")
         settings = _settings(image_size=image_size, keep="all", max_depth=max_depth, echo_size=echo_size, stft=stft,
@@ -214,6 +217,9 @@ class TripletBagDataset(_BagDataset):
                              skip_bad=skip_bad, sequence_gap_s=sequence_gap_s, split_fractions=split_fractions,
                              depth_size=depth_size, split=split)
         super().__init__(bag, split, settings, cache_dir, progress)
+        if neighbour_echoes and not self.cache.has("echo"):
+            raise ValueError(f"{self.bag}: the bag has no echoes, which echo-supervised training needs")
+        self.neighbour_echoes = neighbour_echoes
         self.interval = int(interval)
         valid = np.array(self.cache.array("valid"), dtype=bool)
         sequence = np.array(self.cache.array("sequence"))
@@ -264,7 +270,14 @@ class TripletBagDataset(_BagDataset):
             item["has_depth"] = has
         if self.cache.has("echo"):
             has = bool(self.cache.array("has_echo")[centre])
-            item["echo"] = self._echo(centre) if has else torch.zeros(self.cache.meta["echo_channels"],
-                                                                      *self.settings.echo_size)
+            item["echo"] = self._echo_or_zeros(centre, has)
             item["has_echo"] = has
+        if self.neighbour_echoes:
+            slots = (before, centre, after)
+            has_each = [bool(self.cache.array("has_echo")[i]) for i in slots]
+            item["echo_triple"] = torch.stack([self._echo_or_zeros(i, h) for i, h in zip(slots, has_each, strict=True)])
+            item["has_echo_triple"] = torch.tensor(has_each)
         return item
+
+    def _echo_or_zeros(self, slot: int, has: bool) -> torch.Tensor:
+        return self._echo(slot) if has else torch.zeros(self.cache.meta["echo_channels"], *self.settings.echo_size)

@@ -5,7 +5,8 @@
 
 For every relative or zero-shot model (Monodepth2 checkpoints via --relative, TorchScript files via --relative-torchscript,
 Only-RGB AVS-Nets as zero-shot metric models via --zero-shot-avsnet) the test frames are scored in three rows:
-  none      the model's depth as it is (relative models: their own units), clamped to the evaluation range;
+  none      the model's depth as it is (relative models: their own units; an echo-supervised Monodepth2, whose checkpoint
+            says depth_units "metres": metres, no median step), clamped to the evaluation range;
   rgb       scaled per image by the Only-RGB AVS-Net:    M = R * median(Mp_rgb) / median(R)   (paper eq. 3)
   rgb_echo  scaled per image by the RGB-Echoes AVS-Net:  M = R * median(Mp_echo) / median(R)
 plus a reference row gt_median (Monodepth2's evaluation protocol: the scale from the ground truth's median), which shows
@@ -229,6 +230,29 @@ def evaluate_scaling(dataset: Any, relatives: dict[str, RelativeDepthModel], ech
             raise ValueError(f"{name}: no frame had valid ground truth in ({min_depth}, {max_depth}) "
                              f"({model_rows['none']['skipped_no_valid_gt']} skipped)")
     return results, figures
+
+
+# The scaling ablation's Table 2 (benchmarks/scaling_ablation.py): the relative model's rows, an echo-supervised DepthNet
+# used as metres, and two GT-median references: the relative model's (its shape) and a constant map's (no shape at all).
+ABLATION_ROWS = (*ROWS, "echo_supervised", "gt_median", "constant_gt_median")
+ABLATION_KEYS = (*REPORT_METRICS, "scale_factor_log_error", "fallbacks")
+
+
+def ablation_rows(results: dict[str, dict[str, dict[str, Any]]], relative: str, constant: str | None = None,
+                  echo_supervised: str | None = None, keys: tuple[str, ...] = ABLATION_KEYS) -> dict[str, dict[str, Any]]:
+    """evaluate_scaling's results -> {row: {key: value}} in ABLATION_ROWS order: none, rgb, rgb_echo and gt_median of
+    model `relative`; echo_supervised = model `echo_supervised`'s unscaled row; constant_gt_median = model `constant`'s
+    GT-median row. Rows whose model is not given are left out; a named model missing from `results` is an error."""
+    picks = {row: (relative, row) for row in ROWS}
+    if echo_supervised is not None:
+        picks["echo_supervised"] = (echo_supervised, "none")
+    picks["gt_median"] = (relative, REFERENCE_ROW)
+    if constant is not None:
+        picks["constant_gt_median"] = (constant, REFERENCE_ROW)
+    missing = sorted({model for model, _ in picks.values()} - set(results))
+    if missing:
+        raise ValueError(f"ablation rows: no results for model(s) {missing}; evaluated: {sorted(results)}")
+    return {row: {k: results[model][source][k] for k in keys} for row, (model, source) in picks.items()}
 
 
 def markdown_table(results: dict[str, dict[str, dict[str, Any]]], caption: str = "") -> str:

@@ -6,7 +6,7 @@ Numbers and order of operations follow nianticlabs/monodepth2 (layers.py, traine
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -125,6 +125,8 @@ class Monodepth2LossResult:
     # A detached 0-d tensor, so reading it (.item()) is the caller's choice of when to synchronise a GPU.
     warp_selected_fraction: torch.Tensor
     warped: dict[tuple[int, int], torch.Tensor]
+    # Further detached scalars to log, from terms added by the trainer (e.g. train/echo_supervision.py's).
+    extras: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class Monodepth2Loss(nn.Module):

@@ -22,6 +22,7 @@ from avs_depth_core.geometry import transformation_from_parameters
 from avs_depth_core.models.resnet import ResNetEncoder
 
 CHECKPOINT_KIND = "monodepth2"
+DEPTH_UNITS = ("relative", "metres")
 
 # A config file's train: keys that set Monodepth2Config's optimisation keys (the names every trainer's train: section uses).
 TRAIN_KEYS = {"epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
@@ -70,6 +71,9 @@ class Monodepth2Config:
     decoder_channels: list[int] = field(default_factory=lambda: [16, 32, 64, 128, 256])
     # Local torchvision ResNet file for ImageNet initialisation (options.py weights_init pretrained); None = random init.
     pretrained_encoder: str | None = None
+    # What the DepthNet's depth means: "relative" (Monodepth2: up to scale) or "metres" (trained with echo supervision,
+    # train/echo_supervision.py; set by the trainer and stored with the weights, so inference needs no median step).
+    depth_units: str = "relative"
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -89,6 +93,8 @@ class Monodepth2Config:
             raise ValueError(f"monodepth2 frame_interval must be >= 1, got {self.frame_interval}")
         if not 0 <= self.ssim_weight <= 1:
             raise ValueError(f"monodepth2 ssim_weight must lie in [0, 1], got {self.ssim_weight}")
+        if self.depth_units not in DEPTH_UNITS:
+            raise ValueError(f"monodepth2 depth_units must be one of {list(DEPTH_UNITS)}, got {self.depth_units!r}")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise ValueError(f"monodepth2 decoder_channels must be 5 positive widths, got {self.decoder_channels}")
         for key in ("learning_rate", "batch_size", "num_epochs", "scheduler_step_size", "encoder_width"):

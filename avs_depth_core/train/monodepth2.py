@@ -22,6 +22,7 @@ keys at the top level) is still read.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +50,7 @@ from avs_depth_core.models.monodepth2 import (
 from avs_depth_core.models.resnet import LAYOUTS as RESNET_LAYOUTS
 from avs_depth_core.scaling import recover_scale_batch
 from avs_depth_core.train import loop
+from avs_depth_core.train.echo_supervision import EchoSupervision, EchoSupervisionConfig
 from avs_depth_core.train.loop import LoopConfig, Parts, fit
 from avs_depth_core.train.runtime import Runtime, autocast, progress, to_device
 
@@ -83,6 +85,7 @@ def resolve_config(config: dict[str, Any]) -> tuple[Monodepth2Config, LoopConfig
         raise ValueError(f"config: unknown section(s) {unknown}; expected model, train, data")
     model_values = dict(config.get("model") or {})
     train_values = dict(config.get("train") or {})
+    train_values.pop("echo_supervision", None)  # echo_supervision_config reads it
     for key, model_key in TRAIN_KEYS.items():
         if key in train_values:
             model_values[model_key] = train_values.pop(key)
@@ -103,6 +106,18 @@ def resolve_config(config: dict[str, Any]) -> tuple[Monodepth2Config, LoopConfig
     if len(data_cfg.echo_size) != 2 or min(data_cfg.echo_size) < 1:
         raise ValueError(f"config: data.echo_size must be [height, width], got {list(data_cfg.echo_size)}")
     return model_cfg, train_cfg, data_cfg
+
+
+def echo_supervision_config(config: dict[str, Any]) -> EchoSupervisionConfig:
+    """The `train.echo_supervision` subsection (absent or null: off), checked; errors name the key."""
+    values = (config.get("train") or {}).get("echo_supervision")
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"config: train.echo_supervision must be a mapping (checkpoint, weight, ...), got {values!r}")
+    cfg = section_from_dict(EchoSupervisionConfig, values, "train.echo_supervision")
+    if cfg.checkpoint is not None:
+        cfg.checkpoint = str(cfg.checkpoint)
+    cfg.check()
+    return cfg
 
 
 def _model_config(values: dict[str, Any]) -> Monodepth2Config:
@@ -198,11 +213,18 @@ def color_jitter(frames: torch.Tensor, brightness: float, contrast: float, satur
 
 def augment(frames: torch.Tensor, K: torch.Tensor, config: Monodepth2Config,
             generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """augment_with_flags without the flags."""
+    return augment_with_flags(frames, K, config, generator)[:3]
+
+
+def augment_with_flags(frames: torch.Tensor, K: torch.Tensor, config: Monodepth2Config,
+                       generator: torch.Generator | None = None
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """frames (B, N, 3, H, W) in [0, 1], K (B, 3, 3) -> (frames for the loss, frames for the networks, K).
 
     Flip (p hflip_prob) mirrors every frame of a sample and its intrinsics: pixel u goes to W - 1 - u, so cx -> W - 1 - cx
     (and the skew changes sign). Monodepth2 keeps K, right only for cx = (W - 1) / 2; kept here as the correct geometry.
-    Jitter (p color_jitter_prob) touches only the networks' copy.
+    Jitter (p color_jitter_prob) touches only the networks' copy. The fourth result: which samples were mirrored (B,).
     """
     b, _, _, _, w = frames.shape
     flip = torch.rand(b, generator=generator) < config.hflip_prob
@@ -216,7 +238,7 @@ def augment(frames: torch.Tensor, K: torch.Tensor, config: Monodepth2Config,
     inputs = frames.clone()
     for i in jitter.nonzero().flatten().tolist():
         inputs[i] = color_jitter(frames[i], config.brightness, config.contrast, config.saturation, config.hue, generator)
-    return frames, inputs, K
+    return frames, inputs, K, flip
 
 
 def split_frames(frames: torch.Tensor, offsets: list[int]) -> tuple[torch.Tensor, dict[int, torch.Tensor]]:
@@ -234,10 +256,11 @@ def batch_intrinsics(K: torch.Tensor, size: tuple[int, int], stamps: Any) -> tup
 
 
 def training_loss(net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, Any], config: Monodepth2Config,
-                  runtime: Runtime) -> Monodepth2LossResult:
+                  runtime: Runtime, echo: EchoSupervision | None = None, step: int = 0) -> Monodepth2LossResult:
     """One training batch (TripletBagDataset items, on the host) -> the loss result: augment, move to the device, depth and
-    pose networks on the augmented frames, the multi-scale loss on the plain ones."""
-    frames, inputs, K = augment(batch["rgb"], batch["K"], config)
+    pose networks on the augmented frames, the multi-scale loss on the plain ones; with `echo`, plus its weighted
+    pseudo-label term at optimiser step `step` (its scalars in the result's extras)."""
+    frames, inputs, K, flipped = augment_with_flags(batch["rgb"], batch["K"], config)
     K4, inv_K4 = batch_intrinsics(K, (config.height, config.width), batch["stamp_ns"])
     moved = to_device({"frames": frames, "inputs": inputs, "K4": K4, "inv_K4": inv_K4}, runtime.device)
     target, sources = split_frames(moved["frames"], config.source_offsets)
@@ -246,18 +269,33 @@ def training_loss(net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, An
         disps, poses = net(target_in, sources_in)
     disps = {k: v.float() for k, v in disps.items()}
     poses = {k: v.float() for k, v in poses.items()}
-    return criterion(target, sources, disps, poses, moved["K4"], moved["inv_K4"])
+    result = criterion(target, sources, disps, poses, moved["K4"], moved["inv_K4"])
+    if echo is None:
+        return result
+    _, depth = disp_to_depth(disps[("disp", 0)], config.min_depth, config.max_depth)
+    term, extras = echo.term(depth, batch, flipped, step)
+    return dataclasses.replace(result, loss=result.loss + term, extras=extras)
 
 
 # ---------------------------------------------------------------------------------------------------------------------
 # training
 
 
-def build_dataset(bag: Path, split: str, model_cfg: Monodepth2Config, data_cfg: DataConfig, verbose: bool) -> TripletBagDataset:
+def build_dataset(bag: Path, split: str, model_cfg: Monodepth2Config, data_cfg: DataConfig, verbose: bool,
+                  echo: EchoSupervision | None = None) -> TripletBagDataset:
+    """The triples; with echo supervision, every frame's echo as the teacher AVS-Net reads it (its STFT, size, rate)."""
+    echo_inputs: dict[str, Any] = {"echo_size": data_cfg.echo_size}
+    if echo is not None:
+        t = echo.teacher.cfg
+        if data_cfg.max_depth != t.max_depth:
+            raise ValueError(f"config: data.max_depth {data_cfg.max_depth} differs from the echo-supervision AVS-Net's "
+                             f"max_depth {t.max_depth} (its echo window); set data.max_depth={t.max_depth}")
+        echo_inputs = {"echo_size": tuple(t.echo_size or t.image_size), "stft": t.stft, "speed_of_sound": t.speed_of_sound,
+                       "sample_rate": t.sample_rate, "neighbour_echoes": split == "train"}
     return TripletBagDataset(bag, split=split, image_size=(model_cfg.height, model_cfg.width),
-                             interval=model_cfg.frame_interval, max_depth=data_cfg.max_depth, echo_size=data_cfg.echo_size,
-                             tolerance_s=data_cfg.tolerance_s, cache_dir=data_cfg.cache_dir, skip_bad=data_cfg.skip_bad,
-                             progress=verbose, verbose=verbose)
+                             interval=model_cfg.frame_interval, max_depth=data_cfg.max_depth, tolerance_s=data_cfg.tolerance_s,
+                             cache_dir=data_cfg.cache_dir, skip_bad=data_cfg.skip_bad, progress=verbose, verbose=verbose,
+                             **echo_inputs)
 
 
 class Monodepth2Trainer(loop.Trainer):
@@ -274,7 +312,26 @@ class Monodepth2Trainer(loop.Trainer):
 
     def __init__(self, config: dict[str, Any]) -> None:
         model_cfg, train, data = resolve_config(config)
+        self.echo_cfg = echo_supervision_config(config)
+        if self.echo_cfg.enabled:
+            model_cfg.depth_units = "metres"  # stored with the weights: the DepthNet is trained to predict metres
+        elif model_cfg.depth_units == "metres":
+            raise ValueError("config: model.depth_units metres needs train.echo_supervision.checkpoint (or "
+                             "--echo-supervision CKPT): only echo-supervised training makes the depth metric")
+        # The teacher loads on the CPU here (the datasets need its echo settings) and moves in build().
+        self.echo = EchoSupervision(self.echo_cfg, "cpu", (model_cfg.min_depth, model_cfg.max_depth)) \
+            if self.echo_cfg.enabled else None
         super().__init__(model_cfg, train, data, epochs=model_cfg.num_epochs, batch_size=model_cfg.batch_size)
+        if self.echo is not None:  # the depth is meant to be metres: score and show it unscaled as well
+            self.score_keys = ("metric_abs_rel", *self.score_keys)
+            self.shown_keys = (*self.shown_keys, "metric_abs_rel", "metric_delta1")
+            self.plot_keys = (*self.plot_keys, "metric_abs_rel", "metric_delta1")
+
+    def resolved(self) -> dict[str, Any]:
+        out = super().resolved()
+        if self.echo_cfg.enabled:
+            out["train"]["echo_supervision"] = dataclasses.asdict(self.echo_cfg)
+        return out
 
     def describe(self) -> str:
         m = self.model_cfg
@@ -282,18 +339,20 @@ class Monodepth2Trainer(loop.Trainer):
                 f"{[o * m.frame_interval for o in m.source_offsets]} frames)")
 
     def dataset(self, bag: Path, split: str, verbose: bool) -> TripletBagDataset:
-        return build_dataset(bag, split, self.model_cfg, self.data, verbose)
+        return build_dataset(bag, split, self.model_cfg, self.data, verbose, self.echo)
 
     def build(self, device: torch.device, total_steps: int) -> Parts:
         model = Monodepth2Model(self.model_cfg).to(device)
+        if self.echo is not None:
+            self.echo.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.model_cfg.learning_rate)
         scheduler = StepLR(optimizer, self.model_cfg.scheduler_step_size, self.model_cfg.scheduler_gamma)
         return Parts(model, optimizer, scheduler, Monodepth2Loss.from_config(self.model_cfg).to(device))
 
     def loss(self, net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, Any], step: int,
              runtime: Runtime) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        result = training_loss(net, criterion, batch, self.model_cfg, runtime)
-        return result.loss, {"automasked": 1.0 - result.warp_selected_fraction}
+        result = training_loss(net, criterion, batch, self.model_cfg, runtime, self.echo, step)
+        return result.loss, {"automasked": 1.0 - result.warp_selected_fraction, **result.extras}
 
     def validate(self, model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.utils.data.DataLoader,
                  runtime: Runtime) -> dict[str, float]:
@@ -316,11 +375,13 @@ def train_monodepth2(config: dict[str, Any], bag: str | Path, run_dir: str | Pat
 def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.utils.data.DataLoader, device: torch.device,
              model_cfg: Monodepth2Config, data_cfg: DataConfig) -> dict[str, float]:
     """Mean photometric loss of the un-augmented val triples, and where the centre frames have depth, the seven metrics
-    after per-image median scaling with the ground truth (Monodepth2 evaluate_depth.py) plus the spread of those ratios."""
+    after per-image median scaling with the ground truth (Monodepth2 evaluate_depth.py) plus the spread of those ratios;
+    for a metric DepthNet (depth_units metres) also the metrics of the unscaled depth, prefixed metric_."""
     was_training = model.training
     model.eval()
     size = (model_cfg.height, model_cfg.width)
     acc = MetricAccumulator(data_cfg.min_depth, data_cfg.max_depth)
+    unscaled = MetricAccumulator(data_cfg.min_depth, data_cfg.max_depth) if model_cfg.depth_units == "metres" else None
     losses, ratios = [], []
     try:
         for batch in progress(loader, len(loader), "validate", Runtime(device)):
@@ -342,6 +403,8 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
                                          max_depth=data_cfg.max_depth, min_pixels=1, fallback="unit")
             ratios += [s.scale for s in scales if s.fallback is None]
             acc.update(torch.stack([depth[i] * s.scale for i, s in enumerate(scales)]), gt)
+            if unscaled is not None:
+                unscaled.update(depth.clamp(data_cfg.min_depth, data_cfg.max_depth), gt)
     finally:
         model.train(was_training)
     out = {"loss": sum(v * n for v, n in losses) / max(1, sum(n for _, n in losses))}
@@ -350,4 +413,6 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
         med = float(np.median(ratios))
         out["scale_ratio_median"] = med
         out["scale_ratio_std"] = float(np.std(np.asarray(ratios) / med))
+    if unscaled is not None and unscaled.count:
+        out.update({f"metric_{k}": v for k, v in unscaled.compute().items() if k in METRIC_NAMES})
     return out

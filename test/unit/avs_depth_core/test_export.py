@@ -77,6 +77,21 @@ def test_exported_monodepth2_is_the_same_relative_model(exported_models, exporta
     torch.testing.assert_close(got, expected, atol=1e-4, rtol=1e-4)
 
 
+def test_exported_metric_monodepth2_stays_metric(tmp_path):
+    """An echo-supervised DepthNet (depth_units metres) exported to ONNX is still a metric model with the same depth."""
+    from avs_depth_core.backends import onnx_model_for
+    from avs_depth_core.models.monodepth2 import DepthNet, Monodepth2Config, save_monodepth2
+
+    config = Monodepth2Config.tiny(depth_units="metres")
+    torch.manual_seed(0)
+    path = save_monodepth2(tmp_path / "md2_metres", DepthNet.from_config(config, load_pretrained=False), config)
+    rgb = torch.rand(1, 3, 64, 64)
+    expected = RelativeDepthModel.monodepth2(path)
+    got = onnx_relative(onnx_model_for(path))
+    assert expected.is_metric and got.is_metric
+    torch.testing.assert_close(got(rgb), expected(rgb), atol=1e-4, rtol=1e-4)
+
+
 def test_export_command_and_its_errors(exportable_checkpoints, tmp_path, capsys):
     out = tmp_path / "m" / "avsnet_rgb.onnx"
     assert main(["export", "--checkpoint", str(exportable_checkpoints["avsnet_rgb"]), "--format", "onnx", "--out", str(out)]) == 0

@@ -14,6 +14,7 @@ from avs_depth_core import pipeline as pipeline_module
 from avs_depth_core.checkpoint import save_checkpoint
 from avs_depth_core.device import resolve_device
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
+from avs_depth_core.models.monodepth2 import DepthNet, Monodepth2Config, save_monodepth2
 from avs_depth_core.pipeline import DepthPipeline, EchoInput, PipelineSettings, find_checkpoint
 from avs_depth_core.scaling import ScalingConfig
 
@@ -199,3 +200,29 @@ def test_tiny_checkpoints_end_to_end(tiny_checkpoints):
     assert np.allclose(ratio[(result.metric > pipe.cfg.min_depth) & (result.metric < pipe.cfg.max_depth)],
                        result.scale.scale, rtol=1e-4)
     assert pipe.tracker.counts["fresh"] == 1
+
+
+def test_scale_method_none_uses_the_relative_depth_as_metres_without_an_echo():
+    net = FakeAVSNet()
+    scaling = ScalingConfig(method="none", min_depth=net.cfg.min_depth, max_depth=net.cfg.max_depth, fallback="nan")
+    pipe = DepthPipeline(net, relative_ramp, scaling, "cpu")
+    for stamp in (SEC, 5 * SEC):  # no echo ever: no hold, no NaN
+        result = pipe(RGB, None, stamp, want_relative=True)
+        assert result.scale.ok and result.scale.scale == 1.0 and not result.echo_used
+        np.testing.assert_allclose(result.metric, result.relative, rtol=1e-6)
+        assert np.nanmedian(result.metric) == pytest.approx(2.0, rel=0.05)
+
+
+def test_a_metric_monodepth2_needs_no_scale_and_a_relative_one_warns(tiny_checkpoints, tmp_path):
+    avsnet, _ = tiny_checkpoints
+    for units in ("relative", "metres"):
+        config = Monodepth2Config.tiny(depth_units=units)
+        save_monodepth2(tmp_path / units, DepthNet.from_config(config), config)
+        params = {"avsnet_checkpoint": str(avsnet), "relative_model": "monodepth2", "device": "cpu",
+                  "relative_checkpoint": str(tmp_path / f"{units}.safetensors"), "scale_method": "none"}
+        warnings: list[str] = []
+        pipe = DepthPipeline.from_settings(PipelineSettings.from_params(params), warn=warnings.append)
+        assert pipe.relative.is_metric == (units == "metres")
+        assert any("is a relative model" in w for w in warnings) == (units == "relative"), warnings
+        result = pipe(np.full((64, 128, 3), 90, np.uint8), None, SEC, want_relative=True)
+        assert result.scale.ok and np.isfinite(result.metric).all()

@@ -205,6 +205,18 @@ def test_triplets_order_and_sequences(tmp_path):
     assert ds.report["frames within 2 frames of a sequence end (no triple)"] == 8
     batch = next(iter(DataLoader(ds, batch_size=3)))
     assert batch["rgb"].shape == (3, 3, 3, *SIZE)
+    assert "echo_triple" not in batch  # only asked for by echo-supervised training
+    with_neighbours = TripletBagDataset(bag, "train", image_size=SIZE, echo_size=ECHO_SIZE, interval=2,
+                                        cache_dir=tmp_path / "c", progress=False, verbose=False, neighbour_echoes=True)
+    for i, c in enumerate(centres):
+        item = with_neighbours[i]
+        assert item["echo_triple"].shape == (3, 2, *ECHO_SIZE)
+        assert item["has_echo_triple"].tolist() == [(c - 2) % 2 == 0, c % 2 == 0, (c + 2) % 2 == 0]
+        torch.testing.assert_close(item["echo_triple"][1], item["echo"])
+        if c % 2 == 0:  # frames c - 2 and c + 2 have echoes of their own
+            assert not torch.equal(item["echo_triple"][0], item["echo_triple"][1])
+        else:
+            assert item["echo_triple"].abs().sum() == 0
 
 
 def test_triplets_derive_sequences_from_gaps(tmp_path):

@@ -17,7 +17,14 @@ from PIL import Image
 
 from avs_depth_core.cli import main
 from avs_depth_core.evaluation import TABLE_METRICS
-from avs_depth_core.evaluation.echo_scaling import REFERENCE_ROW, ROWS, evaluate_scaling
+from avs_depth_core.evaluation.echo_scaling import (
+    ABLATION_KEYS,
+    ABLATION_ROWS,
+    REFERENCE_ROW,
+    ROWS,
+    ablation_rows,
+    evaluate_scaling,
+)
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
 from avs_depth_core.relative import RelativeDepthModel
 
@@ -170,3 +177,27 @@ def test_cli_input_errors(sim_bag, tmp_path, capsys, sim):
     assert "checkpoint kind is 'avsnet', expected 'monodepth2'" in capsys.readouterr().err
     assert main([*base, "--avsnet", str(echo_ckpt), "--avsnet-rgb", str(rgb_ckpt)]) == 2
     assert "no relative model" in capsys.readouterr().err
+
+
+def test_ablation_rows_pick_each_models_row():
+    """The relative model has the right shape in the wrong units, the "echo-supervised" model is exact in metres and the
+    constant has no shape: each ablation row must come from its own model and row."""
+    frames = known_frames()
+    relative = {"rel": RelativeDepthModel.from_callable(lambda x: depth_from_red(x) / 7, "depth", name="rel"),
+                "metric": RelativeDepthModel.from_callable(depth_from_red, "metric_depth", name="metric"),
+                "constant": RelativeDepthModel.from_callable(lambda x: torch.ones_like(x[:, :1]), "depth", name="constant")}
+    results, _ = evaluate_scaling(frames, relative, FakeAVSNet(depth_from_red, True),
+                                  FakeAVSNet(lambda x: torch.full_like(x[:, :1], 2.0), False), torch.device("cpu"), 1e-3,
+                                  10.0, batch_size=3, min_pixels=10, progress=False)
+    rows = ablation_rows(results, "rel", constant="constant", echo_supervised="metric")
+    assert tuple(rows) == ABLATION_ROWS
+    assert all(set(r) == set(ABLATION_KEYS) for r in rows.values())
+    assert rows["none"]["abs_rel"] == pytest.approx(6 / 7)  # the relative model unscaled
+    assert rows["echo_supervised"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)  # the metric model, no scaling
+    assert rows["echo_supervised"]["scale_log_error"] == pytest.approx(0.0, abs=1e-6)
+    assert rows["gt_median"]["delta1"] == 1.0
+    assert rows["constant_gt_median"]["delta1"] < 1.0  # the ramp's ends are off by more than 1.25 from its median
+    assert rows["constant_gt_median"]["abs_rel"] == pytest.approx(results["constant"][REFERENCE_ROW]["abs_rel"])
+    assert "echo_supervised" not in ablation_rows(results, "rel")
+    with pytest.raises(ValueError, match=r"no results for model\(s\) \['md2'\]"):
+        ablation_rows(results, "md2")
