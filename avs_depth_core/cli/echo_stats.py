@@ -12,16 +12,10 @@ import sys
 from pathlib import Path
 
 from avs_depth_core.audio.echo_stats import EchoStatsSettings
+from avs_depth_core.cli.simulate import positive_int
 from avs_depth_core.data import topics
 from avs_depth_core.data.echo_sources import load_records
 from avs_depth_core.evaluation.echo_comparison import build_report, write_report
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
