@@ -19,7 +19,8 @@ from avs_depth_core.config import apply_overrides, read_sections, read_yaml_file
 CONFIG_DIR = Path(__file__).resolve().parents[2] / "config"
 # model -> (trainer module, its training function, the config it reads by default)
 TRAINERS = {"avsnet": ("avs_depth_core.train.avsnet", "train_avsnet", "avsnet_bv2.yaml"),
-            "monodepth2": ("avs_depth_core.train.monodepth2", "train_monodepth2", "monodepth2.yaml")}
+            "monodepth2": ("avs_depth_core.train.monodepth2", "train_monodepth2", "monodepth2.yaml"),
+            "rescale": ("avs_depth_core.train.rescale", "train_rescale", "rescale.yaml")}
 DEFAULT_CONFIGS = {model: default for model, (_, _, default) in TRAINERS.items()}
 
 
@@ -72,7 +73,7 @@ def config_for_run(model: str, config: str | Path | None, run_dir: Path, resume:
 
 def train(model: str, config: dict[str, Any], bag: str | Path, run_dir: str | Path, *, resume: str | Path | None = None,
           device: str | None = None) -> dict[str, Any]:
-    """Train `model` ("avsnet" or "monodepth2") with a resolved config dict; returns the trainer's summary."""
+    """Train `model` ("avsnet", "monodepth2" or "rescale") with a resolved config dict; returns the trainer's summary."""
     if not Path(bag).exists():
         raise FileNotFoundError(f"{bag}: bag not found")
     module_name, function, _ = TRAINERS[model]
