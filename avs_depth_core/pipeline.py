@@ -4,6 +4,8 @@ the depth node, the benchmark and tests share it.
     AVS-Net(RGB, echo STFT) -> pseudo-metric depth Mp         (needs a fresh echo unless the model is Only-RGB)
     relative model(RGB)     -> R
     scale = median(Mp) / median(R)  (AVS-Net eq. 3; scaling.recover_scale), smoothed and held by scaling.ScaleTracker
+    (scale_method "pixelwise": with a fresh echo, pixel-wise rescale maps from a trained head anchored at that scale,
+    avs_depth_core.rescale; without one, the held scale as for "median")
     (scale_method "none": scale 1, for a relative model that predicts metres itself, such as an echo-supervised
     Monodepth2 (train/echo_supervision.py); the depth then needs no echo, though AVS-Net's Mp is still computed)
     metric = scale * R, resized to the input image, clipped to (or NaN outside) the model's depth range
@@ -35,7 +37,7 @@ from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
 log = logging.getLogger(__name__)
 
 # Checkpoints shipped with the package: avs_depth_core/checkpoints/<kind>/<name>.safetensors + <name>.json.
-BUNDLED_KINDS = {"avsnet": "avsnet", "avsnet_rgb": "avsnet_rgb", "monodepth2": "monodepth2"}
+BUNDLED_KINDS = {"avsnet": "avsnet", "avsnet_rgb": "avsnet_rgb", "monodepth2": "monodepth2", "rescale": "rescale"}
 
 
 def bundled_checkpoint(kind: str) -> Path | None:
@@ -90,7 +92,7 @@ class DepthPipeline:
 
     def __init__(self, avsnet: Any, relative: Callable[[torch.Tensor], torch.Tensor], scaling: ScalingConfig | None = None,
                  device: str | torch.device = "cpu", half: bool = False, out_of_range: str = "clip",
-                 warn: Callable[[str], None] = log.warning) -> None:
+                 warn: Callable[[str], None] = log.warning, rescaler: Any | None = None) -> None:
         if out_of_range not in OUT_OF_RANGE:
             raise ValueError(f"out_of_range must be one of {OUT_OF_RANGE}, got {out_of_range!r}")
         self.avsnet = avsnet
@@ -105,6 +107,9 @@ class DepthPipeline:
         self.scaling = scaling or ScalingConfig(min_depth=self.cfg.min_depth, max_depth=self.cfg.max_depth, fallback="nan")
         self.tracker = self.scaling.tracker()
         self._warn = warn
+        self.rescaler = rescaler  # rescale.PixelwiseRescaler for scale method "pixelwise"
+        if (self.scaling.method == "pixelwise") != (rescaler is not None):
+            raise ValueError("scale method 'pixelwise' needs a rescaler (a trained rescale head), and a rescaler needs it")
 
     # -- construction -----------------------------------------------------------------------------------------------
     @classmethod
@@ -117,6 +122,8 @@ class DepthPipeline:
         if s.relative_model not in RELATIVE_KINDS:
             raise ValueError(f"relative_model must be one of {RELATIVE_KINDS}, got {s.relative_model!r}")
         check_backend(s.backend)
+        if s.scale_method == "pixelwise" and s.backend != "torch":
+            raise ValueError("scale_method 'pixelwise' runs the rescale head on the torch modules; use backend torch")
         torch_device = resolve_device(s.device, warn=warn)
         avsnet = load_avsnet(find_checkpoint(s.avsnet_checkpoint, "avsnet", "avsnet_checkpoint"), s.backend, torch_device,
                              s.onnx_providers, s.half, warn)
@@ -131,8 +138,14 @@ class DepthPipeline:
         cfg = avsnet.cfg
         scaling = ScalingConfig(method=s.scale_method, min_depth=cfg.min_depth, max_depth=cfg.max_depth, fallback="nan",
                                 smoothing_alpha=s.scale_smoothing_alpha, hold_s=s.max_scale_hold_s)
+        rescaler = None
+        if s.scale_method == "pixelwise":
+            from avs_depth_core.rescale import PixelwiseRescaler
+
+            rescaler = PixelwiseRescaler.from_checkpoint(find_checkpoint(s.rescale_checkpoint, "rescale", "rescale_checkpoint"),
+                                                         avsnet, getattr(relative, "module", None), torch_device)
         # fp16 autocast is the torch backend's; ONNX Runtime runs the fp32 graph (TensorRT: fp16 engines with half)
-        return cls(avsnet, relative, scaling, torch_device, s.half and s.backend == "torch", s.out_of_range, warn)
+        return cls(avsnet, relative, scaling, torch_device, s.half and s.backend == "torch", s.out_of_range, warn, rescaler)
 
     # -- per frame --------------------------------------------------------------------------------------------------
     @property
@@ -148,6 +161,7 @@ class DepthPipeline:
         return torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.half)
 
     def _networks(self, rgb: np.ndarray, echo: EchoInput | None) -> tuple[torch.Tensor | None, torch.Tensor, bool]:
+        """-> (Mp or None, R, whether an echo was used); the network inputs stay in self._inputs for the rescale head."""
         # uint8 to the device first: the resize to the network input then runs there (a 720p frame on a GPU)
         x, _ = self.avsnet.image_input(torch.from_numpy(rgb).to(self.device))
         echo_t = None
@@ -160,6 +174,7 @@ class DepthPipeline:
             relative = self.relative(x).float()
         if tuple(relative.shape[-2:]) != tuple(x.shape[-2:]):
             relative = F.interpolate(relative, size=x.shape[-2:], mode="bilinear", align_corners=False)
+        self._inputs = (x, echo_t)
         return pseudo, relative, echo_t is not None
 
     def warmup(self, iterations: int = 2) -> float:
@@ -191,7 +206,11 @@ class DepthPipeline:
             metric_model = self.scaling.method == "none"
             fresh = self.scaling.recover(relative, pseudo) if pseudo is not None or metric_model else None
             scale = self._track(fresh, image_stamp_ns / 1e9)
-            metric = _resize(apply_scale(relative, scale, min_output=self.cfg.min_depth), size)
+            if self.rescaler is not None:
+                metric = self.rescaler.apply(*self._inputs, relative, pseudo, scale, min_output=self.cfg.min_depth)
+            else:
+                metric = apply_scale(relative, scale, min_output=self.cfg.min_depth)
+            metric = _resize(metric, size)
             if self.out_of_range == "clip":
                 metric = metric.clamp(self.cfg.min_depth, self.cfg.max_depth)
             else:

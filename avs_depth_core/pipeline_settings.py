@@ -23,7 +23,8 @@ class PipelineSettings:
     relative_checkpoint: str = ""  # checkpoint of the relative model ("" = the bundled one for relative_model)
     device: str = "auto"  # avs_depth_core.device policy
     half: bool = False  # fp16 autocast on CUDA
-    scale_method: str = "median"  # scaling.ScalingConfig.method
+    scale_method: str = "median"  # scaling.ScalingConfig.method (pixelwise: the rescale head below)
+    rescale_checkpoint: str = ""  # scale_method pixelwise: EchoRescaleHead checkpoint ("" = the bundled one)
     scale_smoothing_alpha: float = 1.0  # weight of a new scale in log-space smoothing; 1 = none (the paper)
     max_scale_hold_s: float = 1.0  # without a fresh echo, keep the last scale this long, then NaN depth
     out_of_range: str = "clip"  # one of OUT_OF_RANGE

@@ -9,6 +9,9 @@ Methods (`method=`):
   moments of depth, so it also takes a shift; where R is small and the shift negative the result can be <= 0, and
   apply_scale clamps it to `min_output`.
 - "none": scale 1 (for models that are already metric, such as AVS-Net Only-RGB used as a zero-shot metric model).
+- "pixelwise": pixel-wise rescale maps from a trained EchoRescaleHead (avs_depth_core.rescale, TR2M with echoes). Here it
+  returns the median scale, which is the head's per-image anchor and, without a fresh echo, the held fallback;
+  rescale.PixelwiseRescaler.apply turns it and the head's maps into metric depth.
 
 Which pixels: `median_over="shared"` (default) takes both statistics over the same pixels, those where R and Mp are finite
 and > 0, Mp lies within (min_depth, max_depth) and the optional `mask` is True. `median_over="each"` takes the statistic of
@@ -34,7 +37,7 @@ from avs_depth_core.config import check_fields, dataclass_from_dict
 
 ArrayLike = torch.Tensor | np.ndarray
 
-METHODS = ("none", "median", "mean-std")
+METHODS = ("none", "median", "mean-std", "pixelwise")
 FALLBACKS = ("raise", "unit", "nan")
 MEDIAN_OVER = ("shared", "each")
 DISPARITY_KINDS = ("inverse", "monodepth2")
@@ -226,7 +229,7 @@ def recover_scale(relative_depth: ArrayLike, pseudo_metric: ArrayLike | None, me
     rel_values, pm_values = rel[rel_valid].double(), pm[pm_valid].double()
     medians = (_median(pm_values), _median(rel_values))
     shift = 0.0
-    if method == "median":
+    if method in ("median", "pixelwise"):
         if not medians[1] > 0 or not math.isfinite(medians[1]):
             return _fail(f"relative median is {medians[1]} over {pixels} pixels", method, fallback, medians, pixels)
         if not medians[0] > 0 or not math.isfinite(medians[0]):

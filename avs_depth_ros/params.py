@@ -139,8 +139,11 @@ DEPTH_NODE: list[ParamSpec] = [
     ParamSpec("torch_threads", 1, "torch (and ONNX Runtime) intra-op threads; 0 = torch's default (all cores). One "
               "leaves the other cores to the sensor drivers and the robot's other processes (measured in "
               "benchmarks/node_latency.py --torch-threads); raise it on a many-core CPU without a GPU", (0, 256)),
-    ParamSpec("scale_method", _PIPELINE.scale_method, "scale recovery: median ratio (AVS-Net eq. 3), mean-std, or none "
-              "(the relative model is already metric)", None, ("median", "mean-std", "none")),
+    ParamSpec("scale_method", _PIPELINE.scale_method, "scale recovery: median ratio (AVS-Net eq. 3), mean-std, none "
+              "(the relative model is already metric), or pixelwise (rescale maps of a trained head; backend torch)", None,
+              ("median", "mean-std", "none", "pixelwise")),
+    ParamSpec("rescale_checkpoint", _PIPELINE.rescale_checkpoint, "scale_method pixelwise: rescale-head checkpoint "
+              "(avs-depth train --model rescale); '' = the bundled one"),
     ParamSpec("scale_smoothing_alpha", _PIPELINE.scale_smoothing_alpha, "weight of a new scale in log-space smoothing; "
               "1 = none (the paper scales each frame on its own)", (0.01, 1.0)),
     ParamSpec("max_scale_hold_s", _PIPELINE.max_scale_hold_s, "without a fresh echo, keep using the last scale this long "

@@ -46,10 +46,9 @@ import echo_scale_ablation as esa  # noqa: E402
 
 from avs_depth_core.config import apply_overrides  # noqa: E402
 from avs_depth_core.evaluation import HEADERS, REPORT_METRICS  # noqa: E402
-from avs_depth_core.metrics import MetricAccumulator  # noqa: E402
+from avs_depth_core.evaluation.rescale_maps import global_median, score  # noqa: E402
 from avs_depth_core.models.rescale_frontend import FrontendConfig, RescaleFrontend  # noqa: E402
 from avs_depth_core.models.rescale_head import EchoRescaleHead  # noqa: E402
-from avs_depth_core.scaling import apply_scale, recover_scale_batch  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 from avs_depth_core.train.rescale import DataConfig, frame_dataset, precompute, predict_set, train_rescale  # noqa: E402
 
@@ -144,20 +143,6 @@ def head_config(frontend: dict[str, Any], max_depth: float, seed: int, steps: in
                  f"train.max_steps={steps}", "train.epochs=1000", f"data.cache_dir={cache}", "data.skip_bad=true",
                  *HEAD_OVERRIDES, *extra]
     return apply_overrides(base, overrides)
-
-
-def score(pred: torch.Tensor, gt: torch.Tensor, min_depth: float, max_depth: float) -> tuple[dict[str, float], torch.Tensor]:
-    acc = MetricAccumulator(min_depth, max_depth)
-    per_image = acc.update(pred, gt)
-    metrics = acc.compute()
-    return {m: metrics[m] for m in REPORT_METRICS}, per_image
-
-
-def global_median(test: Any, min_depth: float, max_depth: float) -> torch.Tensor:
-    """R scaled per image by median(Mp) / median(R) (avs_depth_core.scaling, method median, shared pixels)."""
-    relative, mp = test.tensors["relative"], test.tensors["pseudo_metric"]
-    results = recover_scale_batch(relative, mp, "median", min_depth=min_depth, max_depth=max_depth, fallback="unit")
-    return apply_scale(relative, results)
 
 
 def save_figures(folder: Path, test: Any, rows: dict[str, torch.Tensor], maps: dict[str, torch.Tensor], count: int,
@@ -262,7 +247,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         data = DataConfig(min_depth=min_depth, max_depth=max_depth, cache_dir=str(work / "cache"), skip_bad=True)
         test = precompute(frame_dataset(bag, "test", fe, data, verbose=False), fe, data, flipped=False)
         gt = test.tensors["depth"]
-        preds = {"global_median": global_median(test, min_depth, max_depth)}
+        preds = {"global_median": global_median(test.tensors["relative"], test.tensors["pseudo_metric"], min_depth, max_depth)}
         maps = {}
         for name in heads:
             head, _ = EchoRescaleHead.from_checkpoint(work / f"run_{name}" / "checkpoints" / "last")

@@ -48,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="auto, cpu, cuda, cuda:1 (default auto: CUDA when available)")
     parser.add_argument("--cache-dir", type=Path, default=None, help="bag cache folder (default $AVS_DEPTH_CACHE)")
     parser.add_argument("--tolerance", type=float, default=0.05, help="echo-frame pairing tolerance in seconds")
+    parser.add_argument("--rescale-head", nargs="+", default=[], type=Path, metavar="CKPT",
+                        help="also score these rescale heads (avs-depth train --model rescale; scaling method pixelwise) "
+                             "against the global median of their own relative model, into <out>/pixelwise.json")
     parser.add_argument("--skip-bad", action="store_true",
                         help="skip and count frames whose messages cannot be used (e.g. a clipped echo) instead of stopping")
 
@@ -64,6 +67,19 @@ def run(args: argparse.Namespace) -> int:
     report, table = evaluate_scaling_on_bag(args.bag, args.avsnet, args.avsnet_rgb, sources, args.out, options, args.device)
     saved = report["figures"]
     print(table)
+    if args.rescale_head:
+        import json
+
+        from avs_depth_core.evaluation.rescale_maps import ROWS, evaluate_rescale_head
+
+        cache = str(args.cache_dir) if args.cache_dir else None
+        heads = [evaluate_rescale_head(ckpt, args.bag, args.split, min_depth=args.min_depth or 1e-3,
+                                       max_depth=args.max_depth, cache_dir=cache, skip_bad=args.skip_bad,
+                                       device=args.device or "cpu") for ckpt in args.rescale_head]
+        for h in heads:
+            for row in ROWS:
+                print(f"{h['checkpoint']} {row}: " + ", ".join(f"{k} {v:.3f}" for k, v in h[row].items()))
+        (args.out / "pixelwise.json").write_text(json.dumps(heads, indent=2) + "\n")
     print(f"wrote {args.out / 'scaling.json'} and {args.out / 'scaling.md'}"
           + (f" and {len(saved)} figures in {args.out / 'figures'}" if saved else ""), file=sys.stderr)
     return 0

@@ -91,7 +91,7 @@ def pixel_contrast(query: torch.Tensor, key: torch.Tensor, target: torch.Tensor,
                    max_depth: float, samples: int, tau: float, generator: torch.Generator | None = None) -> torch.Tensor:
     """Fine contrast: query/key pixel features (B,C,h,w) (key without gradient), target depth (B,1,H,W) with 0 where
     unknown. `samples` pixels per image with a target are drawn; positives share the depth class."""
-    b, c, h, w = query.shape
+    b, _, h, w = query.shape
     t = F.interpolate(target, size=(h, w), mode="nearest")[:, 0]
     qs, ks, ys = [], [], []
     for i in range(b):

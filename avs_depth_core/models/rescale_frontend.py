@@ -92,6 +92,16 @@ class RescaleFrontend:
             if net is not None:
                 net.eval().requires_grad_(False)
 
+    @classmethod
+    def from_modules(cls, cfg: FrontendConfig, relative: RelativeDepthModel | None, features: AVSNet,
+                     echo_net: AVSNet | None) -> RescaleFrontend:
+        """From networks already loaded (the live pipeline's); `relative` may be None when only features and echo
+        tokens are asked for."""
+        frontend = cls.__new__(cls)
+        frontend.cfg, frontend.device = cfg, next(features.parameters()).device
+        frontend.relative, frontend.features, frontend.echo_net = relative, features, echo_net
+        return frontend
+
     @property
     def image_size(self) -> tuple[int, int]:
         return tuple(self.features.cfg.image_size)
@@ -113,15 +123,18 @@ class RescaleFrontend:
         return tokens
 
     @torch.no_grad()
+    def image_features(self, rgb: torch.Tensor) -> torch.Tensor:
+        net = self.features
+        return net.visual((rgb - net.norm_mean.to(rgb.dtype)) / net.norm_std.to(rgb.dtype))[self.cfg.feature_layer]
+
+    @torch.no_grad()
     def __call__(self, rgb: torch.Tensor, echo: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """-> relative (R), rel_disparity (r, median 1), features, and with an echo network and echo: echo_tokens,
         pseudo_metric (Mp), global_scale (k, 1/m), pseudo_metric_log (log Mp k r); without: a fitted-anchor head's inputs."""
         rgb = rgb.to(self.device)
         relative = self.relative(rgb)
         r = normalised_disparity(relative, "depth")
-        net = self.features
-        feats = net.visual((rgb - net.norm_mean) / net.norm_std)[self.cfg.feature_layer]
-        out = {"relative": relative, "rel_disparity": r, "features": feats}
+        out = {"relative": relative, "rel_disparity": r, "features": self.image_features(rgb)}
         if self.echo_net is not None and echo is not None:
             echo = echo.to(self.device)
             mp = self.echo_net(rgb, echo)["metric_depth"]
