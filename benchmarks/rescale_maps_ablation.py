@@ -47,10 +47,10 @@ import echo_scale_ablation as esa  # noqa: E402
 from avs_depth_core.config import apply_overrides  # noqa: E402
 from avs_depth_core.evaluation import HEADERS, REPORT_METRICS  # noqa: E402
 from avs_depth_core.evaluation.rescale_maps import global_median, score  # noqa: E402
-from avs_depth_core.models.rescale_frontend import FrontendConfig, RescaleFrontend  # noqa: E402
 from avs_depth_core.models.rescale_head import EchoRescaleHead  # noqa: E402
+from avs_depth_core.rescale import FrontendConfig, RescaleFrontend, frame_dataset, precompute, predict_set  # noqa: E402  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
-from avs_depth_core.train.rescale import DataConfig, frame_dataset, precompute, predict_set, train_rescale  # noqa: E402
+from avs_depth_core.train.rescale import train_rescale  # noqa: E402
 
 SETTINGS = {
     # echo_scale_ablation's quick world and AVS-Net recipe; the heads train for head_steps (batch 8, ~12 epochs).
@@ -244,8 +244,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         # The test scenes through the frozen networks once (the same front end every head was trained on).
         t0 = time.perf_counter()
         fe = RescaleFrontend(FrontendConfig.from_dict({**frontend, "max_depth": max_depth}))
-        data = DataConfig(min_depth=min_depth, max_depth=max_depth, cache_dir=str(work / "cache"), skip_bad=True)
-        test = precompute(frame_dataset(bag, "test", fe, data, verbose=False), fe, data, flipped=False)
+        frames = frame_dataset(bag, "test", fe, max_depth, cache_dir=str(work / "cache"), skip_bad=True)
+        test = precompute(frames, fe, min_depth, max_depth, flipped=False)
         gt = test.tensors["depth"]
         preds = {"global_median": global_median(test.tensors["relative"], test.tensors["pseudo_metric"], min_depth, max_depth)}
         maps = {}

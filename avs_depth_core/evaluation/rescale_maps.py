@@ -15,8 +15,8 @@ import torch
 
 from avs_depth_core.evaluation import REPORT_METRICS
 from avs_depth_core.metrics import MetricAccumulator
-from avs_depth_core.models.rescale_frontend import FrontendConfig, RescaleFrontend
 from avs_depth_core.models.rescale_head import EchoRescaleHead
+from avs_depth_core.rescale import FrontendConfig, RescaleFrontend, frame_dataset, precompute, predict_set
 from avs_depth_core.scaling import apply_scale, recover_scale_batch
 
 ROWS = ("global_median", "pixelwise")
@@ -41,16 +41,14 @@ def evaluate_rescale_head(checkpoint: Path, bag: Path, split: str = "test", min_
                           max_depth: float | None = None, cache_dir: str | None = None, skip_bad: bool = False,
                           device: str | torch.device = "cpu") -> dict[str, Any]:
     """{"checkpoint", "images", "global_median": metrics, "pixelwise": metrics} for one head on `bag`'s split."""
-    from avs_depth_core.train.rescale import DataConfig, frame_dataset, precompute, predict_set
-
     head, stored = EchoRescaleHead.from_checkpoint(checkpoint, device)
     fcfg = FrontendConfig.from_dict(stored, where=f"{checkpoint} frontend")
     if fcfg.echo_checkpoint == "":
         raise ValueError(f"{checkpoint}: the head has no RGB-Echoes AVS-Net (frontend echo_checkpoint) to compare with")
     max_depth = fcfg.max_depth if max_depth is None else max_depth
     frontend = RescaleFrontend(fcfg, device)
-    data = DataConfig(min_depth=min_depth, max_depth=max_depth, cache_dir=cache_dir, skip_bad=skip_bad)
-    test = precompute(frame_dataset(bag, split, frontend, data, verbose=False), frontend, data, flipped=False)
+    frames = frame_dataset(bag, split, frontend, max_depth, cache_dir=cache_dir, skip_bad=skip_bad)
+    test = precompute(frames, frontend, min_depth, max_depth, flipped=False)
     t = test.tensors
     preds = {"global_median": global_median(t["relative"], t["pseudo_metric"], min_depth, max_depth),
              "pixelwise": predict_set(head, test)["metric_depth"]}

@@ -22,21 +22,28 @@ from typing import Any
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import ExponentialLR
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
 from avs_depth_core.config import section_from_dict
-from avs_depth_core.data.datasets import SupervisedBagDataset
 from avs_depth_core.evaluation import evaluate_model
-from avs_depth_core.losses.rescale import edge_smoothness, image_contrast, pixel_contrast, pseudo_labels
+from avs_depth_core.losses.rescale import edge_smoothness, image_contrast, pixel_contrast
 from avs_depth_core.losses.silog import SILogLoss
-from avs_depth_core.models.rescale_frontend import FrontendConfig, RescaleFrontend
 from avs_depth_core.models.rescale_head import CHECKPOINT_KIND, EchoRescaleHead, RescaleHeadConfig
+from avs_depth_core.rescale import (
+    EAR_SWAP,
+    FrontendConfig,
+    FrozenFeatureSet,
+    RescaleFrontend,
+    frame_dataset,
+    head_inputs,
+    precompute,
+    predict_set,
+)
 from avs_depth_core.train import loop
 from avs_depth_core.train.loop import LoopConfig, Parts, fit
 from avs_depth_core.train.runtime import Runtime, to_device
 
 DEFAULT_CONFIG = "rescale.yaml"
-EAR_SWAP = [1, 0, 3, 2]  # STFT left/right, range-profile planes left/right (train/echo_augment.py's layout)
 
 
 @dataclass
@@ -116,55 +123,6 @@ def resolve_config(config: dict[str, Any]) -> tuple[RescaleModelConfig, TrainCon
     return RescaleModelConfig(head, frontend), train, data
 
 
-class FrozenFeatureSet(Dataset):
-    """The front end's outputs and the pseudo labels of every frame, in memory: item i -> dict of tensors; with `flipped`
-    every key also as flip_<key> (the frame mirrored, ears swapped)."""
-
-    def __init__(self, tensors: dict[str, torch.Tensor]) -> None:
-        lengths = {len(v) for v in tensors.values()}
-        if len(lengths) != 1:
-            raise ValueError(f"FrozenFeatureSet: tensors of different lengths {sorted(lengths)}")
-        self.tensors, self.length = tensors, lengths.pop()
-
-    def __len__(self) -> int:
-        return self.length
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        return {k: v[index] for k, v in self.tensors.items()}
-
-
-def frame_dataset(bag: Path, split: str, frontend: RescaleFrontend, data: DataConfig, verbose: bool) -> SupervisedBagDataset:
-    """The bag's frames at the frozen networks' input settings (the echo network's, which also fixes the echo layout)."""
-    net = frontend.echo_net or frontend.features
-    return SupervisedBagDataset.for_model(bag, split, net.cfg, max_depth=data.max_depth, tolerance_s=data.tolerance_s,
-                                          cache_dir=data.cache_dir, skip_bad=data.skip_bad, progress=verbose, verbose=verbose)
-
-
-@torch.no_grad()
-def precompute(frames: Dataset, frontend: RescaleFrontend, data: DataConfig, flipped: bool,
-               batch_size: int = 16) -> FrozenFeatureSet:
-    """Run the frozen networks over every frame (and its mirror when `flipped`) and fit the pseudo labels."""
-    columns: dict[str, list[torch.Tensor]] = {}
-    for batch in DataLoader(frames, batch_size=batch_size, shuffle=False):
-        views = [("", batch["rgb"], batch["echo"], batch["depth"])]
-        if flipped:
-            echo = batch["echo"][:, EAR_SWAP[:batch["echo"].shape[1]]]
-            views.append(("flip_", batch["rgb"].flip(-1), echo, batch["depth"].flip(-1)))
-        for prefix, rgb, echo, depth in views:
-            out = frontend(rgb, echo)
-            valid = (depth > data.min_depth) & (depth < data.max_depth)
-            pseudo, alpha, beta, delta1 = pseudo_labels(out["rel_disparity"], depth, valid, data.min_depth, data.max_depth)
-            row = {"rgb": rgb, "depth": depth, "rel_disparity": out["rel_disparity"], "features": out["features"],
-                   "pseudo_depth": pseudo, "pseudo_alpha": alpha, "pseudo_beta": beta, "pseudo_delta1": delta1,
-                   "relative": out["relative"]}
-            for key in ("echo_tokens", "pseudo_metric", "global_scale", "pseudo_metric_log"):
-                if key in out:
-                    row[key] = out[key]
-            for key, value in row.items():
-                columns.setdefault(prefix + key, []).append(value.float().cpu())
-    return FrozenFeatureSet({k: torch.cat(v) for k, v in columns.items()})
-
-
 def pick_views(batch: dict[str, torch.Tensor], flip: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per sample, the mirrored copy where `flip` (B,) is True."""
     out = {}
@@ -180,14 +138,6 @@ def pick_views(batch: dict[str, torch.Tensor], flip: torch.Tensor) -> dict[str, 
     return out
 
 
-def head_inputs(head: EchoRescaleHead, batch: dict[str, torch.Tensor]) -> dict[str, Any]:
-    cfg = head.cfg
-    return {"image_features": batch["features"], "echo_tokens": batch["echo_tokens"] if cfg.use_echo else None,
-            "rel_disparity": batch["rel_disparity"],
-            "global_scale": batch.get("global_scale") if cfg.anchor == "global" else None,
-            "pseudo_metric_log": batch.get("pseudo_metric_log") if "pseudo_metric" in cfg.guidance else None}
-
-
 class HeadAsDepthModel(nn.Module):
     """Wraps a head so avs_depth_core.evaluation.evaluate_model scores it on FrozenFeatureSet batches (it calls
     model(rgb, echo) with echo only when cfg.use_echo; the batch's frozen outputs are handed over in `feed`)."""
@@ -199,22 +149,6 @@ class HeadAsDepthModel(nn.Module):
 
     def forward(self, rgb: torch.Tensor, echo: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.head(**head_inputs(self.head, self.feed))
-
-
-@torch.no_grad()
-def predict_set(head: EchoRescaleHead, dataset: FrozenFeatureSet, batch_size: int = 32) -> dict[str, torch.Tensor]:
-    """The head's metric depth, scale and shift maps over a FrozenFeatureSet (unflipped views), in eval mode."""
-    was = head.training
-    head.eval()
-    outs: dict[str, list[torch.Tensor]] = {}
-    try:
-        for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-            out = head(**head_inputs(head, batch))
-            for key in ("metric_depth", "scale_map", "shift_map"):
-                outs.setdefault(key, []).append(out[key])
-    finally:
-        head.train(was)
-    return {k: torch.cat(v) for k, v in outs.items()}
 
 
 class RescaleTrainer(loop.Trainer):
@@ -253,7 +187,10 @@ class RescaleTrainer(loop.Trainer):
     def dataset(self, bag: Path, split: str, verbose: bool) -> FrozenFeatureSet:
         frontend = self.get_frontend()
         flipped = split == self.data.train_split and self.train.aug_flip > 0
-        features = precompute(frame_dataset(bag, split, frontend, self.data, verbose), frontend, self.data, flipped)
+        d = self.data
+        frames = frame_dataset(bag, split, frontend, d.max_depth, verbose, tolerance_s=d.tolerance_s, cache_dir=d.cache_dir,
+                               skip_bad=d.skip_bad)
+        features = precompute(frames, frontend, d.min_depth, d.max_depth, flipped)
         if split == self.data.train_split:
             self.train_set = features
             accepted = features.tensors["pseudo_delta1"] > self.train.pseudo_rho
@@ -367,4 +304,4 @@ def train_rescale(config: dict[str, Any], bag: str | Path, run_dir: str | Path, 
     return fit(RescaleTrainer(config, device or "cpu"), bag, run_dir, resume=resume, device=device)
 
 
-__all__ = ["DEFAULT_CONFIG", "FrozenFeatureSet", "RescaleTrainer", "TrainConfig", "predict_set", "train_rescale"]
+__all__ = ["DEFAULT_CONFIG", "EAR_SWAP", "FrozenFeatureSet", "RescaleTrainer", "TrainConfig", "predict_set", "train_rescale"]

@@ -18,7 +18,7 @@ LAYERS = (
     {"sim"},
     {"models"},
     {"losses"},
-    {"relative", "export", "backends", "pipeline", "pipeline_settings", "inference", "gradcam"},
+    {"relative", "rescale", "export", "backends", "pipeline", "pipeline_settings", "inference", "gradcam"},
     {"evaluation"},
     {"train"},
     {"cli"},

@@ -13,8 +13,8 @@ from avs_depth_core.losses.rescale import (
     pixel_contrast,
     pseudo_labels,
 )
-from avs_depth_core.models.rescale_frontend import global_disparity_scale
 from avs_depth_core.models.rescale_head import EchoRescaleHead, RescaleHeadConfig, normalised_disparity
+from avs_depth_core.rescale import global_disparity_scale
 
 
 def small_cfg(**overrides) -> RescaleHeadConfig:
@@ -86,7 +86,7 @@ def test_pseudo_labels_accept_by_delta1():
     bad = good.flatten()[torch.randperm(good.numel(), generator=torch.Generator().manual_seed(0))].view_as(good)
     r = normalised_disparity(torch.cat([1 / good, 1 / bad]), "depth")
     gts = torch.cat([gt, gt])
-    pseudo, alpha, beta, delta1 = pseudo_labels(r, gts, gts > 0, 1e-3, 12.0)
+    pseudo, alpha, _, delta1 = pseudo_labels(r, gts, gts > 0, 1e-3, 12.0)
     assert delta1[0] > 0.99 and delta1[1] < 0.9
     assert torch.allclose(pseudo[0], gt[0], rtol=1e-3)
     assert alpha[0] > 0
