@@ -53,7 +53,7 @@ class FrontendConfig:
     relative: str = "avsnet_rgb"  # RELATIVE_KINDS
     relative_checkpoint: str = ""
     features_checkpoint: str = ""  # Only-RGB AVS-Net for the image features ("" = relative_checkpoint, avsnet_rgb only)
-    feature_layer: str = "r3"  # FEATURE_LAYERS: 1/32, 1/16, 1/8, 1/4 of the input
+    feature_layer: str = "r4"  # FEATURE_LAYERS: 1/32, 1/16, 1/8, 1/4 of the input (TR2M: 1/14)
     echo_checkpoint: str = ""  # RGB-Echoes AVS-Net: echo tokens and the global scale ("" = no echo)
     echo_range_tokens: bool = True  # add the echo network's range-profile tokens (when it has a range encoder)
     min_depth: float = 1e-3  # Mp pixels used for the global scale: min_depth < Mp < max_depth

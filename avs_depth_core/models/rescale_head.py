@@ -151,8 +151,8 @@ class Trunk(nn.Module):
 
 
 class MapHead(nn.Module):
-    """3x3 -> mid features; bilinear to the output size; [+ guidance maps]; 3x3, ReLU, 1x1 -> one log-correction map.
-    The last 1x1 starts at zero, so the map starts at exp(0) = 1 times its anchor."""
+    """3x3 -> mid features; bilinear to the output size; [+ guidance maps]; 3x3, ReLU, 1x1 [+ 1x1 of the guidance] -> one
+    log-correction map. The last layers start at zero, so the map starts at exp(0) = 1 times its anchor."""
 
     def __init__(self, channels: int, mid: int, guidance: int) -> None:
         super().__init__()
@@ -161,13 +161,18 @@ class MapHead(nn.Module):
         self.out = nn.Conv2d(16, 1, 1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
+        # A linear path from the guidance maps to the output (zero at start): a per-pixel blend of the guidance is then
+        # one weight away instead of having to pass the ReLU layer (which took hundreds of steps to learn).
+        self.skip = nn.Conv2d(guidance, 1, 1, bias=False) if guidance else None
+        if self.skip is not None:
+            nn.init.zeros_(self.skip.weight)
 
     def forward(self, x: torch.Tensor, size: tuple[int, int], guidance: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
         mid = self.mid(x)
         y = F.interpolate(mid, size=size, mode="bilinear", align_corners=True)
-        if guidance is not None:
-            y = torch.cat([y, guidance], 1)
-        return self.out(F.relu(self.conv(y))), mid
+        if guidance is None:
+            return self.out(F.relu(self.conv(y))), mid
+        return self.out(F.relu(self.conv(torch.cat([y, guidance], 1)))) + self.skip(guidance), mid
 
 
 class EchoRescaleHead(nn.Module):
@@ -203,7 +208,8 @@ class EchoRescaleHead(nn.Module):
         """TR2M's init (kaiming fan_out for convolutions, xavier for linear layers, zero biases), except the heads' last
         layers, which stay at zero (start from the anchor)."""
         for m in self.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and m not in (self.scale_head.out, self.shift_head.out):
+            zero = (self.scale_head.out, self.shift_head.out, self.scale_head.skip, self.shift_head.skip)
+            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) and all(m is not z for z in zero):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
                 if m.bias is not None:
                     nn.init.zeros_(m.bias)

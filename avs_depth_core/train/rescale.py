@@ -44,6 +44,7 @@ from avs_depth_core.train.loop import LoopConfig, Parts, fit
 from avs_depth_core.train.runtime import Runtime, to_device
 
 DEFAULT_CONFIG = "rescale.yaml"
+LOGGED_TERMS = ("si", "tp", "soc_image", "soc_pixel", "es")
 
 
 @dataclass
@@ -268,7 +269,8 @@ class RescaleTrainer(loop.Trainer):
         if t.w_es > 0:
             terms["es"] = edge_smoothness(out["log_scale"], batch["rgb"]) + edge_smoothness(out["log_shift"], batch["rgb"])
             total = total + t.w_es * terms["es"]
-        return total, {k: v.detach() for k, v in terms.items()}
+        # every term on every logged step (0 when inactive in this batch): the CSV log keeps one set of columns
+        return total, {k: terms[k].detach() if k in terms else torch.zeros(()) for k in LOGGED_TERMS}
 
     def validate(self, model: EchoRescaleHead, criterion: SILogLoss, loader: DataLoader, runtime: Runtime) -> dict[str, float]:
         wrapper = HeadAsDepthModel(model)
