@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,9 @@ class SimFrame:
     scale: float
     max_depth: float
     index: int = 0             # frame number in its sequence
+    # Dynamic worlds only (sim/dynamic.py): the instance map (H, W) uint16 (0 = no object) and the objects' ground truth.
+    instances: np.ndarray | None = None
+    objects: Any = None        # sim.dynamic.ObjectStates
 
 
 def _texture_size(width: int) -> int:
@@ -64,7 +68,7 @@ class SimWorld:
     def __init__(self, preset: str = "bv2", seed: int = 0, height: int = 256, width: int = 512, scale_ambiguous: bool = False,
                  scale_range: tuple[float, float] = (0.5, 2.0), rate_hz: float = 10.0, *, ism_order: int = 3,
                  rig: BinauralRig | None = None, chirp: ChirpSpec = BATVISION_CHIRP,
-                 acoustic_ranges: AcousticRanges | None = None) -> None:
+                 acoustic_ranges: AcousticRanges | None = None, dynamic: bool = False) -> None:
         self.preset: Preset = get_preset(preset)
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -83,6 +87,8 @@ class SimWorld:
         self.texture_size = _texture_size(self.width)
         # Acoustic domain randomisation (sim/randomise.py): None records every sequence through the same chain and room.
         self.acoustic_ranges = acoustic_ranges
+        # Moving objects (sim/dynamic.py): off, the world is the static one it always was.
+        self.dynamic = bool(dynamic)
 
     @property
     def max_depth(self) -> float:
@@ -95,6 +101,10 @@ class SimWorld:
     def sequence(self, index: int) -> SimSequence:
         if not isinstance(index, (int, np.integer)) or index < 0:
             raise ValueError(f"sequence index must be a non-negative integer, got {index!r}")
+        if self.dynamic:
+            from avs_depth_core.sim.dynamic import DynamicSequence
+
+            return DynamicSequence(self, int(index))
         return SimSequence(self, int(index))
 
 
@@ -162,8 +172,12 @@ class SimSequence:
         if self.variation is not None and self.variation.jitter_ms > 0:
             jitter = np.random.default_rng([self.world.seed, self.index, i, 1]).uniform(-1, 1) * self.variation.jitter_ms
             simulator = simulator.with_latency(simulator.latency + jitter * 1e-3 * simulator.fs)
-        return simulator.render(self.acoustic_scene, self.pose(i), rng, self.level, self.channel_gain,
+        return simulator.render(self.acoustic_scene_at(i), self.pose(i), rng, self.level, self.channel_gain,
                                 noise=noise, tail=tail)
+
+    def acoustic_scene_at(self, i: int) -> AcousticScene:
+        """What sound meets at frame i's emission: the room, the same for every frame (moving objects: sim/dynamic.py)."""
+        return self.acoustic_scene
 
     def frame(self, i: int) -> SimFrame:
         if not isinstance(i, (int, np.integer)) or i < 0:
