@@ -2,11 +2,12 @@
 
 Per frame the bag gets camera/color/image_raw (rgb8), camera/color/camera_info, camera/depth/image (32FC1 metres, NaN
 invalid) and audio/echo (EchoStamped); a dynamic world (--dynamic, sim/dynamic.py) adds camera/instances (16UC1 object
-ids, 0 = none) and camera/objects (ObjectStates: kind, motion, moving flag, pose, residual motion per object). Image, depth and camera_info share header.stamp; the simulated rig is synchronised,
-so the echo's stamp (its chirp's emission time) equals the image stamp. Stamps start at a fixed epoch, frames follow at
---rate, and sequences are separated by one frame period plus GAP_S seconds. Each sequence is recorded in the bag metadata
-(name, split, [start_ns, end_ns) with end_ns = last stamp + one frame period, scene (its description at scale 1), scale,
-preset, room_size_m (as rendered, i.e. scaled), ...).
+ids, 0 = none) and camera/objects (ObjectStates: kind, motion, moving flag, pose, residual motion per object). Image,
+depth, camera_info, instances and objects share header.stamp; the simulated rig is synchronised, so the echo's stamp
+(its chirp's emission time) equals the image stamp. Stamps start at a fixed epoch, frames follow at --rate, and
+sequences are separated by one frame period plus GAP_S seconds. Each sequence is recorded in the bag metadata (name,
+split, [start_ns, end_ns) with end_ns = last stamp + one frame period, scene (its description at scale 1), scale,
+preset, room_size_m (as rendered, i.e. scaled), ...; a dynamic world's objects under "objects").
 
 Splits are by sequence, in index order (train first, then val, then test), sized by split_counts().
 """
