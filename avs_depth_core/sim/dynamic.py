@@ -3,22 +3,25 @@
 Self-supervised depth fails on objects that move: one moving with the camera shows no parallax and looks infinitely far,
 one moving along the optical axis in the image centre barely moves in the image, and a crossing one breaks the static-scene
 assumption of the photometric loss (Nguyen et al., "Mining Supervision for Dynamic Regions in Self-Supervised Monocular
-Depth Estimation", CVPR 2024). A dynamic sequence is the plain sequence of the same seed (same room, furniture, robot
-path and sound) plus upright textured boxes of three kinds (person, cart, crate), each with a ground-truth trajectory:
+Depth Estimation", CVPR 2024). A DynamicWorld(preset, seed, ...) takes SimWorld's arguments; its sequence is the
+plain sequence of the same seed (same room, furniture, robot path and sound) plus upright textured boxes of three kinds
+(person, cart, crate), each with a ground-truth trajectory:
 
-  with_camera  rigidly attached to the camera's ground-projected frame (a person walking beside the robot): no residual
-               image motion at all;
+  with_camera  rigidly attached to the camera's ground-projected frame, 0.6-1.2 m to one side (a person walking beside
+               the robot): no residual image motion at all;
   axial        in the image centre, moving along the optical axis between NEAR and `reach` (triangle wave);
   crossing     crossing the view laterally at a fixed distance (triangle wave between -CROSS_HALF_WIDTH and +);
   static       standing still beside the robot's path (the same kinds, so a learned scale alignment can train on them).
 
-Every sequence holds one object of each moving case plus MOVING_EXTRA more, and STATIC_COUNT static ones. Objects may
-intersect walls and furniture (they follow the camera, not the floor plan); the renderer's z-buffer then shows whichever
-surface is nearer. Their faces are rendered and heard like furniture: specular and nearest-point returns off every face
-and diffuse patches that move with the object, at the object's pose at the chirp's emission (the frame's stamp; Doppler
-within a 3 ms chirp is ignored, about 2 v / c f = 117 Hz at 1 m/s and 20 kHz). The room's reverberation stays that of the
-empty room. Object randomness comes from its own stream (the seventh child of SeedSequence([seed, sequence])), so the
-room, path, images of the room and its echoes stay those of the plain world with the same seed wherever no object is.
+Every sequence holds one object of each moving case plus MOVING_EXTRA more, and STATIC_COUNT static ones. Moving objects
+keep in front of the wall or furniture ahead of the camera (their distance is capped by the free floor along the view,
+its minimum over ROOM_WINDOW frames either side, so the cap changes smoothly), but they follow the camera, not the floor
+plan, and may still cut into a side wall or a box; the renderer's z-buffer then shows whichever surface is nearer.
+Their faces are rendered and heard like furniture: specular and nearest-point returns off every face and diffuse patches
+that move with the object, at the object's pose at the chirp's emission (the frame's stamp; Doppler within a 3 ms chirp
+is ignored, about 2 v / c f = 117 Hz at 1 m/s and 20 kHz). The room's reverberation stays that of the empty room.
+Object randomness comes from its own stream (the seventh child of SeedSequence([seed, sequence])), so the room, path,
+images of the room and its echoes stay those of the plain world with the same seed wherever no object is.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ from avs_depth_core.sim.presets import MATERIALS
 from avs_depth_core.sim.render import PreparedScene, prepare
 from avs_depth_core.sim.scene import ROOM_FACES, Box, Patches, Scene, scene_surfaces
 from avs_depth_core.sim.textures import make_texture
-from avs_depth_core.sim.world import SimFrame, SimSequence
+from avs_depth_core.sim.world import SimFrame, SimSequence, SimWorld
 
 CASES = ("with_camera", "axial", "crossing")
 STATIC = "static"
@@ -45,6 +48,7 @@ NEAR = 1.5                # m: the nearest an axial or attached object comes to 
 CROSS_HALF_WIDTH = 2.5    # m: a crossing object sweeps this far left and right of the optical axis
 STATIC_HORIZON = 300      # frames of the robot path that static objects keep clear of
 STATIC_VIEW = 100         # static objects are placed ahead of the robot at one of its first frames, so they get seen
+ROOM_WINDOW = 3           # frames either side over which the free floor ahead is minimised
 OBJECT_PATCH = 0.3        # m: diffuse-echo patch edge on object faces (bv1's furniture patches are 0.35 m)
 
 
@@ -120,16 +124,19 @@ def _triangle(x: float, lo: float, hi: float) -> float:
     return lo + (phase if phase <= span else 2 * span - phase)
 
 
-def object_box(obj: DynamicObject, camera_pose: np.ndarray, time_s: float, scale: float, reach: float) -> Box:
-    """The object's box in the (scaled) world at time_s, with the camera at camera_pose (scaled)."""
+def object_box(obj: DynamicObject, camera_pose: np.ndarray, time_s: float, scale: float, reach: float,
+               room: float = math.inf) -> Box:
+    """The object's box in the (scaled) world at time_s, with the camera at camera_pose (scaled); room: free floor ahead of
+    the camera at scale 1 (moving objects stay 0.3 m short of it, but never nearer than NEAR)."""
     half = obj.half * scale
     if obj.motion == STATIC:
         centre = np.array([obj.position[0] * scale, obj.position[1] * scale, half[2]])
         return Box(centre, half, obj.yaw, obj.kind, obj.material, obj.textures)
     origin, forward, left, yaw = _carrier(camera_pose)
-    ahead, side = obj.forward, obj.lateral
+    far = max(NEAR, min(reach, room - obj.half[1] - 0.3))
+    ahead, side = min(obj.forward, far), obj.lateral
     if obj.motion == "axial":
-        ahead = _triangle(obj.forward + obj.speed * time_s, NEAR, reach)
+        ahead = _triangle(obj.forward + obj.speed * time_s, NEAR, far)
     elif obj.motion == "crossing":
         side = _triangle(obj.lateral + obj.speed * time_s, -CROSS_HALF_WIDTH, CROSS_HALF_WIDTH)
     centre = origin + scale * (ahead * forward + side * left)
@@ -170,6 +177,15 @@ def _face_patches(half: np.ndarray, patch: float, rng: np.random.Generator) -> t
     return np.concatenate(pos), np.concatenate(nrm), np.concatenate(area)
 
 
+class DynamicWorld(SimWorld):
+    """A SimWorld whose sequences (DynamicSequence) hold moving objects; same arguments, same rooms, paths and sound."""
+
+    def sequence(self, index: int) -> DynamicSequence:
+        if not isinstance(index, (int, np.integer)) or index < 0:
+            raise ValueError(f"sequence index must be a non-negative integer, got {index!r}")
+        return DynamicSequence(self, int(index))
+
+
 class DynamicSequence(SimSequence):
     """A SimSequence with moving objects: frames carry an instance map and the objects' ground truth."""
 
@@ -177,6 +193,7 @@ class DynamicSequence(SimSequence):
         super().__init__(world, index)
         rng = np.random.default_rng(np.random.SeedSequence([world.seed, index]).spawn(7)[6])
         self.reach = 0.5 * world.preset.max_depth  # the farthest an axial object goes and a crossing one stands
+        self._free: dict[int, float] = {}
         textures: list[np.ndarray] = []
         periods: list[tuple[float, float] | None] = []
         motions = [*CASES, *(str(rng.choice(CASES)) for _ in range(int(rng.integers(MOVING_EXTRA[0], MOVING_EXTRA[1] + 1))))]
@@ -194,7 +211,7 @@ class DynamicSequence(SimSequence):
             periods.append(None if period is None else (period[0] * self.scale, period[1] * self.scale))
             tex = first_texture + len(textures) - 1
             forward = float(rng.uniform(2.0, min(4.0, self.reach)))
-            lateral = float(rng.uniform(-1.0, 1.0))
+            lateral = float(rng.uniform(0.6, 1.2)) * float(rng.choice([-1.0, 1.0]))  # beside the robot's path
             speed = float(rng.uniform(0.3, 1.0)) * float(rng.choice([-1.0, 1.0]))
             yaw = float(rng.uniform(0, 2 * math.pi))
             if motion == "axial":
@@ -239,11 +256,24 @@ class DynamicSequence(SimSequence):
 
     # --- geometry per frame ---------------------------------------------------------------------------------------
 
-    def boxes(self, i: int, time_s: float | None = None) -> tuple[Box, ...]:
-        """Every object's box at frame i (or at time_s with the camera of frame i)."""
-        t = self.time_s(i) if time_s is None else time_s
-        pose = self.pose(i)
-        return tuple(object_box(o, pose, t, self.scale, self.reach) for o in self.objects)
+    def free_ahead(self, i: int) -> float:
+        """Free floor (scale 1, m) along the camera's ground direction at frame i before a wall or furniture."""
+        if i not in self._free:
+            origin, forward, _, _ = _carrier(self.pose(i))
+            steps = np.arange(0.2, self.reach + 1.0, 0.1)
+            x = origin[0] / self.scale + steps * forward[0]
+            y = origin[1] / self.scale + steps * forward[1]
+            blocked = self.path.cmap.at_many(x, y) <= 0.05
+            self._free[i] = float(steps[int(np.argmax(blocked))]) if blocked.any() else math.inf
+        return self._free[i]
+
+    def room_ahead(self, i: int) -> float:
+        return min(self.free_ahead(j) for j in range(max(0, i - ROOM_WINDOW), i + ROOM_WINDOW + 1))
+
+    def boxes(self, i: int) -> tuple[Box, ...]:
+        """Every object's box at frame i."""
+        pose, room = self.pose(i), self.room_ahead(i)
+        return tuple(object_box(o, pose, self.time_s(i), self.scale, self.reach, room) for o in self.objects)
 
     def _scene_at(self, i: int) -> Scene:
         return replace(self.dynamic_scene, boxes=self.scene.boxes + self.boxes(i))

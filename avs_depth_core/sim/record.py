@@ -26,6 +26,7 @@ from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
 from avs_depth_core.data.instances import instance_fields, objects_fields
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
+from avs_depth_core.sim.dynamic import DynamicWorld
 from avs_depth_core.sim.randomise import AcousticRanges
 from avs_depth_core.sim.world import SimFrame, SimSequence, SimWorld
 
@@ -153,8 +154,9 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
     counts = split_counts(sequences, tuple(splits))
     out = Path(out)
     files.sweep_temporaries(out.parent)
-    world = SimWorld(preset, seed=seed, height=height, width=width, scale_ambiguous=scale_ambiguous,
-                     scale_range=scale_range, rate_hz=rate_hz, acoustic_ranges=acoustic_ranges, dynamic=dynamic)
+    world = (DynamicWorld if dynamic else SimWorld)(preset, seed=seed, height=height, width=width,
+                                                    scale_ambiguous=scale_ambiguous, scale_range=scale_range,
+                                                    rate_hz=rate_hz, acoustic_ranges=acoustic_ranges)
     files.check_output(out, sequences * frames * frame_bytes(height, width, world.echo_samples, dynamic), kind="new")
     split_names = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
     period_ns = round(1e9 / rate_hz)

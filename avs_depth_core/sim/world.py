@@ -53,7 +53,8 @@ class SimFrame:
     scale: float
     max_depth: float
     index: int = 0             # frame number in its sequence
-    # Dynamic worlds only (sim/dynamic.py): the instance map (H, W) uint16 (0 = no object) and the objects' ground truth.
+    # Worlds with moving objects only (sim/dynamic.py, DynamicWorld): the instance map (H, W) uint16 (0 = no object)
+    # and the objects' ground truth.
     instances: np.ndarray | None = None
     objects: Any = None        # sim.dynamic.ObjectStates
 
@@ -68,7 +69,7 @@ class SimWorld:
     def __init__(self, preset: str = "bv2", seed: int = 0, height: int = 256, width: int = 512, scale_ambiguous: bool = False,
                  scale_range: tuple[float, float] = (0.5, 2.0), rate_hz: float = 10.0, *, ism_order: int = 3,
                  rig: BinauralRig | None = None, chirp: ChirpSpec = BATVISION_CHIRP,
-                 acoustic_ranges: AcousticRanges | None = None, dynamic: bool = False) -> None:
+                 acoustic_ranges: AcousticRanges | None = None) -> None:
         self.preset: Preset = get_preset(preset)
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -87,8 +88,6 @@ class SimWorld:
         self.texture_size = _texture_size(self.width)
         # Acoustic domain randomisation (sim/randomise.py): None records every sequence through the same chain and room.
         self.acoustic_ranges = acoustic_ranges
-        # Moving objects (sim/dynamic.py): off, the world is the static one it always was.
-        self.dynamic = bool(dynamic)
 
     @property
     def max_depth(self) -> float:
@@ -101,10 +100,6 @@ class SimWorld:
     def sequence(self, index: int) -> SimSequence:
         if not isinstance(index, (int, np.integer)) or index < 0:
             raise ValueError(f"sequence index must be a non-negative integer, got {index!r}")
-        if self.dynamic:
-            from avs_depth_core.sim.dynamic import DynamicSequence
-
-            return DynamicSequence(self, int(index))
         return SimSequence(self, int(index))
 
 

@@ -9,7 +9,8 @@ from avs_depth_core.cli import main
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import bag_sequences
 from avs_depth_core.data.instances import has_instances, read_instances
-from avs_depth_core.sim.dynamic import CASES, MOVING_SPEED, STATIC, DynamicSequence, box_to_world
+from avs_depth_core.sim.acoustics import SINC_TAPS
+from avs_depth_core.sim.dynamic import CASES, MOVING_SPEED, STATIC, DynamicSequence, DynamicWorld, box_to_world
 from avs_depth_core.sim.scene import ROOM_FACES
 from avs_depth_core.sim.world import SimSequence, SimWorld
 
@@ -18,7 +19,7 @@ H, W = 48, 96
 
 @pytest.fixture(scope="module")
 def seq() -> DynamicSequence:
-    return SimWorld("bv1", seed=4, height=H, width=W, dynamic=True).sequence(1)
+    return DynamicWorld("bv1", seed=4, height=H, width=W).sequence(1)
 
 
 def _points(seq: SimSequence, i: int, depth: np.ndarray) -> np.ndarray:
@@ -100,35 +101,49 @@ def _object_paths(seq, i, object_id):
     return length[:, columns], gain[:, columns]
 
 
+def _shortest_via_box(speaker, mic, box, step=0.01):
+    """Brute force: min over points p of the box's faces (its floor side excepted) of |speaker - p| + |p - mic|."""
+    best = np.inf
+    for axis in range(3):
+        a, b = [k for k in range(3) if k != axis]
+        for sign in (-1.0, 1.0):
+            if axis == 2 and sign < 0:
+                continue
+            ua = np.arange(-box.half[a], box.half[a] + 1e-9, step)
+            ub = np.arange(-box.half[b], box.half[b] + 1e-9, step)
+            local = np.zeros((len(ua), len(ub), 3))
+            local[..., axis] = sign * box.half[axis]
+            local[..., a], local[..., b] = ua[:, None], ub[None, :]
+            p = box.center + local @ box.axes()
+            best = min(best, float(np.min(np.linalg.norm(p - speaker, axis=-1) + np.linalg.norm(p - mic, axis=-1))))
+    return best
+
+
 def test_echo_path_length_follows_a_moving_object(seq):
     axial = next(o for o in seq.objects if o.motion == "axial")
     j = seq.objects.index(axial)
-    frames = range(0, 60, 3)
+    frames = list(range(0, 60, 3))
     ranges = [float(np.linalg.norm(seq.object_states(i).pose[j][:3, 3])) for i in frames]
-    near, far = int(np.argmin(ranges)), int(np.argmax(ranges))
-    assert ranges[far] - ranges[near] > 1.0
-    lengths = []
-    for k in (near, far):
-        i = list(frames)[k]
-        length, gain = _object_paths(seq, i, axial.id)
-        front = np.argmax(gain[0])  # the strongest return off the object: its face towards the rig
-        lengths.append(length[0, front])
-        # Sound goes out and back: about twice the range to the face nearest the rig (the box centre is half a depth
-        # further; the rig's speaker and ears sit a few centimetres off the camera).
-        box = seq.boxes(i)[j]
-        nearest = box.center - seq.pose(i)[:3, 3]
-        assert abs(length[0, front] / 2 - np.linalg.norm(nearest)) < np.max(box.half) + 0.1
-    assert lengths[1] - lengths[0] == pytest.approx(2 * (ranges[far] - ranges[near]), abs=0.3)
-    # In the recording: the direct part of the object's echo arrives later when it is farther away.
+    near, far = frames[int(np.argmin(ranges))], frames[int(np.argmax(ranges))]
+    assert max(ranges) - min(ranges) > 1.0
+    shortest = []
+    for i in (near, far):
+        length, _ = _object_paths(seq, i, axial.id)
+        speaker, mics, _, _ = seq.simulator.rig.positions(seq.pose(i))
+        # the earliest return off the object is the shortest path via its surface where it is at the emission
+        for ear in (0, 1):
+            assert length[ear].min() == pytest.approx(_shortest_via_box(speaker, mics[ear], seq.boxes(i)[j]), abs=0.02)
+        shortest.append(length[0].min())
+    assert shortest[1] - shortest[0] > 1.0  # out and back: about twice the change in range
+    # In the impulse response: what the objects add starts where the nearest object's shortest path says.
     sim = seq.simulator
-    ir = [sim.impulse_response(seq.acoustic_scene_at(list(frames)[k]), seq.pose(list(frames)[k]), None, tail=False)
-          for k in (near, far)]
-    plain = [sim.impulse_response(seq.acoustic_scene, seq.pose(list(frames)[k]), None, tail=False) for k in (near, far)]
-    onsets = []
-    for with_objects, without in zip(ir, plain, strict=True):
-        diff = np.abs(with_objects[0] - without[0])
-        onsets.append(int(np.argmax(diff > 0.05 * diff.max())))
-    assert onsets[1] >= onsets[0]
+    for i in (near, far):
+        speaker, mics, _, _ = sim.rig.positions(seq.pose(i))
+        nearest = min(_shortest_via_box(speaker, mics[0], box, step=0.02) for box in seq.boxes(i))
+        added = np.abs(sim.impulse_response(seq.acoustic_scene_at(i), seq.pose(i), None, tail=False)[0]
+                       - sim.impulse_response(seq.acoustic_scene, seq.pose(i), None, tail=False)[0])
+        onset = int(np.argmax(added > 1e-3 * added.max()))
+        assert onset == pytest.approx(sim.pre_roll + nearest * sim.fs / sim.c, abs=SINC_TAPS)
 
 
 def test_bag_round_trip_of_instances_and_objects(tmp_path):
@@ -141,7 +156,7 @@ def test_bag_round_trip_of_instances_and_objects(tmp_path):
     assert has_instances(out)
     frames = read_instances(out)
     assert len(frames) == 6
-    world = SimWorld("bv1", seed=2, height=24, width=48, dynamic=True)
+    world = DynamicWorld("bv1", seed=2, height=24, width=48)
     records = bag_sequences(out)
     for record in records:
         seq = world.sequence(record["index"])
