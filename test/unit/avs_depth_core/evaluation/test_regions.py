@@ -147,3 +147,19 @@ def test_evaluate_scaling_rows_carry_regions():
                                         Fake(lambda x: torch.full_like(x[:, :1], 2.0), False), torch.device("cpu"), 1e-3,
                                         10.0, batch_size=2, min_pixels=10, progress=False)
     assert "regions" not in results_plain["rel"]["none"]
+
+
+def test_dynamic_figure_shows_masks_depth_and_predictions(tmp_path):
+    from PIL import Image
+
+    from avs_depth_core.evaluation.dynamic_figure import mask_overlay, save_dynamic_figure
+
+    pred, gt, instances = hand_made()
+    rgb = np.full((H, W, 3), 200, np.uint8)
+    overlay = mask_overlay(rgb, instances, {1})
+    assert not np.array_equal(overlay[0, 0], overlay[12, 22])  # moving in colour, still in grey
+    assert np.all(overlay[12, 22] == overlay[12, 22][0]) and overlay[0, 0].std() > 0
+    plain = save_dynamic_figure(tmp_path / "plain.png", rgb, gt[0], instances, {1})
+    both = save_dynamic_figure(tmp_path / "both.png", rgb, gt[0], instances, {1},
+                               {"baseline": pred[0], "mined": gt[0]}, max_depth=12.0, title="t")
+    assert Image.open(both).size[1] > 2 * Image.open(plain).size[1]  # a row per prediction
