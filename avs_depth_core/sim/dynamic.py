@@ -15,13 +15,15 @@ plain sequence of the same seed (same room, furniture, robot path and sound) plu
 
 Every sequence holds one object of each moving case plus MOVING_EXTRA more, and STATIC_COUNT static ones. Moving objects
 keep in front of the wall or furniture ahead of the camera (their distance is capped by the free floor along the view,
-its minimum over ROOM_WINDOW frames either side, so the cap changes smoothly), but they follow the camera, not the floor
+its minimum over ROOM_WINDOW frames either side, so the cap changes smoothly; with less room than NEAR they stay behind
+the wall rather than crowd the view), but they follow the camera, not the floor
 plan, and may still cut into a side wall or a box; the renderer's z-buffer then shows whichever surface is nearer.
 Their faces are rendered and heard like furniture: specular and nearest-point returns off every face and diffuse patches
 that move with the object, at the object's pose at the chirp's emission (the frame's stamp; Doppler within a 3 ms chirp
 is ignored, about 2 v / c f = 117 Hz at 1 m/s and 20 kHz). The room's reverberation stays that of the empty room.
-Object randomness comes from its own stream (the seventh child of SeedSequence([seed, sequence])), so the room, path,
-images of the room and its echoes stay those of the plain world with the same seed wherever no object is.
+Object randomness comes from its own streams (children of the seventh child of SeedSequence([seed, sequence])), so the
+room, path, images of the room and its echoes stay those of the plain world with the same seed wherever no object is,
+and the objects and their trajectories do not depend on the image size.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ CASES = ("with_camera", "axial", "crossing")
 STATIC = "static"
 # A moving flag per instance and frame: world speed above this (m/s), as in the plan for the dynamic-region benchmark.
 MOVING_SPEED = 0.05
-MOVING_EXTRA = (0, 2)     # moving objects beyond one per case, drawn uniformly (so 3-5 move, 2-6 as Nguyen et al.'s scenes)
+MOVING_EXTRA = (0, 1)     # moving objects beyond one per case, drawn uniformly (3-4 move; B.12's plan asks for 2-6)
 STATIC_COUNT = (2, 3)
 NEAR = 1.5                # m: the nearest an axial or attached object comes to the camera
 CROSS_HALF_WIDTH = 2.5    # m: a crossing object sweeps this far left and right of the optical axis
@@ -127,13 +129,15 @@ def _triangle(x: float, lo: float, hi: float) -> float:
 def object_box(obj: DynamicObject, camera_pose: np.ndarray, time_s: float, scale: float, reach: float,
                room: float = math.inf) -> Box:
     """The object's box in the (scaled) world at time_s, with the camera at camera_pose (scaled); room: free floor ahead of
-    the camera at scale 1 (moving objects stay 0.3 m short of it, but never nearer than NEAR)."""
+    the camera at scale 1 (moving objects stay 0.3 m short of it; where that is nearer than NEAR they are left behind it)."""
     half = obj.half * scale
     if obj.motion == STATIC:
         centre = np.array([obj.position[0] * scale, obj.position[1] * scale, half[2]])
         return Box(centre, half, obj.yaw, obj.kind, obj.material, obj.textures)
     origin, forward, left, yaw = _carrier(camera_pose)
-    far = max(NEAR, min(reach, room - obj.half[1] - 0.3))
+    far = min(reach, room - obj.half[1] - 0.3)
+    if far < NEAR:  # facing a wall: no room in front of it, so the object stays where it was meant to be, behind it
+        far = reach
     ahead, side = min(obj.forward, far), obj.lateral
     if obj.motion == "axial":
         ahead = _triangle(obj.forward + obj.speed * time_s, NEAR, far)
@@ -191,7 +195,10 @@ class DynamicSequence(SimSequence):
 
     def __init__(self, world, index: int) -> None:
         super().__init__(world, index)
-        rng = np.random.default_rng(np.random.SeedSequence([world.seed, index]).spawn(7)[6])
+        # Three streams: geometry and motion, textures (their draws depend on the texture size, i.e. the image size),
+        # sound (the objects' diffuse patches); so the objects and their paths do not depend on the image size.
+        rng, texture_rng, sound_rng = (np.random.default_rng(s) for s in
+                                       np.random.SeedSequence([world.seed, index]).spawn(7)[6].spawn(3))
         self.reach = 0.5 * world.preset.max_depth  # the farthest an axial object goes and a crossing one stands
         self._free: dict[int, float] = {}
         textures: list[np.ndarray] = []
@@ -205,7 +212,7 @@ class DynamicSequence(SimSequence):
             spec = OBJECT_KINDS[kind]
             half = 0.5 * np.array([rng.uniform(*spec.width), rng.uniform(*spec.depth), rng.uniform(*spec.height)])
             material = str(rng.choice(spec.materials))
-            image, period = make_texture(MATERIALS[material].texture, rng, world.texture_size,
+            image, period = make_texture(MATERIALS[material].texture, texture_rng, world.texture_size,
                                          (2 * half[0], 2 * half[2]))
             textures.append(np.round(image * 255).astype(np.uint8))
             periods.append(None if period is None else (period[0] * self.scale, period[1] * self.scale))
@@ -228,9 +235,9 @@ class DynamicSequence(SimSequence):
         self._prepared: PreparedScene = prepare(replace(self.dynamic_scene, boxes=self.scene.boxes + self.boxes(0)))
         self._patches = []
         for obj in self.objects:
-            pos, nrm, area = _face_patches(obj.half * self.scale, OBJECT_PATCH * self.scale, rng)
+            pos, nrm, area = _face_patches(obj.half * self.scale, OBJECT_PATCH * self.scale, sound_rng)
             m = MATERIALS[obj.material]
-            amplitude = rng.rayleigh(1 / math.sqrt(2), len(area)) * rng.choice([-1.0, 1.0], len(area))
+            amplitude = sound_rng.rayleigh(1 / math.sqrt(2), len(area)) * sound_rng.choice([-1.0, 1.0], len(area))
             self._patches.append((pos, nrm, np.sqrt((1 - m.absorption) * m.scattering * area / np.pi) * amplitude,
                                   area, m.scattering, m.absorption))
 
