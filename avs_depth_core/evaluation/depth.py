@@ -123,7 +123,7 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
         lines += ["", "By region (bags with instance maps; dynamic = moving objects of at least 0.5 % of the image; "
                   "relative = median-scaled per image, metric = as predicted):", "", *region_table_header()]
         for r in with_regions:
-            lines += markdown_regions(f"{r['label']} on {Path(r['bag']).name}", r["regions"])
+            lines += markdown_regions(f"{r['label']} ({r['input']}) on {Path(r['bag']).name}", r["regions"])
     return "\n".join(lines) + "\n"
 
 

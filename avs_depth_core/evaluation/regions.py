@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from avs_depth_core.metrics import METRIC_NAMES, per_image_depth_metrics, resize_prediction
+from avs_depth_core.metrics import resize_prediction
 
 DYNAMIC_MIN_FRACTION = 0.005  # Nguyen et al.: instances under 0.5 % of the image are not evaluated as objects
 REGIONS = ("all", "static", "dynamic")
@@ -52,8 +52,18 @@ def region_masks(instances: torch.Tensor, moving_ids: set[int], min_fraction: fl
     return {"all": torch.ones_like(dynamic), "static": ~dynamic, "dynamic": dynamic}
 
 
-def _median(x: torch.Tensor) -> float:
-    return float(torch.quantile(x, 0.5)) if x.numel() else math.nan
+def _median(x: np.ndarray) -> float:
+    return float(np.median(x)) if x.size else math.nan
+
+
+def pixel_metrics(pred: np.ndarray, gt: np.ndarray) -> np.ndarray:
+    """REGION_METRICS over paired 1-D pixels (pred already clamped), as metrics.py computes them per image."""
+    diff = pred - gt
+    ratio = np.maximum(gt / pred, pred / gt)
+    dlog = np.log(gt) - np.log(pred)
+    return np.array([np.mean(np.abs(diff) / gt), np.mean(diff ** 2 / gt), math.sqrt(np.mean(diff ** 2)),
+                     math.sqrt(np.mean(dlog ** 2)), np.mean(ratio < 1.25), np.mean(ratio < 1.25 ** 2),
+                     np.mean(ratio < 1.25 ** 3), abs(math.log(_median(pred) / _median(gt)))])
 
 
 class RegionAccumulator:
@@ -61,7 +71,7 @@ class RegionAccumulator:
 
     def __init__(self, min_depth: float, max_depth: float, min_fraction: float = DYNAMIC_MIN_FRACTION) -> None:
         self.min_depth, self.max_depth, self.min_fraction = min_depth, max_depth, min_fraction
-        self._sums = {p: {r: np.zeros(len(METRIC_NAMES)) for r in REGIONS} for p in PROTOCOLS}
+        self._sums = {p: {r: np.zeros(len(REGION_METRICS)) for r in REGIONS} for p in PROTOCOLS}
         self._counts = {p: dict.fromkeys(REGIONS, 0) for p in PROTOCOLS}
         self._objects: dict[tuple[str, int], dict[str, Any]] = {}
         self.images = 0
@@ -72,35 +82,34 @@ class RegionAccumulator:
         """pred, gt: (1, h, w) / (1, H, W) (or (h, w)); instances: (H', W') ids (resized to gt nearest); moving_ids:
         the instances that move in this frame; describe: {id: {"kind", "motion"}} for the per-object table; sequence:
         a key that, with the id, names one physical object across frames."""
-        gt = gt.detach().double().reshape(1, 1, *gt.shape[-2:]).cpu()
-        pred = resize_prediction(pred.detach().double().reshape(1, 1, *pred.shape[-2:]).cpu(), gt.shape[-2:])
-        labels = resize_labels(instances, tuple(gt.shape[-2:]))
-        valid = (gt > self.min_depth) & (gt < self.max_depth)
-        if not bool(valid.any()):
+        gt_t = gt.detach().double().reshape(1, 1, *gt.shape[-2:]).cpu()
+        pred_t = resize_prediction(pred.detach().double().reshape(1, 1, *pred.shape[-2:]).cpu(), gt_t.shape[-2:])
+        g_all, p_all = gt_t[0, 0].numpy(), pred_t[0, 0].numpy()
+        labels = resize_labels(instances, g_all.shape).numpy()
+        valid = (g_all > self.min_depth) & (g_all < self.max_depth)
+        if not valid.any():
             return
         self.images += 1
-        ratio = _median(gt[valid]) / max(_median(pred[valid]), 1e-12)
-        preds = {"relative": pred * ratio, "metric": pred}
-        masks = region_masks(labels, moving_ids, self.min_fraction)
-        self.dynamic_fraction.append(float((masks["dynamic"] & valid[0, 0]).sum()) / labels.numel())
+        ratio = _median(g_all[valid]) / max(_median(p_all[valid]), 1e-12)
+        preds = {"relative": np.clip(p_all * ratio, self.min_depth, self.max_depth),
+                 "metric": np.clip(p_all, self.min_depth, self.max_depth)}
+        masks = {k: v.numpy() for k, v in region_masks(torch.from_numpy(labels), moving_ids, self.min_fraction).items()}
+        self.dynamic_fraction.append(float((masks["dynamic"] & valid).sum()) / labels.size)
         for protocol, p in preds.items():
             for region, mask in masks.items():
-                region_gt = torch.where(mask[None, None], gt, torch.zeros_like(gt))
-                metrics, has = per_image_depth_metrics(p, region_gt, self.min_depth, self.max_depth)
-                if bool(has[0]):
-                    self._sums[protocol][region] += metrics[0].numpy()
+                keep = mask & valid
+                if keep.any():
+                    self._sums[protocol][region] += pixel_metrics(p[keep], g_all[keep])
                     self._counts[protocol][region] += 1
-        clamped = pred.clamp(self.min_depth, self.max_depth)
-        for k in [int(v) for v in torch.unique(labels) if int(v) != 0]:
-            mask = (labels == k)[None, None] & valid
-            if int(mask.sum()) < self.min_fraction * labels.numel():
+        for k in [int(v) for v in np.unique(labels) if v != 0]:
+            keep = (labels == k) & valid
+            if keep.sum() < self.min_fraction * labels.size:
                 continue
-            g, m = gt[mask], clamped[mask]
-            r = (pred * ratio).clamp(self.min_depth, self.max_depth)[mask]
-            own = (m * (_median(g) / max(_median(m), 1e-12))).clamp(self.min_depth, self.max_depth)
-            values = {"abs_rel_relative": float(((r - g).abs() / g).mean()),
-                      "abs_rel_metric": float(((m - g).abs() / g).mean()),
-                      "abs_rel_own_median": float(((own - g).abs() / g).mean()),
+            g, m, r = g_all[keep], preds["metric"][keep], preds["relative"][keep]
+            own = np.clip(m * (_median(g) / max(_median(m), 1e-12)), self.min_depth, self.max_depth)
+            values = {"abs_rel_relative": float(np.mean(np.abs(r - g) / g)),
+                      "abs_rel_metric": float(np.mean(np.abs(m - g) / g)),
+                      "abs_rel_own_median": float(np.mean(np.abs(own - g) / g)),
                       "scale_log_error_metric": abs(math.log(_median(m) / _median(g)))}
             entry = self._objects.setdefault((sequence, k), {"sequence": sequence, "id": k, **(describe or {}).get(k, {}),
                                                              "frames": 0, "moving_frames": 0,
@@ -118,9 +127,8 @@ class RegionAccumulator:
             out[protocol] = {}
             for region in REGIONS:
                 n = self._counts[protocol][region]
-                means = self._sums[protocol][region] / n if n else np.full(len(METRIC_NAMES), math.nan)
-                values = dict(zip(METRIC_NAMES, means.tolist(), strict=True))
-                out[protocol][region] = {**{k: values[k] for k in REGION_METRICS}, "images": n}
+                means = self._sums[protocol][region] / n if n else np.full(len(REGION_METRICS), math.nan)
+                out[protocol][region] = {**dict(zip(REGION_METRICS, means.tolist(), strict=True)), "images": n}
         objects = []
         for entry in self._objects.values():
             row = dict(entry)
