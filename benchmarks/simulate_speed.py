@@ -24,10 +24,8 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
 from avs_depth_core.data.bag import BagWriter
-from avs_depth_core.sim.dynamic import DynamicWorld
+from avs_depth_core.sim.dynamic import DynamicWorld, floor_share
 from avs_depth_core.sim.record import EPOCH_NS, frame_stamp, write_frame
 from avs_depth_core.sim.world import PRESETS, SimWorld
 
@@ -116,15 +114,6 @@ def main() -> None:
         shown = ", ".join(f"{m} {100 * seen.get(m, 0) / n:.0f} %" for m in ("with_camera", "axial", "crossing", "static"))
         print(f"objects of >= 0.5 % of the image, share of frames: {shown}; floor >= 5 % of the image: "
               f"{100 * floor_frames / n:.0f} % of frames")
-
-
-def floor_share(frame) -> float:
-    """Share of the image whose depth lands on the floor (world z within 2 cm of 0)."""
-    K, pose, depth = frame.K, frame.pose, np.nan_to_num(frame.depth, nan=0.0)
-    v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]]
-    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(depth)], axis=-1)
-    z = pose[2, 3] + depth * (rays @ pose[2, :3])
-    return float(((depth > 0) & (np.abs(z) < 0.02 * frame.scale)).mean())
 
 
 if __name__ == "__main__":

@@ -156,6 +156,15 @@ def box_to_world(box: Box) -> np.ndarray:
     return T
 
 
+def floor_share(frame: SimFrame) -> float:
+    """Share of the image whose depth lands on the floor (world z within 2 cm of 0, scaled with the scene)."""
+    K, pose, depth = frame.K, frame.pose, np.nan_to_num(frame.depth, nan=0.0)
+    v, u = np.mgrid[0:depth.shape[0], 0:depth.shape[1]]
+    rays = np.stack([(u - K[0, 2]) / K[0, 0], (v - K[1, 2]) / K[1, 1], np.ones_like(depth)], axis=-1)
+    z = pose[2, 3] + depth * (rays @ pose[2, :3])
+    return float(((depth > 0) & (np.abs(z) < 0.02 * frame.scale)).mean())
+
+
 def _face_patches(half: np.ndarray, patch: float, rng: np.random.Generator) -> tuple[np.ndarray, ...]:
     """Diffuse-echo patches of a box's five exposed faces in its local frame (centre at the origin), as
     scene.scene_patches tiles furniture: one jittered point per cell of about `patch`; (position, normal, area)."""
