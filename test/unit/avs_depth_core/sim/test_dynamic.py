@@ -8,6 +8,7 @@ from rosbags.highlevel import AnyReader
 from avs_depth_core.cli import main
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import bag_sequences
+from avs_depth_core.data.bag_info import summarise_bag
 from avs_depth_core.data.instances import has_instances, read_instances
 from avs_depth_core.sim.acoustics import SINC_TAPS
 from avs_depth_core.sim.dynamic import CASES, MOVING_SPEED, STATIC, DynamicSequence, DynamicWorld, box_to_world
@@ -77,6 +78,17 @@ def test_instance_maps_flags_and_residual_motion_agree(seq):
     attached = [j for j, m in enumerate(o.motions) if m == "with_camera"]
     for j in attached:
         assert np.linalg.norm(o.pose[j][:3, 3] - b.objects.pose[j][:3, 3]) < 0.05
+
+
+def test_frames_do_not_depend_on_the_order_they_are_asked_in():
+    world = DynamicWorld("bv2", seed=9, height=16, width=32)
+    forward = [world.sequence(0).frame(i) for i in (2, 11)]
+    later = world.sequence(0)
+    backward = {i: later.frame(i) for i in (11, 2)}
+    for frame in forward:
+        other = backward[frame.index]
+        assert np.array_equal(frame.rgb, other.rgb) and np.array_equal(frame.instances, other.instances)
+        assert np.array_equal(frame.echo, other.echo) and np.array_equal(frame.objects.pose, other.objects.pose)
 
 
 def test_room_pixels_and_default_world_unchanged(seq):
@@ -172,6 +184,9 @@ def test_bag_round_trip_of_instances_and_objects(tmp_path):
             for field in ("half_extents", "pose", "velocity", "residual_motion", "camera_to_world"):
                 assert np.allclose(getattr(g, field), getattr(e, field), atol=1e-12), field
             assert got.moving_ids() == {int(k) for k, m in zip(e.ids, e.moving, strict=True) if m}
+    info = summarise_bag(out)["topics"][topics.OBJECTS]
+    assert info["objects_min"] >= 4 and info["moving_by_motion"]["static"] == 0
+    assert info["moving_by_motion"]["crossing"] == 1.0
     # Only the stamps asked for are read.
     one = sorted(frames)[1]
     assert list(read_instances(out, [one])) == [one]
