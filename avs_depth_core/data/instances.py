@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset
 
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import iter_raw, message_stamp_ns, open_bag
 from avs_depth_core.data.messages import image_fields, image_to_labels
 
 LABEL_ENCODING = "16UC1"
+# Nguyen et al. (Mining Supervision for Dynamic Regions, CVPR 2024): instances under 0.5 % of the image are not objects.
+DYNAMIC_MIN_FRACTION = 0.005
 
 
 @dataclass(frozen=True)
@@ -138,3 +143,52 @@ def read_instances(bag: str | Path, stamps: Iterable[int] | None = None) -> dict
             else:
                 states[stamp] = objects_from_msg(msg, where)
     return {s: FrameInstances(s, maps.get(s), states.get(s)) for s in sorted(set(maps) | set(states))}
+
+
+def resize_labels(instances: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(H, W) ids -> size (int64), nearest at pixel centres (as the dataset cache resizes depth), so labels stay whole."""
+    x = torch.as_tensor(np.asarray(instances, np.int64))
+    if tuple(x.shape) == tuple(size):
+        return x
+    return F.interpolate(x[None, None].double(), size=tuple(size), mode="nearest-exact")[0, 0].long()
+
+
+def dynamic_mask(instances: torch.Tensor, moving_ids: set[int], min_fraction: float = DYNAMIC_MIN_FRACTION) -> torch.Tensor:
+    """(H, W) bool: the union of the moving instances that cover at least min_fraction of the image."""
+    out = torch.zeros(instances.shape, dtype=torch.bool)
+    for k in moving_ids:
+        mask = instances == k
+        if int(mask.sum()) >= min_fraction * instances.numel():
+            out |= mask
+    return out
+
+
+class WithInstances(Dataset):
+    """A bag dataset (SupervisedBagDataset, TripletBagDataset) whose items also carry the frame's (for triples: the centre
+    frame's) ground-truth instances, for training on a dynamic bag's oracle masks: "instances" (H, W) int64 at the
+    dataset's image size, "dynamic" (1, H, W) bool (dynamic_mask) and "has_instances". The bag's instance maps are read
+    once and kept in memory at that size."""
+
+    def __init__(self, dataset: Any, min_fraction: float = DYNAMIC_MIN_FRACTION) -> None:
+        self.dataset, self.min_fraction = dataset, min_fraction
+        self.size = tuple(dataset.settings.image_size)
+        frames = read_instances(dataset.bag, np.asarray(dataset.cache.array("stamps")).tolist())
+        if not frames:
+            raise ValueError(f"{dataset.bag}: no {topics.INSTANCES}; simulate the bag with --dynamic")
+        self.frames = {s: (resize_labels(f.instances, self.size).to(torch.int16 if f.instances.max() < 2**15 else
+                                                                     torch.int32), f.moving_ids())
+                       for s, f in frames.items() if f.instances is not None}
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.dataset[index]
+        found = self.frames.get(int(item["stamp_ns"]))
+        if found is None:
+            labels, moving = torch.zeros(self.size, dtype=torch.int64), set()
+        else:
+            labels, moving = found[0].long(), found[1]
+        item.update({"instances": labels, "dynamic": dynamic_mask(labels, moving, self.min_fraction)[None],
+                     "has_instances": found is not None})
+        return item

@@ -16,7 +16,8 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from avs_depth_core.evaluation.regions import DYNAMIC_MIN_FRACTION, region_masks, resize_labels
+from avs_depth_core.data.instances import DYNAMIC_MIN_FRACTION, resize_labels
+from avs_depth_core.evaluation.regions import region_masks
 from avs_depth_core.files import save_figure
 from avs_depth_core.metrics import resize_prediction
 from avs_depth_core.visualise import DEPTH_CMAP, ERROR_CMAP, INVALID_RGB, to_numpy_image, to_numpy_map

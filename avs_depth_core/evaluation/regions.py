@@ -21,34 +21,20 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from avs_depth_core.data.instances import DYNAMIC_MIN_FRACTION, dynamic_mask, resize_labels
 from avs_depth_core.metrics import resize_prediction
 
-DYNAMIC_MIN_FRACTION = 0.005  # Nguyen et al.: instances under 0.5 % of the image are not evaluated as objects
 REGIONS = ("all", "static", "dynamic")
 PROTOCOLS = ("relative", "metric")
 REGION_METRICS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "delta1", "delta2", "delta3", "scale_log_error")
 OBJECT_KEYS = ("abs_rel_relative", "abs_rel_metric", "abs_rel_own_median", "scale_log_error_metric")
 
 
-def resize_labels(instances: np.ndarray | torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(H, W) ids -> size, nearest at pixel centres (as the dataset cache resizes depth), so labels stay whole."""
-    x = torch.as_tensor(np.asarray(instances, np.int64))
-    if tuple(x.shape) == tuple(size):
-        return x
-    return F.interpolate(x[None, None].double(), size=tuple(size), mode="nearest-exact")[0, 0].long()
-
-
 def region_masks(instances: torch.Tensor, moving_ids: set[int], min_fraction: float = DYNAMIC_MIN_FRACTION
                  ) -> dict[str, torch.Tensor]:
     """{"all", "static", "dynamic"} -> (H, W) bool: dynamic = moving instances of at least min_fraction of the image."""
-    total = instances.numel()
-    dynamic = torch.zeros_like(instances, dtype=torch.bool)
-    for k in moving_ids:
-        mask = instances == k
-        if int(mask.sum()) >= min_fraction * total:
-            dynamic |= mask
+    dynamic = dynamic_mask(instances, moving_ids, min_fraction)
     return {"all": torch.ones_like(dynamic), "static": ~dynamic, "dynamic": dynamic}
 
 

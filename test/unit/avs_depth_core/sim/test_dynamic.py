@@ -3,13 +3,15 @@ that follow a moving object, the plain world left alone, and the bag round trip 
 
 import numpy as np
 import pytest
+import torch
 from rosbags.highlevel import AnyReader
 
 from avs_depth_core.cli import main
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import bag_sequences
 from avs_depth_core.data.bag_info import summarise_bag
-from avs_depth_core.data.instances import has_instances, read_instances
+from avs_depth_core.data.datasets import SupervisedBagDataset, TripletBagDataset
+from avs_depth_core.data.instances import WithInstances, has_instances, read_instances
 from avs_depth_core.sim.acoustics import SINC_TAPS
 from avs_depth_core.sim.dynamic import CASES, MOVING_SPEED, STATIC, DynamicSequence, DynamicWorld, box_to_world
 from avs_depth_core.sim.scene import ROOM_FACES
@@ -195,3 +197,32 @@ def test_bag_round_trip_of_instances_and_objects(tmp_path):
 def test_plain_bag_has_no_instance_data(sim_bag):
     assert not has_instances(sim_bag)
     assert read_instances(sim_bag) == {}
+
+
+def test_datasets_with_the_oracle_instances(tmp_path):
+    out = tmp_path / "dyn"
+    assert main(["simulate", "--preset", "bv1", "--dynamic", "--sequences", "1", "--frames", "7", "--seed", "6",
+                 "--height", "32", "--width", "64", "--splits", "1", "0", "0", "--out", str(out)]) == 0
+    frames = read_instances(out)
+    supervised = WithInstances(SupervisedBagDataset(out, "train", image_size=(16, 32), max_depth=12.0, echo_size=(16, 16),
+                                                    cache_dir=tmp_path / "cache", progress=False, verbose=False))
+    triples = WithInstances(TripletBagDataset(out, "train", image_size=(16, 32), interval=2, max_depth=12.0,
+                                              cache_dir=tmp_path / "cache", progress=False, verbose=False))
+    assert len(supervised) == 7 and len(triples) == 3
+    for dataset in (supervised, triples):
+        for i in range(len(dataset)):
+            item = dataset[i]
+            frame = frames[item["stamp_ns"]]
+            assert item["has_instances"] and item["instances"].shape == (16, 32)
+            assert torch.equal(item["instances"], frame_labels(frame.instances))
+            moving = torch.zeros(16, 32, dtype=torch.bool)
+            for k in frame.moving_ids():
+                if (item["instances"] == k).sum() >= 0.005 * 16 * 32:
+                    moving |= item["instances"] == k
+            assert torch.equal(item["dynamic"][0], moving)
+    assert any(supervised[i]["dynamic"].any() for i in range(len(supervised)))
+
+
+def frame_labels(instances):
+    """The cache's nearest-at-pixel-centres resize of a 32x64 map to 16x32: every second pixel from the second."""
+    return torch.from_numpy(instances[1::2, 1::2].astype(np.int64))
