@@ -74,15 +74,16 @@ def save_dynamic_figure(path: str | Path, rgb: np.ndarray | torch.Tensor, gt: np
         ie = axes[r, 1].imshow(error, cmap=err_map, vmin=0.0, vmax=max_error)
         dyn = error[dynamic & valid]
         static = error[~dynamic & valid]
-        axes[r, 1].set_title(f"{name}: |pred - gt| / gt (static {np.nanmean(static) if static.size else np.nan:.3f}, "
-                             f"dynamic {np.nanmean(dyn) if dyn.size else np.nan:.3f})")
+        axes[r, 1].set_title(f"{name}: |pred - gt| / gt\nstatic {np.nanmean(static) if static.size else np.nan:.3f}, "
+                             f"dynamic {np.nanmean(dyn) if dyn.size else np.nan:.3f}")
         fig.colorbar(ie, ax=axes[r, 1], fraction=0.046)
         axes[r, 2].set_axis_off()
-    for ax in axes[:, :2].ravel():
-        if dynamic.any():
-            ax.contour(dynamic.astype(float) if ax is not axes[0, 0] else
-                       resize_labels(dynamic.astype(np.int64), image.shape[:2]).numpy().astype(float),
-                       levels=[0.5], colors="white", linewidths=0.8)
+    if dynamic.any():  # the image's panels at the image's size, the maps' at the ground truth's
+        at_image = resize_labels(dynamic.astype(np.int64), image.shape[:2]).numpy().astype(float)
+        for ax in axes[0, :2]:
+            ax.contour(at_image, levels=[0.5], colors="white", linewidths=0.8)
+        for ax in axes[1:, :2].ravel():
+            ax.contour(dynamic.astype(float), levels=[0.5], colors="white", linewidths=0.8)
     for ax in axes.ravel():
         ax.set_axis_off()
     if title:
