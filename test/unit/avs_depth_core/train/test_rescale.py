@@ -97,3 +97,16 @@ def test_pipeline_pixelwise_needs_a_head(trained):
     with pytest.raises(ValueError, match="backend torch"):
         DepthPipeline.from_settings(PipelineSettings(**{**settings.__dict__, "backend": "onnxruntime"}))
 
+
+
+def test_evaluate_scaling_cli_scores_rescale_heads(trained, tmp_path):
+    import json
+
+    out = tmp_path / "scaling"
+    args = ["evaluate-scaling", "--bag", str(trained["bag"]), "--avsnet", str(trained["echo"]), "--avsnet-rgb",
+            str(trained["rgb"]), "--zero-shot-avsnet", str(trained["rgb"]), "--out", str(out), "--device", "cpu",
+            "--cache-dir", str(trained["cache"]), "--min-pixels", "10", "--rescale-head",
+            str(trained["run"] / "checkpoints" / "last")]
+    assert main(args) == 0
+    heads = json.loads((out / "pixelwise.json").read_text())
+    assert len(heads) == 1 and set(heads[0]) >= {"global_median", "pixelwise"}
