@@ -120,11 +120,12 @@ def train_avsnets(work: Path, bag: Path, preset: str, seed: int, s: dict[str, An
     return out
 
 
-def train_monodepth2(work: Path, preset: str, seed: int, timings: dict[str, float]) -> tuple[Path, Path]:
-    """--relative monodepth2: scaling_ablation.py's quick world (sequences of 20 frames) and its Monodepth2 recipe."""
+def train_monodepth2(work: Path, preset: str, seed: int, timings: dict[str, float], name: str) -> tuple[Path, Path]:
+    """--relative monodepth2: scaling_ablation.py's world of setting `name` (quick: sequences of 20 frames) and its
+    Monodepth2 recipe."""
     import scaling_ablation as sa
 
-    setting = sa.SETTINGS["quick"]
+    setting = sa.SETTINGS[name]
     bag = work / f"{preset}_seed{seed}_md2world_bag"
     if not bag.exists():
         timings["simulate_md2world_s"] = sa.simulate(bag, preset, seed, setting["sim"])
@@ -229,7 +230,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         frontend = {"relative": "avsnet_rgb", "relative_checkpoint": str(nets["rgb"]),
                     "echo_checkpoint": str(nets["rgb_echo"])}
         if args.relative == "monodepth2":
-            _, md2 = train_monodepth2(work, args.preset, args.seed, timings)
+            _, md2 = train_monodepth2(work, args.preset, args.seed, timings, "smoke" if args.smoke else "quick")
             frontend.update(relative="monodepth2", relative_checkpoint=str(md2), features_checkpoint=str(nets["rgb"]))
         heads = {"pixel_maps": ECHO_HEAD + args.overrides, "pixel_maps_rgb": RGB_HEAD + args.overrides}
         if args.loss_ablation:
