@@ -23,9 +23,10 @@ from avs_depth_core.train.run import TRAINERS, config_for_run, run_dir_for, trai
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bag", required=True, type=Path, help="rosbag2 folder with images, depth and echoes (and sequences)")
     parser.add_argument("--model", choices=tuple(TRAINERS), default="avsnet",
-                        help="avsnet: supervised metric depth (default); monodepth2: self-supervised relative depth")
+                        help="avsnet: supervised metric depth (default); monodepth2: self-supervised relative depth; "
+                             "rescale: pixel-wise rescale maps on frozen AVS-Nets (config/rescale.yaml)")
     parser.add_argument("--config", default=None,
-                        help="YAML config (path or name in config/); default avsnet_bv2.yaml or monodepth2.yaml")
+                        help="YAML config (path or name in config/); default avsnet_bv2.yaml, monodepth2.yaml or rescale.yaml")
     parser.add_argument("--out", type=Path, default=None, help="run directory (default runs/<model>-<date-time>)")
     parser.add_argument("--no-echo", action="store_true", help="Only-RGB baseline (sets model.use_echo=false)")
     parser.add_argument("--epochs", type=int, default=None, help="overrides train.epochs")
