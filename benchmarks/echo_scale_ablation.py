@@ -9,7 +9,9 @@
 3. The Table-1 metrics of both on the test sequences (per-image averages, valid 1e-3 < gt < max_depth) and
    scale_log_error (mean |log(median(pred) / median(gt))|, avs_depth_core.metrics), printed as rows and written as JSON:
    {"rgb": {metric: value}, "rgb_echo": {...}, "setup": {...}}; setup["by_gt_median"] breaks each row down by the test
-   images' ground-truth median depth.
+   images' ground-truth median depth. The rows score flip test-time augmentation (the geometric mean of the prediction
+   and the mirrored scene's, image flipped and ears swapped, flipped back; --no-flip-tta: the single prediction);
+   setup["metrics_single"] and setup["metrics_flip_tta"] hold both.
 4. The non-learned echo range baseline, row "echo_range" with the same metrics (avs_depth_core.evaluation.echo_range):
    each ear cross-correlated with the emitted chirp (read from the bag's EchoStamped), Hann-tapered, enveloped; the
    first strong arrival and the median range of the strong arrivals beyond the rig's direct path (lag * c / 2 after
