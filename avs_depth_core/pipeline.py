@@ -29,9 +29,9 @@ import torch.nn.functional as F
 
 from avs_depth_core.data.messages import echo_input_problem
 from avs_depth_core.device import resolve_device
+from avs_depth_core.models.avsnet import mirror_inputs
 from avs_depth_core.pipeline_settings import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
 from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
-from avs_depth_core.train.echo_augment import mirror_inputs
 
 log = logging.getLogger(__name__)
 

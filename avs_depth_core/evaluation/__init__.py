@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from avs_depth_core.guards import check_batch_finite
 from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator
-from avs_depth_core.train.echo_augment import mirror_inputs
+from avs_depth_core.models.avsnet import mirror_inputs
 
 # The seven columns of the AVS-Net paper's Table 1, in its order, and their headers; REPORT_METRICS adds the scale error
 # (metrics.py: mean |log(median(pred) / median(gt))|), which every table of this package prints next to them.

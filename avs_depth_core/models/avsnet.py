@@ -290,6 +290,13 @@ class AVSNetInputs:
         return x, original
 
 
+def mirror_inputs(rgb: torch.Tensor, echo: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The mirrored scene: image (B,3,H,W) flipped left-right, ears swapped (STFT channels 0/1, range profiles 2/3)."""
+    if echo is None:
+        return rgb.flip(-1), None
+    return rgb.flip(-1), echo[:, [1, 0, 3, 2][:echo.shape[1]]]
+
+
 class EchoScaleHead(nn.Module):
     """forward(tokens (B, N, C)) -> log scale (B,): an MLP on the tokens' mean and max (AVSNetConfig.echo_scale_head)."""
 

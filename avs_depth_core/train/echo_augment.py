@@ -84,13 +84,6 @@ def _level(batch: dict[str, Any], aug: EchoAugment, cfg: Any) -> None:
     batch["echo"] = torch.cat([stft, echo[:, 2:]], dim=1)
 
 
-def mirror_inputs(rgb: torch.Tensor, echo: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """The mirrored scene: image (B,3,H,W) flipped left-right, ears swapped (STFT channels 0/1, range profiles 2/3)."""
-    if echo is None:
-        return rgb.flip(-1), None
-    return rgb.flip(-1), echo[:, [1, 0, 3, 2][:echo.shape[1]]]
-
-
 def augment_batch(batch: dict[str, Any], aug: EchoAugment, cfg: Any) -> dict[str, Any]:
     """A training batch (rgb, depth, echo on one device) augmented per sample; `cfg` is the model's AVSNetConfig."""
     if not aug.active:

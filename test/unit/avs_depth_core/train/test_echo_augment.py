@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from avs_depth_core.audio.features import pack_range_profile, unpack_range_profile
-from avs_depth_core.train.echo_augment import EchoAugment, augment_batch, mirror_inputs, stretch_time
+from avs_depth_core.models.avsnet import mirror_inputs
+from avs_depth_core.train.echo_augment import EchoAugment, augment_batch, stretch_time
 
 CFG = SimpleNamespace(use_echo=True, echo_range_profile=True, range_bins=64, stft_log=False, range_log=True)
 
