@@ -4,6 +4,7 @@
     avs-depth simulate --preset bv1 --scale-ambiguous --sequences 20 --out bv1_amb            # offices, 12 m
     avs-depth simulate --preset bv2 --randomise-acoustics --out bv2_rand        # ranges of config/sim_acoustics.yaml
     avs-depth simulate --preset bv2 --randomise-acoustics my_ranges.yaml --out bv2_rand
+    avs-depth simulate --preset bv1 --dynamic --out bv1_dyn                     # moving objects, instance maps
 """
 
 from __future__ import annotations
@@ -47,6 +48,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="acoustic domain randomisation: each sequence draws its speaker-microphone chain, gains, "
                              "latency, clock, room absorption and reverberation, noise, hum and ear spacing from the "
                              "ranges in RANGES.yaml (default config/sim_acoustics.yaml); off by default")
+    parser.add_argument("--dynamic", action="store_true",
+                        help="add moving rigid objects (with the camera, along the optical axis, crossing) and static ones "
+                             "of the same kinds; writes camera/instances and camera/objects (README: dynamic world); "
+                             "off by default")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -58,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     recorded = record_bag(args.out, preset=args.preset, sequences=args.sequences, frames=args.frames, seed=args.seed,
                           height=args.height, width=args.width, rate_hz=args.rate, scale_ambiguous=args.scale_ambiguous,
                           scale_range=tuple(args.scale_range) if args.scale_range is not None else None,
-                          splits=tuple(args.splits), storage=args.storage, acoustic_ranges=ranges)
+                          splits=tuple(args.splits), storage=args.storage, acoustic_ranges=ranges,
+                          dynamic=args.dynamic)
     print(recorded.describe())
     return 0

@@ -41,6 +41,8 @@ def summarise_bag(path: str | Path, tolerance_s: float = DEFAULT_TOLERANCE_NS / 
             info.setdefault(conn.topic, {"type": conn.msgtype, "count": 0})
             stamps.setdefault(conn.topic, [])
         echo_rates, echo_channels, echo_lengths, echo_bad = set(), set(), [], []
+        object_counts: list[int] = []
+        moving: dict[str, list[int]] = {}  # motion case -> [frames seen, frames moving] (dynamic worlds)
         for conn, raw in iter_raw(reader, list(reader.connections), path):
             t = conn.topic
             entry = info[t]
@@ -69,6 +71,15 @@ def summarise_bag(path: str | Path, tolerance_s: float = DEFAULT_TOLERANCE_NS / 
                         echo_bad.append(f"stamp {message_stamp_ns(reader, conn.msgtype, raw)}: {problem}")
                 except ValueError as err:
                     echo_bad.append(str(err))
+            if conn.msgtype == topics.OBJECTS_TYPE:
+                msg = reader.deserialize(raw, conn.msgtype)
+                object_counts.append(len(msg.ids))
+                for motion, flag in zip(msg.motions, msg.moving, strict=False):
+                    seen = moving.setdefault(str(motion), [0, 0])
+                    seen[0] += 1
+                    seen[1] += int(bool(flag))
+                entry.update({"objects_min": min(object_counts), "objects_max": max(object_counts),
+                              "moving_by_motion": {m: round(b / a, 3) for m, (a, b) in sorted(moving.items())}})
             if entry.get("stamped"):
                 stamps[t].append(message_stamp_ns(reader, conn.msgtype, raw, where))
             if conn.msgtype == topics.ECHO_TYPE:
@@ -130,6 +141,9 @@ def format_summary(s: dict[str, Any]) -> str:
                          f"{e.get('samples_min', 0)}..{e.get('samples_max', 0)} samples per channel, "
                          f"{e.get('bad_echoes', 0)} bad (NaN/silent/clipped)")
             lines += [f"        {x}" for x in e.get("bad_examples", [])]
+        if "objects_min" in e:
+            shares = ", ".join(f"{m} {100 * v:.0f} %" for m, v in e["moving_by_motion"].items())
+            lines.append(f"      objects {e['objects_min']}..{e['objects_max']} per frame; moving: {shares}")
     derived = " (derived from stamp gaps; the bag has no sequence metadata)" if s["sequences_derived"] else ""
     lines.append(f"sequences{derived}:")
     lines += [f"  {q['name']}  {q['split']}  {q['frames']} frames  {q['duration_s']:.3f} s" for q in s["sequences"]]

@@ -62,6 +62,13 @@ def image_to_depth(msg: Any, where: str = "depth") -> np.ndarray:
     raise ValueError(f"{where}: depth encoding {msg.encoding!r} is not accepted; expected 32FC1 (m) or 16UC1 (mm)")
 
 
+def image_to_labels(msg: Any, where: str = "labels") -> np.ndarray:
+    """A label image (16UC1 or mono16: one id per pixel, 0 = none) as an (H, W) uint16 array."""
+    if msg.encoding not in ("16UC1", "mono16"):
+        raise ValueError(f"{where}: label image encoding {msg.encoding!r} is not accepted; expected 16UC1 or mono16")
+    return np.ascontiguousarray(_decode(msg, where)[..., 0])
+
+
 def image_fields(array: np.ndarray, encoding: str) -> dict[str, Any]:
     """Fields of a sensor_msgs/Image (without header) for an (H, W[, C]) array in the given encoding."""
     if encoding not in ENCODINGS:

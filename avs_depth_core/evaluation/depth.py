@@ -52,6 +52,7 @@ class DepthEvalOptions:
 def evaluate_row(model: Any, checkpoint: Path, bag: Path, options: DepthEvalOptions, device: torch.device,
                  out: Path) -> dict[str, Any]:
     from avs_depth_core.data.datasets import SupervisedBagDataset
+    from avs_depth_core.evaluation.regions import RegionAccumulator, RegionSource
     from avs_depth_core.visualise import save_prediction_figure
 
     o, cfg = options, model.cfg
@@ -64,6 +65,16 @@ def evaluate_row(model: Any, checkpoint: Path, bag: Path, options: DepthEvalOpti
     label = checkpoint_label(checkpoint)
     figure_dir = out / "figures" / f"{label.replace('/', '_')}__{bag.name}"
     saved: list[str] = []
+    # Bags with instance maps (simulate --dynamic) are scored by region too; others exactly as before.
+    source = RegionSource.from_bag(bag, dataset.cache.array("stamps")[dataset.slots])
+    regions = RegionAccumulator(min_depth, max_depth) if source is not None else None
+
+    def on_batch(batch: dict[str, Any], pred: torch.Tensor, per_image: torch.Tensor) -> None:
+        if regions is not None:
+            for i in range(pred.shape[0]):
+                source.update(regions, pred[i], batch["depth"][i], int(batch["stamp_ns"][i]))
+        if o.figures > 0:
+            figures(batch, pred, per_image)
 
     def figures(batch: dict[str, Any], pred: torch.Tensor, per_image: torch.Tensor) -> None:
         for i in range(pred.shape[0]):
@@ -75,12 +86,13 @@ def evaluate_row(model: Any, checkpoint: Path, bag: Path, options: DepthEvalOpti
             saved.append(str(path))
 
     result = evaluate_model(model, loader, device, min_depth, max_depth, desc=f"{label} on {bag.name}",
-                            on_batch=figures if o.figures > 0 else None)
+                            on_batch=on_batch if o.figures > 0 or regions is not None else None)
+    extra = {"regions": regions.summary()} if regions is not None else {}
     return {"checkpoint": str(checkpoint), "label": label, "input": "RGB-Echoes" if cfg.use_echo else "Only-RGB",
             "bag": str(bag), "split": o.split, "min_depth": min_depth, "max_depth": max_depth,
             "gt_resolution": gt_resolution, "gt_size": list(dataset.depth_size), "images": result.images,
             "skipped_no_valid_gt": result.skipped, "seconds": round(result.seconds, 3), "metrics": result.metrics,
-            "by_gt_median": result.by_gt_median, "figures": saved}
+            "by_gt_median": result.by_gt_median, "figures": saved, **extra}
 
 
 def markdown_table(rows: list[dict[str, Any]]) -> str:
@@ -104,6 +116,14 @@ def markdown_table(rows: list[dict[str, Any]]) -> str:
             span = f"{lo:g}-{hi:g} m" if hi is not None else f">= {lo:g} m"
             lines.append(f"| {r['label']} | {Path(r['bag']).name} | {span} | {b['images']} | {b['scale_log_error']:.3f} | "
                          f"{b['abs_rel']:.3f} | {b['delta1']:.3f} |")
+    with_regions = [r for r in rows if "regions" in r]
+    if with_regions:
+        from avs_depth_core.evaluation.regions import markdown_regions, region_table_header
+
+        lines += ["", "By region (bags with instance maps; dynamic = moving objects of at least 0.5 % of the image; "
+                  "relative = median-scaled per image, metric = as predicted):", "", *region_table_header()]
+        for r in with_regions:
+            lines += markdown_regions(f"{r['label']} ({r['input']}) on {Path(r['bag']).name}", r["regions"])
     return "\n".join(lines) + "\n"
 
 

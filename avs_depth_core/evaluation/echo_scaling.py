@@ -48,6 +48,7 @@ from tqdm import tqdm
 from avs_depth_core import files
 from avs_depth_core.device import resolve_device
 from avs_depth_core.evaluation import HEADERS, REPORT_METRICS, check_batch, checkpoint_label
+from avs_depth_core.evaluation.regions import RegionAccumulator, RegionSource, markdown_regions, region_table_header
 from avs_depth_core.files import save_figure
 from avs_depth_core.metrics import MetricAccumulator
 from avs_depth_core.relative import RelativeDepthModel
@@ -96,6 +97,7 @@ class _Row:
     fallback_examples: list[str] = field(default_factory=list)
     log_scale_errors: list[float] = field(default_factory=list)  # |log(scale / scale of the GT-median row)| per image
     scales: list[float] = field(default_factory=list)
+    regions: Any = None  # evaluation.regions.RegionAccumulator for bags with instance maps
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.acc.compute()) if self.acc.count else {}
@@ -103,6 +105,8 @@ class _Row:
                     "fallback_examples": self.fallback_examples,
                     "scale_factor_log_error": float(np.mean(self.log_scale_errors)) if self.log_scale_errors else math.nan,
                     "scale_median": float(np.median(self.scales)) if self.scales else math.nan})
+        if self.regions is not None:
+            out["regions"] = self.regions.summary()
         return out
 
 
@@ -164,17 +168,22 @@ def _scales(relative: torch.Tensor, pseudo: torch.Tensor, row: str, model: str, 
 def evaluate_scaling(dataset: Any, relatives: dict[str, RelativeDepthModel], echo_net: Any, rgb_net: Any,
                      device: torch.device, min_depth: float, max_depth: float, *, batch_size: int = 8, num_workers: int = 0,
                      min_pixels: int = 100, fallback: str = "unit", figure_indices: tuple[int, ...] = (),
-                     progress: bool = True) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
+                     progress: bool = True, regions: Any = None
+                     ) -> tuple[dict[str, dict[str, dict[str, Any]]], list[dict[str, Any]]]:
     """Table-2 rows for every relative model on `dataset` (SupervisedBagDataset items at echo_net's input size).
 
     Returns ({model: {row: metrics (scale_log_error among them) + images, fallbacks, scale_factor_log_error,
     scale_median}}, figure records for the items at
     figure_indices: rgb, gt, and per model the unscaled, rgb-scaled and rgb_echo-scaled maps).
+    regions: an evaluation.regions.RegionSource (bags with instance maps): every row also gets "regions", its errors by
+    region (all / static / dynamic) under the relative (median-scaled) and metric (the row's scale) protocols and per object.
     """
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {fallback!r}")
     size = tuple(echo_net.cfg.image_size)
-    rows = {name: {row: _Row(MetricAccumulator(min_depth, max_depth)) for row in (*ROWS, REFERENCE_ROW)} for name in relatives}
+    rows = {name: {row: _Row(MetricAccumulator(min_depth, max_depth),
+                             regions=None if regions is None else RegionAccumulator(min_depth, max_depth))
+                   for row in (*ROWS, REFERENCE_ROW)} for name in relatives}
     wanted = set(figure_indices)
     figures: list[dict[str, Any]] = []
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -210,6 +219,9 @@ def evaluate_scaling(dataset: Any, relatives: dict[str, RelativeDepthModel], ech
                 pred = apply_scale(relative, scales, min_output=min_depth)
                 state = rows[name][row]
                 per_image = state.acc.update(pred, gt)
+                if state.regions is not None:
+                    for i in range(pred.shape[0]):
+                        regions.update(state.regions, pred[i], gt[i], stamps[i])
                 for i, (s, ref) in enumerate(zip(scales, gt_scales, strict=True)):
                     if row != REFERENCE_ROW and s.fallback is not None:
                         state.fallbacks += 1
@@ -366,14 +378,22 @@ def evaluate_scaling_on_bag(bag: Path, avsnet: Path, avsnet_rgb: Path, sources: 
                                              skip_bad=o.skip_bad)
     n = len(dataset)
     indices = tuple(sorted({int(round(x)) for x in np.linspace(0, n - 1, min(o.figures, n))})) if o.figures else ()
+    source = RegionSource.from_bag(bag, dataset.cache.array("stamps")[dataset.slots])
     results, records = evaluate_scaling(dataset, relatives, echo_net, rgb_net, device, min_depth, max_depth,
                                         batch_size=o.batch_size, num_workers=o.num_workers, min_pixels=o.min_pixels,
-                                        fallback=o.fallback, figure_indices=indices)
+                                        fallback=o.fallback, figure_indices=indices, regions=source)
     caption = (f"{bag.name} [{o.split}], {n} frames with echo and depth; metrics averaged per image over valid "
                f"pixels ({min_depth:g} < gt < {max_depth:g} m), predictions clamped to that range. Scale: per-image median "
                f"ratio (AVS-Net eq. 3); fallbacks = frames without a usable scale, scored unscaled. GT median is Monodepth2's "
                f"ground-truth median scaling, for reference.")
     table = markdown_table(results, caption)
+    if source is not None:  # a dynamic bag: errors by region, every row under both protocols
+        lines = ["", "By region (dynamic = moving objects of at least 0.5 % of the image; relative = median-scaled per "
+                 "image, metric = the row's own scale):", "", *region_table_header()]
+        for name, model_rows in results.items():
+            for row, r in model_rows.items():
+                lines += markdown_regions(f"{name} {ROW_LABELS.get(row, row)}", r["regions"])
+        table += "\n".join(lines) + "\n"
     report = {"bag": str(bag), "split": o.split, "frames": n, "excluded": dataset.report,
               "min_depth": min_depth, "max_depth": max_depth, "avsnet": str(avsnet), "avsnet_rgb": str(avsnet_rgb),
               "scale": {"method": "median", "median_over": "shared", "min_pixels": o.min_pixels, "fallback": o.fallback},

@@ -6,5 +6,6 @@
 
 Modules: presets (the numbers of bv1 / bv2 worlds), textures, scene (rooms, boxes, lights, surfaces), render (ray
 casting), acoustics (image sources + box and diffuse returns + reverberation), trajectory (robot paths), world (the public
-API), cli (`avs-depth simulate`, rosbag2 output).
+API), dynamic (DynamicWorld: moving objects, instance maps; `simulate --dynamic`), record (`avs-depth simulate`, rosbag2
+output).
 """

@@ -1,11 +1,13 @@
 """Render synthetic audio-visual sequences into a rosbag2 (the library of `avs-depth simulate`, cli/simulate.py).
 
 Per frame the bag gets camera/color/image_raw (rgb8), camera/color/camera_info, camera/depth/image (32FC1 metres, NaN
-invalid) and audio/echo (EchoStamped). Image, depth and camera_info share header.stamp; the simulated rig is synchronised,
-so the echo's stamp (its chirp's emission time) equals the image stamp. Stamps start at a fixed epoch, frames follow at
---rate, and sequences are separated by one frame period plus GAP_S seconds. Each sequence is recorded in the bag metadata
-(name, split, [start_ns, end_ns) with end_ns = last stamp + one frame period, scene (its description at scale 1), scale,
-preset, room_size_m (as rendered, i.e. scaled), ...).
+invalid) and audio/echo (EchoStamped); a dynamic world (--dynamic, sim/dynamic.py) adds camera/instances (16UC1 object
+ids, 0 = none) and camera/objects (ObjectStates: kind, motion, moving flag, pose, residual motion per object). Image,
+depth, camera_info, instances and objects share header.stamp; the simulated rig is synchronised, so the echo's stamp
+(its chirp's emission time) equals the image stamp. Stamps start at a fixed epoch, frames follow at --rate, and
+sequences are separated by one frame period plus GAP_S seconds. Each sequence is recorded in the bag metadata (name,
+split, [start_ns, end_ns) with end_ns = last stamp + one frame period, scene (its description at scale 1), scale,
+preset, room_size_m (as rendered, i.e. scaled), ...; a dynamic world's objects under "objects").
 
 Splits are by sequence, in index order (train first, then val, then test), sized by split_counts().
 """
@@ -22,7 +24,9 @@ from tqdm import tqdm
 from avs_depth_core import files
 from avs_depth_core.data import topics
 from avs_depth_core.data.bag import BagWriter, make_msg
+from avs_depth_core.data.instances import instance_fields, objects_fields
 from avs_depth_core.data.messages import camera_info_fields, echo_fields, image_fields
+from avs_depth_core.sim.dynamic import DynamicWorld
 from avs_depth_core.sim.randomise import AcousticRanges
 from avs_depth_core.sim.world import SimFrame, SimSequence, SimWorld
 
@@ -70,11 +74,17 @@ def write_frame(writer: BagWriter, frame: SimFrame, stamp_ns: int, speed_of_soun
     echo = echo_fields(frame.echo, frame.sample_rate, frame.chirp, frame.emission_offset, speed_of_sound=speed_of_sound,
                        channel_order="left,right")
     writer.write(topics.ECHO, make_msg(topics.ECHO_TYPE, stamp_ns, MIC_FRAME, echo), topics.ECHO_TYPE)
+    if frame.instances is not None:
+        writer.write(topics.INSTANCES, make_msg(topics.IMAGE_TYPE, stamp_ns, CAMERA_FRAME, instance_fields(frame.instances)),
+                     topics.IMAGE_TYPE)
+        writer.write(topics.OBJECTS, make_msg(topics.OBJECTS_TYPE, stamp_ns, CAMERA_FRAME, objects_fields(frame.objects)),
+                     topics.OBJECTS_TYPE)
 
 
-def frame_bytes(height: int, width: int, echo_samples: int) -> int:
-    """About what one frame takes in the bag: rgb8 image, 32FC1 depth, two float32 echo channels, headers and CameraInfo."""
-    return height * width * (3 + 4) + 2 * 4 * echo_samples + 2048
+def frame_bytes(height: int, width: int, echo_samples: int, dynamic: bool = False) -> int:
+    """About what one frame takes in the bag: rgb8 image, 32FC1 depth, two float32 echo channels, headers and CameraInfo
+    (dynamic: a 16-bit instance map and the objects' states)."""
+    return height * width * (3 + 4 + 2 * dynamic) + 2 * 4 * echo_samples + 2048 + 2048 * dynamic
 
 
 def frame_stamp(start_ns: int, i: int, rate_hz: float) -> int:
@@ -118,13 +128,15 @@ class RecordedBag:
 def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, frames: int = 200, seed: int = 0,
                height: int = 256, width: int = 512, rate_hz: float = 10.0, scale_ambiguous: bool = False,
                scale_range: tuple[float, float] | None = None, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
-               storage: str = "mcap", acoustic_ranges: AcousticRanges | None = None) -> RecordedBag:
+               storage: str = "mcap", acoustic_ranges: AcousticRanges | None = None, dynamic: bool = False) -> RecordedBag:
     """Simulate `sequences` sequences of `frames` frames of the `preset` world into the new rosbag2 `out`.
 
     scale_ambiguous: each scene, its textures, lights and camera path scaled by a log-uniform factor in scale_range
     (default (0.5, 2)) so the RGB holds no absolute-scale cue; splits: fractions of the sequences (split_counts);
     acoustic_ranges: acoustic domain randomisation (sim/randomise.py), each sequence's draw recorded in its metadata
-    under "acoustics" (None: the fixed chain and room, and no such key).
+    under "acoustics" (None: the fixed chain and room, and no such key); dynamic: moving objects (sim/dynamic.py), their
+    instance maps and states on topics.INSTANCES / topics.OBJECTS and each sequence's objects in its metadata under
+    "objects" (False: the static world, byte for byte as without the option).
     """
     if scale_range is not None and not scale_ambiguous:
         raise ValueError("--scale-range only applies with --scale-ambiguous")
@@ -142,9 +154,10 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
     counts = split_counts(sequences, tuple(splits))
     out = Path(out)
     files.sweep_temporaries(out.parent)
-    world = SimWorld(preset, seed=seed, height=height, width=width, scale_ambiguous=scale_ambiguous,
-                     scale_range=scale_range, rate_hz=rate_hz, acoustic_ranges=acoustic_ranges)
-    files.check_output(out, sequences * frames * frame_bytes(height, width, world.echo_samples), kind="new")
+    world = (DynamicWorld if dynamic else SimWorld)(preset, seed=seed, height=height, width=width,
+                                                    scale_ambiguous=scale_ambiguous, scale_range=scale_range,
+                                                    rate_hz=rate_hz, acoustic_ranges=acoustic_ranges)
+    files.check_output(out, sequences * frames * frame_bytes(height, width, world.echo_samples, dynamic), kind="new")
     split_names = [name for name, count in zip(SPLITS, counts, strict=True) for _ in range(count)]
     period_ns = round(1e9 / rate_hz)
     started = time.perf_counter()
@@ -157,6 +170,8 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
             last_ns = write_sequence(writer, seq, frames, start_ns, progress)
             end_ns = last_ns + period_ns
             extra = {"acoustics": seq.variation.describe()} if seq.variation is not None else {}
+            if dynamic:
+                extra["objects"] = seq.describe_objects()
             writer.add_sequence(seq.name, split, start_ns, end_ns, scene=seq.scene.name, scale=seq.scale, preset=preset,
                                 index=index, frames=frames, seed=seed, rate_hz=rate_hz, max_depth=world.max_depth,
                                 scale_ambiguous=scale_ambiguous, room_size_m=[round(float(x), 3) for x in seq.scene.size],

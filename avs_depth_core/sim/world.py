@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
@@ -52,6 +53,10 @@ class SimFrame:
     scale: float
     max_depth: float
     index: int = 0             # frame number in its sequence
+    # Worlds with moving objects only (sim/dynamic.py, DynamicWorld): the instance map (H, W) uint16 (0 = no object)
+    # and the objects' ground truth.
+    instances: np.ndarray | None = None
+    objects: Any = None        # sim.dynamic.ObjectStates
 
 
 def _texture_size(width: int) -> int:
@@ -162,8 +167,12 @@ class SimSequence:
         if self.variation is not None and self.variation.jitter_ms > 0:
             jitter = np.random.default_rng([self.world.seed, self.index, i, 1]).uniform(-1, 1) * self.variation.jitter_ms
             simulator = simulator.with_latency(simulator.latency + jitter * 1e-3 * simulator.fs)
-        return simulator.render(self.acoustic_scene, self.pose(i), rng, self.level, self.channel_gain,
+        return simulator.render(self.acoustic_scene_at(i), self.pose(i), rng, self.level, self.channel_gain,
                                 noise=noise, tail=tail)
+
+    def acoustic_scene_at(self, i: int) -> AcousticScene:
+        """What sound meets at frame i's emission: the room, the same for every frame (moving objects: sim/dynamic.py)."""
+        return self.acoustic_scene
 
     def frame(self, i: int) -> SimFrame:
         if not isinstance(i, (int, np.integer)) or i < 0:
