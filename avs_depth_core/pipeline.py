@@ -31,6 +31,7 @@ import torch.nn.functional as F
 
 from avs_depth_core.data.messages import echo_input_problem
 from avs_depth_core.device import resolve_device
+from avs_depth_core.models.avsnet import mirror_inputs
 from avs_depth_core.pipeline_settings import OUT_OF_RANGE, RELATIVE_KINDS, PipelineSettings
 from avs_depth_core.scaling import ScaleResult, ScalingConfig, apply_scale
 
@@ -92,7 +93,8 @@ class DepthPipeline:
 
     def __init__(self, avsnet: Any, relative: Callable[[torch.Tensor], torch.Tensor], scaling: ScalingConfig | None = None,
                  device: str | torch.device = "cpu", half: bool = False, out_of_range: str = "clip",
-                 warn: Callable[[str], None] = log.warning, rescaler: Any | None = None) -> None:
+                 warn: Callable[[str], None] = log.warning, flip_tta: bool = False,
+                 rescaler: Any | None = None) -> None:
         if out_of_range not in OUT_OF_RANGE:
             raise ValueError(f"out_of_range must be one of {OUT_OF_RANGE}, got {out_of_range!r}")
         self.avsnet = avsnet
@@ -104,6 +106,7 @@ class DepthPipeline:
             half = False
         self.half = half
         self.out_of_range = out_of_range
+        self.flip_tta = flip_tta
         self.scaling = scaling or ScalingConfig(min_depth=self.cfg.min_depth, max_depth=self.cfg.max_depth, fallback="nan")
         self.tracker = self.scaling.tracker()
         self._warn = warn
@@ -145,7 +148,8 @@ class DepthPipeline:
             rescaler = PixelwiseRescaler.from_checkpoint(find_checkpoint(s.rescale_checkpoint, "rescale", "rescale_checkpoint"),
                                                          avsnet, getattr(relative, "module", None), torch_device)
         # fp16 autocast is the torch backend's; ONNX Runtime runs the fp32 graph (TensorRT: fp16 engines with half)
-        return cls(avsnet, relative, scaling, torch_device, s.half and s.backend == "torch", s.out_of_range, warn, rescaler)
+        return cls(avsnet, relative, scaling, torch_device, s.half and s.backend == "torch", s.out_of_range, warn,
+                   flip_tta=s.flip_tta, rescaler=rescaler)
 
     # -- per frame --------------------------------------------------------------------------------------------------
     @property
@@ -171,6 +175,9 @@ class DepthPipeline:
             pseudo = None
             if echo_t is not None or not self.uses_echo:
                 pseudo = self.avsnet(x, echo_t)["metric_depth"].float()
+                if self.flip_tta:
+                    mirrored = self.avsnet(*mirror_inputs(x, echo_t))["metric_depth"].float().flip(-1)
+                    pseudo = torch.sqrt(pseudo * mirrored)
             relative = self.relative(x).float()
         if tuple(relative.shape[-2:]) != tuple(x.shape[-2:]):
             relative = F.interpolate(relative, size=x.shape[-2:], mode="bilinear", align_corners=False)

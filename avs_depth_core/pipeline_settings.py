@@ -28,6 +28,7 @@ class PipelineSettings:
     scale_smoothing_alpha: float = 1.0  # weight of a new scale in log-space smoothing; 1 = none (the paper)
     max_scale_hold_s: float = 1.0  # without a fresh echo, keep the last scale this long, then NaN depth
     out_of_range: str = "clip"  # one of OUT_OF_RANGE
+    flip_tta: bool = False  # AVS-Net also on the mirrored scene (image flipped, ears swapped); geometric mean of the two
     backend: str = "torch"  # one of BACKENDS
     onnx_providers: str = "auto"  # onnxruntime execution providers (avs_depth_core.backends.resolve_providers)
 

@@ -155,6 +155,8 @@ DEPTH_NODE: list[ParamSpec] = [
     ParamSpec("max_future_s", 0.5, "stamps further than this in the future are rejected, s", (0.0, 3600.0)),
     ParamSpec("out_of_range", _PIPELINE.out_of_range, "metric depth outside [min_depth, max_depth] of the model: clip "
               "to the range, or NaN (REP 117: no estimate)", None, OUT_OF_RANGE),
+    ParamSpec("flip_tta", _PIPELINE.flip_tta, "AVS-Net also runs on the mirrored scene (image flipped, ears swapped) and "
+              "the pseudo-metric depth is the geometric mean of both: a steadier scale for a second forward pass"),
     ParamSpec("publish_pseudo_metric", False, "also publish AVS-Net's pseudo-metric depth on avs/pseudo_metric_depth"),
     ParamSpec("publish_relative", False, "also publish the relative depth on avs/relative_depth"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics, s", (0.1, 60.0)),

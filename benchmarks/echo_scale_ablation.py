@@ -9,7 +9,9 @@
 3. The Table-1 metrics of both on the test sequences (per-image averages, valid 1e-3 < gt < max_depth) and
    scale_log_error (mean |log(median(pred) / median(gt))|, avs_depth_core.metrics), printed as rows and written as JSON:
    {"rgb": {metric: value}, "rgb_echo": {...}, "setup": {...}}; setup["by_gt_median"] breaks each row down by the test
-   images' ground-truth median depth.
+   images' ground-truth median depth. The rows score flip test-time augmentation (the geometric mean of the prediction
+   and the mirrored scene's, image flipped and ears swapped, flipped back; --no-flip-tta: the single prediction);
+   setup["metrics_single"] and setup["metrics_flip_tta"] hold both.
 4. The non-learned echo range baseline, row "echo_range" with the same metrics (avs_depth_core.evaluation.echo_range):
    each ear cross-correlated with the emitted chirp (read from the bag's EchoStamped), Hann-tapered, enveloped; the
    first strong arrival and the median range of the strong arrivals beyond the rig's direct path (lag * c / 2 after
@@ -108,6 +110,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="write the two rows (and the setup) as JSON here")
     p.add_argument("--work", type=Path, default=None, help="keep the bag, cache and runs here (default: a temporary folder)")
     p.add_argument("--steps", type=int, default=None, help="override the optimiser steps of the setting")
+    p.add_argument("--no-flip-tta", action="store_true",
+                   help="score the single prediction (default: the mean with the mirrored scene's; both are in the JSON)")
     p.add_argument("--echo-only", action="store_true",
                    help="train and score RGB-Echoes alone (ablations of the echo options; no rgb and echo_range rows)")
     p.add_argument("--sequences", type=int, default=None, help="override the simulated sequences (scenes) of the setting")
@@ -140,14 +144,20 @@ def config_for(preset: str, seed: int, s: dict[str, Any], steps: int, use_echo: 
     return apply_overrides(base, overrides)
 
 
-def evaluate(run_dir: Path, bag: Path, config: dict[str, Any]) -> dict[str, Any]:
+def evaluate(run_dir: Path, bag: Path, config: dict[str, Any], flip_tta: bool) -> dict[str, Any]:
+    """The test split's metrics, with flip_tta (the mean with the mirrored scene's prediction) or without; the other
+    variant is kept next to them ("metrics_flip_tta" / "metrics_single")."""
     model_cfg, _, data_cfg = resolve_config(config)
     model = AVSNet.from_checkpoint(run_dir / "checkpoints" / "last", "cpu")
     test = build_dataset(bag, "test", model_cfg, data_cfg, verbose=False)
     loader = DataLoader(test, batch_size=16, shuffle=False)
-    result = evaluate_model(model, loader, torch.device("cpu"), data_cfg.min_depth, data_cfg.max_depth, desc="test")
+    results = {tta: evaluate_model(model, loader, torch.device("cpu"), data_cfg.min_depth, data_cfg.max_depth,
+                                   flip_tta=tta, desc="test") for tta in (False, True)}
+    result = results[flip_tta]
     return {"metrics": {m: result.metrics[m] for m in REPORT_METRICS}, "images": result.images, "excluded": test.report,
-            "by_gt_median": result.by_gt_median}
+            "by_gt_median": result.by_gt_median, "flip_tta": flip_tta,
+            "metrics_single": {m: results[False].metrics[m] for m in REPORT_METRICS},
+            "metrics_flip_tta": {m: results[True].metrics[m] for m in REPORT_METRICS}}
 
 
 def echo_range(rgb_run: Path, bag: Path, config: dict[str, Any]) -> dict[str, Any]:
@@ -212,7 +222,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             summary = train_avsnet(config, bag, run_dir, device="cpu")
             timings[f"train_{key}_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            details[key] = evaluate(run_dir, bag, config)
+            details[key] = evaluate(run_dir, bag, config, flip_tta=not args.no_flip_tta)
             timings[f"evaluate_{key}_s"] = time.perf_counter() - t0
             rows[key] = details[key]["metrics"]
             details[key]["steps"] = summary["steps"]
@@ -234,7 +244,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
              "torch_threads": torch.get_num_threads(), "timings": {k: round(v, 1) for k, v in timings.items()},
              "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0),
              "by_gt_median": {key: d["by_gt_median"] for key, d in details.items()},
-             "echo_range_calibration": details["echo_range"]["calibration"] if "echo_range" in details else None}
+             "echo_range_calibration": details["echo_range"]["calibration"] if "echo_range" in details else None,
+             "flip_tta": not args.no_flip_tta,
+             "metrics_single": {key: d["metrics_single"] for key, d in details.items() if "metrics_single" in d},
+             "metrics_flip_tta": {key: d["metrics_flip_tta"] for key, d in details.items() if "metrics_flip_tta" in d}}
     return {**rows, "setup": setup}
 
 

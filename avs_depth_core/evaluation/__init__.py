@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from avs_depth_core.guards import check_batch_finite
 from avs_depth_core.metrics import METRIC_NAMES, MetricAccumulator
+from avs_depth_core.models.avsnet import mirror_inputs
 
 # The seven columns of the AVS-Net paper's Table 1, in its order, and their headers; REPORT_METRICS adds the scale error
 # (metrics.py: mean |log(median(pred) / median(gt))|), which every table of this package prints next to them.
@@ -52,17 +53,24 @@ def check_batch(batch: dict[str, Any], keys: tuple[str, ...] = ("rgb", "echo", "
     check_batch_finite(batch, None, keys)
 
 
-def predict_depth(model: nn.Module, batch: dict[str, Any], device: torch.device, amp: bool = False) -> torch.Tensor:
-    """AVS-Net's metric depth (B,1,H,W) float32 for a dataset batch; the echo is passed only to models that fuse it."""
+def predict_depth(model: nn.Module, batch: dict[str, Any], device: torch.device, amp: bool = False,
+                  flip_tta: bool = False) -> torch.Tensor:
+    """AVS-Net's metric depth (B,1,H,W) float32 for a dataset batch; the echo is passed only to models that fuse it.
+    flip_tta: the geometric mean with the prediction for the mirrored scene (image flipped, ears swapped), flipped back."""
     rgb = batch["rgb"].to(device, non_blocking=True)
     echo = batch["echo"].to(device, non_blocking=True) if model.cfg.use_echo else None
     with torch.autocast(device_type=device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-        return model(rgb, echo)["metric_depth"].float()
+        pred = model(rgb, echo)["metric_depth"].float()
+        if not flip_tta:
+            return pred
+        rgb_m, echo_m = mirror_inputs(rgb, echo)
+        mirrored = model(rgb_m, echo_m)["metric_depth"].float().flip(-1)
+    return torch.sqrt(pred * mirrored)
 
 
 @torch.inference_mode()
 def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, min_depth: float, max_depth: float, *,
-                   amp: bool = False, desc: str = "evaluate", progress: bool = True,
+                   amp: bool = False, flip_tta: bool = False, desc: str = "evaluate", progress: bool = True,
                    on_batch: Callable[[dict[str, Any], torch.Tensor, torch.Tensor], None] | None = None) -> EvalResult:
     """Run `model` (eval mode) over `loader`; on_batch(batch, pred, per_image_metrics) sees every batch (figures)."""
     was_training = model.training
@@ -72,7 +80,7 @@ def evaluate_model(model: nn.Module, loader: DataLoader, device: torch.device, m
     try:
         for batch in tqdm(loader, desc=desc, dynamic_ncols=True, leave=False, disable=not progress):
             check_batch(batch)
-            pred = predict_depth(model, batch, device, amp)
+            pred = predict_depth(model, batch, device, amp, flip_tta)
             per_image = acc.update(pred, batch["depth"].to(device))
             if on_batch is not None:
                 on_batch(batch, pred, per_image)

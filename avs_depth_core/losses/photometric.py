@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from avs_depth_core.geometry import BackprojectDepth, Project3D, warp_image
+from avs_depth_core.geometry import BackprojectDepth, Project3D, scale_intrinsics, warp_image
 from avs_depth_core.models.monodepth2 import Monodepth2Config, disp_to_depth
 
 # Monodepth2 trainer.compute_losses: noise that breaks ties between identity and reprojection losses in favour of neither.
@@ -138,7 +138,7 @@ class Monodepth2Loss(nn.Module):
 
     def __init__(self, height: int, width: int, scales: list[int] | tuple[int, ...] = (0, 1, 2, 3), ssim_weight: float = 0.85,
                  disparity_smoothness: float = 1e-3, min_depth: float = 0.1, max_depth: float = 100.0, automask: bool = True,
-                 min_reprojection: bool = True, align_corners: bool = True) -> None:
+                 min_reprojection: bool = True, align_corners: bool = True, v1_multiscale: bool = False) -> None:
         super().__init__()
         if 0 not in scales or any(s not in range(4) for s in scales):
             raise ValueError(f"Monodepth2Loss scales must be a subset of [0, 1, 2, 3] containing 0, got {list(scales)}")
@@ -149,11 +149,15 @@ class Monodepth2Loss(nn.Module):
         self.ssim = SSIM()
         self.backproject = BackprojectDepth(height, width)
         self.project = Project3D(height, width)
+        # Monodepth2's --v1_multiscale: each scale warps its own-resolution colour with its own disparity and K, so the
+        # coarse scales see a motion of n pixels as n / 2^s and the pose gets a gradient from further away.
+        self.v1_multiscale = v1_multiscale
+        self.backproject_at = nn.ModuleDict({str(s): BackprojectDepth(height // 2**s, width // 2**s) for s in self.scales})
 
     @classmethod
     def from_config(cls, config: Monodepth2Config) -> Monodepth2Loss:
         return cls(config.height, config.width, config.scales, config.ssim_weight, config.disparity_smoothness, config.min_depth,
-                   config.max_depth, config.automask, config.min_reprojection, config.warp_align_corners)
+                   config.max_depth, config.automask, config.min_reprojection, config.warp_align_corners, config.v1_multiscale)
 
     def _check(self, target: torch.Tensor, sources: dict[int, torch.Tensor], disps: dict[tuple[str, int], torch.Tensor],
                K: torch.Tensor | None, inv_K: torch.Tensor | None) -> None:
@@ -182,16 +186,22 @@ class Monodepth2Loss(nn.Module):
         poses {offset: (B, 4, 4)} target -> source; K, inv_K: full-resolution 4x4 intrinsics, (B, 4, 4) or (4, 4)."""
         self._check(target, sources, disps, K, inv_K)
         disps = {("disp", s): disps[("disp", s)] for s in self.scales}
-        warped = warp_sources(disps, sources, poses, K, inv_K, self.min_depth, self.max_depth, self.align_corners,
-                              self.backproject, self.project)
         offsets = sorted(sources)
-        identity = None
-        if self.automask:
-            identity = torch.cat([reprojection_loss(sources[o], target, self.ssim, self.ssim_weight) for o in offsets], 1)
+        if self.v1_multiscale:
+            warped, targets, identities = self._warp_per_scale(target, sources, disps, poses, K)
+        else:
+            warped = warp_sources(disps, sources, poses, K, inv_K, self.min_depth, self.max_depth, self.align_corners,
+                                  self.backproject, self.project)
+            identity = None
+            if self.automask:
+                identity = torch.cat([reprojection_loss(sources[o], target, self.ssim, self.ssim_weight) for o in offsets], 1)
+            targets, identities = {s: target for s in self.scales}, {s: identity for s in self.scales}
         per_scale, smoothness = {}, {}
         for s in self.scales:
-            reprojection = torch.cat([reprojection_loss(warped[(o, s)], target, self.ssim, self.ssim_weight) for o in offsets], 1)
-            per_pixel, selected = min_reprojection_with_automask(reprojection, identity, average=not self.min_reprojection)
+            reprojection = torch.cat([reprojection_loss(warped[(o, s)], targets[s], self.ssim, self.ssim_weight)
+                                      for o in offsets], 1)
+            per_pixel, selected = min_reprojection_with_automask(reprojection, identities[s],
+                                                                 average=not self.min_reprojection)
             if s == 0:
                 warp_fraction = selected.float().mean().detach()
             disp = disps[("disp", s)]
@@ -200,3 +210,26 @@ class Monodepth2Loss(nn.Module):
             per_scale[s] = per_pixel.mean() + self.disparity_smoothness * smoothness[s] / 2**s
         total = torch.stack(list(per_scale.values())).mean()
         return Monodepth2LossResult(total, per_scale, smoothness, warp_fraction, warped)
+
+    def _warp_per_scale(self, target: torch.Tensor, sources: dict[int, torch.Tensor],
+                        disps: dict[tuple[str, int], torch.Tensor], poses: dict[int, torch.Tensor], K: torch.Tensor
+                        ) -> tuple[dict[tuple[int, int], torch.Tensor], dict[int, torch.Tensor], dict[int, torch.Tensor | None]]:
+        """v1_multiscale: per scale s, the frames area-downsampled to H / 2^s, K rescaled to that size (pixel centres,
+        geometry.scale_intrinsics), the target synthesised from the sources with disp_s; identity errors at that size."""
+        warped, targets, identities = {}, {}, {}
+        for s in self.scales:
+            size = (self.height // 2**s, self.width // 2**s)
+            def at(x: torch.Tensor, s: int = s, size: tuple[int, int] = size) -> torch.Tensor:
+                return x if s == 0 else F.interpolate(x, size, mode="area")
+            K_s = scale_intrinsics(K, (self.height, self.width), size)
+            inv_K_s = torch.linalg.inv(K_s.double()).to(K_s.dtype)
+            _, depth = disp_to_depth(disps[("disp", s)], self.min_depth, self.max_depth)
+            points = self.backproject_at[str(s)](depth, inv_K_s)
+            project = Project3D(*size)
+            targets[s] = at(target)
+            small = {o: at(src) for o, src in sources.items()}
+            for o in sorted(sources):
+                warped[(o, s)] = warp_image(small[o], project(points, K_s, poses[o]), self.align_corners)
+            identities[s] = torch.cat([reprojection_loss(small[o], targets[s], self.ssim, self.ssim_weight)
+                                       for o in sorted(sources)], 1) if self.automask else None
+        return warped, targets, identities

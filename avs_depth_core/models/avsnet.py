@@ -89,6 +89,11 @@ class AVSNetConfig:
     range_bins: int = 256
     range_log: bool = True
     range_encoder_width: int = 64
+    # Deviation option (not in the paper): a global log-scale pathway from the echo. A small MLP on the echo tokens (mean
+    # and max over the STFT and range tokens) predicts log s; the head's metric depth and bin centres are multiplied by s,
+    # so the echo sets the overall scale directly instead of only through the attention on the bottleneck. Its last layer
+    # starts at zero (s = 1: the paper's network at initialisation).
+    echo_scale_head: bool = False
     chirp_start_hz: float = 20.0  # BatVision's 3 ms linear sweep, 20 Hz - 20 kHz (audio.chirp)
     chirp_end_hz: float = 20_000.0
     chirp_duration_s: float = 0.003
@@ -285,6 +290,26 @@ class AVSNetInputs:
         return x, original
 
 
+def mirror_inputs(rgb: torch.Tensor, echo: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The mirrored scene: image (B,3,H,W) flipped left-right, ears swapped (STFT channels 0/1, range profiles 2/3)."""
+    if echo is None:
+        return rgb.flip(-1), None
+    return rgb.flip(-1), echo[:, [1, 0, 3, 2][:echo.shape[1]]]
+
+
+class EchoScaleHead(nn.Module):
+    """forward(tokens (B, N, C)) -> log scale (B,): an MLP on the tokens' mean and max (AVSNetConfig.echo_scale_head)."""
+
+    def __init__(self, channels: int, hidden: int = 64) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 1))
+        nn.init.zeros_(self.mlp[-1].weight)
+        nn.init.zeros_(self.mlp[-1].bias)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.mlp(torch.cat([tokens.mean(dim=1), tokens.amax(dim=1)], dim=1)).squeeze(1)
+
+
 class AVSNet(AVSNetInputs, nn.Module):
     """forward(rgb (B,3,H,W) in [0,1], echo (B,2,He,We) magnitude STFT (B,4,He,We with the range profile) or None) -> dict of
     metric_depth (B,1,H,W) metres, rel_depth (B,1,H,W) MiDaS relative inverse depth, bin_centers (B,n_bins,H,W) metres
@@ -304,6 +329,7 @@ class AVSNet(AVSNetInputs, nn.Module):
             self.audio, self.fusion = None, None
         self.range_encoder = RangeProfileEncoder(cfg.range_bins, self.audio.channels, width=cfg.range_encoder_width) \
             if cfg.use_echo and cfg.echo_range_profile else None
+        self.scale_head = EchoScaleHead(self.audio.channels) if cfg.use_echo and cfg.echo_scale_head else None
         self.head = MetricBinsHead(
             ch["bottleneck"], [ch["r4"], ch["r3"], ch["r2"], ch["r1"]], ch["out_conv"], n_bins=cfg.n_bins,
             bin_centers_type=cfg.bin_centers_type, bin_embedding_dim=cfg.bin_embedding_dim, min_depth=cfg.min_depth,
@@ -327,17 +353,23 @@ class AVSNet(AVSNetInputs, nn.Module):
         x = (rgb - self.norm_mean.to(rgb.dtype)) / self.norm_std.to(rgb.dtype)
         feats = self.visual(x)
         bottleneck = feats["bottleneck"]
-        attention = None
+        attention, log_scale = None, None
         if self.fusion is not None:
             tokens = self.audio(echo[:, :2])
             if self.range_encoder is not None:
                 profile = unpack_range_profile(echo[:, 2:], self.cfg.range_bins)
                 tokens = torch.cat([tokens, self.range_encoder(profile)], dim=1)
+            if self.scale_head is not None:
+                log_scale = self.scale_head(tokens)
             fused = self.fusion(bottleneck, tokens, return_attention=return_attention)
             bottleneck, attention = fused if return_attention else (fused, None)
         out = self.head(feats["out_conv"], bottleneck, [feats["r4"], feats["r3"], feats["r2"], feats["r1"]], feats["rel_depth"],
                         return_probs=return_probs)
         result = {"metric_depth": out["metric_depth"], "rel_depth": feats["rel_depth"], "bin_centers": out["bin_centers"]}
+        if log_scale is not None:
+            scale = log_scale.exp().view(-1, 1, 1, 1).to(result["metric_depth"].dtype)
+            result["metric_depth"] = result["metric_depth"] * scale
+            result["bin_centers"] = result["bin_centers"] * scale
         if return_probs:
             result["probs"] = out["probs"]
         if attention is not None:

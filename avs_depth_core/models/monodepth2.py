@@ -53,6 +53,9 @@ class Monodepth2Config:
     min_reprojection: bool = True
     # Monodepth2 was written for torch 0.4.1, whose grid_sample behaved as align_corners=True (see geometry.warp_image).
     warp_align_corners: bool = True
+    # Monodepth2's --v1_multiscale (options.py; off by default there): compute each scale's photometric loss at that
+    # scale's resolution instead of upsampling every disparity to the input size first.
+    v1_multiscale: bool = False
     learning_rate: float = 1e-4
     scheduler_step_size: int = 15
     scheduler_gamma: float = 0.1

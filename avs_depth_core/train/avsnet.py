@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
@@ -62,6 +63,10 @@ class TrainConfig(LoopConfig):
     aug_scale: float = 1.0  # scene scale factor, log-uniform in [1/aug_scale, aug_scale]: depth and echo delays (1: off)
     aug_echo_gain_db: float = 0.0  # echo level, uniform within +- this many dB
     aug_echo_noise: float = 0.0  # Gaussian noise on the STFT, this fraction of its standard deviation
+    # Deviation option: weight of a per-image scale term added to SILog, mean over images of |mean log(pred / gt)| on the
+    # valid pixels. SILog pools the batch and weights its scale term by 1 - lambda (0.15), so one image's scale error is
+    # only seen through the batch variance; this term scores each image's scale, as scale_log_error does (0: off).
+    scale_loss_weight: float = 0.0
 
     @property
     def augment(self) -> EchoAugment:
@@ -72,6 +77,8 @@ class TrainConfig(LoopConfig):
         for key in ("lr", "epochs", "batch_size", "encoder_lr_factor", "midas_lr_factor", "pos_enc_lr_factor"):
             if getattr(self, key) <= 0:
                 raise ValueError(f"config: train.{key} must be positive, got {getattr(self, key)}")
+        if self.scale_loss_weight < 0:
+            raise ValueError(f"config: train.scale_loss_weight must be >= 0, got {self.scale_loss_weight}")
         if self.weight_decay < 0:
             raise ValueError(f"config: train.weight_decay must be >= 0, got {self.weight_decay}")
         if not 0 < self.pct_start < 1:
@@ -118,6 +125,20 @@ def build_dataset(bag: Path, split: str, model_cfg: AVSNetConfig, data_cfg: Data
                                           verbose=verbose)
 
 
+def per_image_scale_loss(pred: torch.Tensor, depth: torch.Tensor, valid: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Mean over the images with valid pixels of |mean log(pred / gt)| over their valid pixels (fp32; pred resized
+    bilinearly to the depth's size as SILog does). pred, depth (B,1,H,W), valid bool like depth."""
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        pred = pred.float()
+        if pred.shape[-2:] != depth.shape[-2:]:
+            pred = F.interpolate(pred, size=depth.shape[-2:], mode="bilinear", align_corners=True)
+        g = (torch.log(pred + eps) - torch.log(depth.float() + eps)) * valid
+        count = valid.flatten(1).sum(dim=1)
+        has = count > 0
+        mean = g.flatten(1).sum(dim=1)[has] / count[has]
+        return mean.abs().mean()
+
+
 class AVSNetTrainer(loop.Trainer):
     """Supervised metric depth: SILog on the valid pixels, ZoeDepth's parameter groups under AdamW and OneCycle."""
 
@@ -158,7 +179,11 @@ class AVSNetTrainer(loop.Trainer):
                              f"in the batch of samples with stamp_ns {batch['stamp_ns'].tolist()}")
         with autocast(runtime):
             out = net(batch["rgb"], batch["echo"] if self.model_cfg.use_echo else None)
-        return criterion(out["metric_depth"], batch["depth"], valid), {}
+        loss = criterion(out["metric_depth"], batch["depth"], valid)
+        if self.train.scale_loss_weight == 0:
+            return loss, {}
+        scale = per_image_scale_loss(out["metric_depth"], batch["depth"], valid)
+        return loss + self.train.scale_loss_weight * scale, {"scale_loss": scale.detach()}
 
     def validate(self, model: AVSNet, criterion: SILogLoss, loader: torch.utils.data.DataLoader,
                  runtime: Runtime) -> dict[str, float]:

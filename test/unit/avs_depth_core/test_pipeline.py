@@ -226,3 +226,26 @@ def test_a_metric_monodepth2_needs_no_scale_and_a_relative_one_warns(tiny_checkp
         assert any("is a relative model" in w for w in warnings) == (units == "relative"), warnings
         result = pipe(np.full((64, 128, 3), 90, np.uint8), None, SEC, want_relative=True)
         assert result.scale.ok and np.isfinite(result.metric).all()
+
+
+class HandedAVSNet(FakeAVSNet):
+    """Pseudo-metric depth 1 + the left ear's mean level (the right ear is louder): tells the ears apart."""
+
+    def __call__(self, rgb: torch.Tensor, echo: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        self.calls.append(echo is not None)
+        level = 1.0 + echo[:, 0].mean(dim=(1, 2)).view(-1, 1, 1, 1)
+        return {"metric_depth": level.expand(rgb.shape[0], 1, 32, 64).clone()}
+
+
+def test_flip_tta_averages_the_scene_and_its_mirror_with_the_ears_swapped():
+    net = HandedAVSNet()
+    echo = make_echo(net.cfg, 0)
+    echo.samples[1] *= 3.0  # the right ear is louder
+    features = net.echo_input(echo.samples, echo.sample_rate, echo.emission_offset)[0]
+    left, right = 1.0 + float(features[0].mean()), 1.0 + float(features[1].mean())
+    assert right > left
+    single = DepthPipeline(net, relative_ramp, device="cpu")(RGB, echo, SEC, want_pseudo=True)
+    np.testing.assert_allclose(single.pseudo_metric, left, rtol=1e-4)
+    averaged = DepthPipeline(net, relative_ramp, device="cpu", flip_tta=True)(RGB, echo, SEC, want_pseudo=True)
+    np.testing.assert_allclose(averaged.pseudo_metric, math.sqrt(left * right), rtol=1e-4)
+    assert net.calls == [True, True, True]

@@ -146,3 +146,26 @@ def test_metrics_at_the_ground_truths_native_resolution(tmp_path, tiny_bag, tiny
     assert native["delta1"] == pytest.approx(np.mean(delta1), rel=1e-5)
     # At the network size the checkerboard's 5 m squares are gone, and the numbers differ.
     assert abs(rows["network"]["metrics"]["rmse"] - native["rmse"]) > 0.1
+
+
+class _Handed(torch.nn.Module):
+    """Depth = red channel x (1 + the left ear's mean): tells the image's sides and the ears apart."""
+
+    cfg = type("Cfg", (), {"use_echo": True})()
+
+    def forward(self, rgb, echo):
+        return {"metric_depth": rgb[:, :1] * (1 + echo[:, 0].mean(dim=(1, 2))).view(-1, 1, 1, 1)}
+
+
+def test_flip_tta_averages_with_the_mirrored_scene():
+    """flip_tta: the geometric mean with the prediction for the image flipped and the ears swapped, flipped back."""
+    from avs_depth_core.evaluation import predict_depth
+
+    rgb = torch.rand(2, 3, 4, 8) + 0.5
+    echo = torch.stack([torch.full((2, 4, 8), 1.0), torch.full((2, 4, 8), 3.0)], dim=1)
+    batch = {"rgb": rgb, "echo": echo}
+    model = _Handed()
+    single = predict_depth(model, batch, torch.device("cpu"))
+    torch.testing.assert_close(single, rgb[:, :1] * 2)
+    averaged = predict_depth(model, batch, torch.device("cpu"), flip_tta=True)
+    torch.testing.assert_close(averaged, rgb[:, :1] * (2 * 4) ** 0.5)  # the mirror hears 3 in the left ear

@@ -145,3 +145,30 @@ def test_loss_rejects_missing_frames_intrinsics_and_bad_shapes():
 def test_ssim_box_mean_equals_avgpool():
     x = torch.rand(2, 3, 17, 23)
     torch.testing.assert_close(SSIM.pool(x), torch.nn.AvgPool2d(3, 1)(x), rtol=0, atol=1e-6)
+
+
+def test_v1_multiscale_warps_each_scale_at_its_own_resolution():
+    """With the true depth and pose every scale reproduces its own-resolution target; at scale 0 it is the default loss."""
+    shift = 4
+    target, sources = _scene(shift)
+    depth = float(K[0, 0]) * 1.0 / shift
+    disps = {("disp", s): torch.full((2, 1, H // 2**s, W // 2**s), _disp_for_depth(depth)) for s in range(4)}
+    poses = {o: get_translation_matrix(torch.tensor([[-float(o), 0.0, 0.0]])).expand(2, 4, 4) for o in (-1, 1)}
+    K4, inv_K4 = intrinsics_pyramid(K, (H, W), (H, W), [0])[0]
+    v1 = Monodepth2Loss(H, W, automask=False, v1_multiscale=True)
+    v2 = Monodepth2Loss(H, W, automask=False)
+    r1, r2 = v1(target, sources, disps, poses, K4, inv_K4), v2(target, sources, disps, poses, K4, inv_K4)
+    for s in range(4):
+        image = r1.warped[(1, s)]
+        assert image.shape[-2:] == (H // 2**s, W // 2**s)
+        if s == 3:  # 8x8: finer than the texture's own detail, area averages of shifted pixels no longer match
+            continue
+        small = F.interpolate(target, image.shape[-2:], mode="area")
+        m = max(1, shift // 2**s + 1)
+        assert (image - small)[..., m:-m].abs().mean() < 0.25 * (F.interpolate(sources[1], image.shape[-2:], mode="area")
+                                                                  - small)[..., m:-m].abs().mean()
+    torch.testing.assert_close(r1.per_scale[0], r2.per_scale[0])
+    # A wrong pose (no motion) costs more at every scale than the true one.
+    still = {o: torch.eye(4).expand(2, 4, 4) for o in (-1, 1)}
+    r0 = v1(target, sources, disps, still, K4, inv_K4)
+    assert all(r0.per_scale[s] > r1.per_scale[s] for s in range(4))

@@ -337,3 +337,27 @@ def test_range_profile_option_adds_channels_and_tokens(tmp_path):
     with pytest.raises(ValueError, match="chirp band"):
         AVSNetConfig(**tiny, echo_range_profile=True, chirp_end_hz=40_000.0)
     assert AVSNetConfig(**tiny).echo_channels == 2  # off by default: the paper's STFT branch alone
+
+
+def test_echo_scale_head_starts_neutral_and_scales_the_output(tmp_path):
+    """echo_scale_head: at initialisation the network is the one without it (s = 1); a log scale from the echo tokens
+    multiplies metric depth and bin centres, and the head survives a checkpoint round trip."""
+    tiny = dict(backbone="tiny", image_size=(64, 128), echo_size=(32, 64), n_bins=8, bin_embedding_dim=16,
+                n_attractors=[2, 2, 2, 1], fusion_heads=4, audio_width=8, max_depth=8.0)
+    torch.manual_seed(0)
+    plain = AVSNet(AVSNetConfig(**tiny)).eval()
+    torch.manual_seed(0)
+    headed = AVSNet(AVSNetConfig(**tiny, echo_scale_head=True)).eval()
+    assert headed.scale_head is not None and plain.scale_head is None
+    assert AVSNet(AVSNetConfig(**tiny, use_echo=False, echo_scale_head=True)).scale_head is None  # nothing to hear
+    headed.load_state_dict({**plain.state_dict(), **{k: v for k, v in headed.state_dict().items() if "scale_head" in k}})
+    rgb, echo = torch.rand(2, 3, 64, 128), torch.rand(2, 2, 32, 64)
+    with torch.inference_mode():
+        torch.testing.assert_close(headed(rgb, echo)["metric_depth"], plain(rgb, echo)["metric_depth"])
+        headed.scale_head.mlp[-1].bias.fill_(math.log(2.0))
+        out, ref = headed(rgb, echo), plain(rgb, echo)
+    torch.testing.assert_close(out["metric_depth"], 2 * ref["metric_depth"])
+    torch.testing.assert_close(out["bin_centers"], 2 * ref["bin_centers"])
+    loaded = AVSNet.from_checkpoint(headed.save(tmp_path / "headed"), "cpu")
+    with torch.inference_mode():
+        torch.testing.assert_close(loaded(rgb, echo)["metric_depth"], out["metric_depth"])

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -196,17 +197,32 @@ def test_configs_written_before_the_fixed_keys_were_dropped_still_resolve():
 
 
 def test_range_profile_and_augmentation_train_and_check_the_chirp(tmp_path, capsys, tiny_bag):
-    """Time-of-flight features with flip, scale, gain and noise augmentation train end to end; a model whose matched
+    """Time-of-flight features with flip, scale, gain and noise augmentation, the echo scale head and the per-image
+    scale loss train end to end; a model whose matched
     filter expects another chirp than the bag's EchoStamped announces is refused, naming the frame."""
     ranged = ("--set", "model.echo_range_profile=true", "--set", "model.range_bins=64", "--max-steps", "2")
     aug = ("--set", "train.aug_flip=0.5", "--set", "train.aug_scale=1.5", "--set", "train.aug_echo_gain_db=6",
            "--set", "train.aug_echo_noise=0.1")
-    run = tiny_bag.train(tmp_path, *ranged, *aug)
+    scale = ("--set", "model.echo_scale_head=true", "--set", "train.scale_loss_weight=1")
+    run = tiny_bag.train(tmp_path, *ranged, *aug, *scale)
     model = AVSNet.from_checkpoint(run / "checkpoints" / "last", "cpu")
-    assert model.cfg.echo_range_profile and model.range_encoder is not None
+    assert model.cfg.echo_range_profile and model.range_encoder is not None and model.scale_head is not None
     other = ("--set", "model.chirp_end_hz=18000")
     assert main(tiny_bag.train_args(tmp_path / "bag", tmp_path / "run2", tmp_path / "cache", *ranged, *other)) == 2
     assert "is not the one the range profile's matched filter expects" in capsys.readouterr().err
     assert main(tiny_bag.train_args(tmp_path / "bag", tmp_path / "run3", tmp_path / "cache", "--set",
                                     "train.aug_flip=2")) == 2
     assert "train.aug_flip" in capsys.readouterr().err
+
+
+def test_per_image_scale_loss_scores_each_images_scale():
+    """Two images off by x2 and /2: SILog's pooled scale term sees them cancel, the per-image term does not."""
+    from avs_depth_core.train.avsnet import per_image_scale_loss
+
+    depth = torch.rand(2, 1, 4, 8) + 1.0
+    pred = depth * torch.tensor([2.0, 0.5]).view(2, 1, 1, 1)
+    valid = torch.ones_like(depth, dtype=torch.bool)
+    assert per_image_scale_loss(pred, depth, valid).item() == pytest.approx(math.log(2.0), rel=1e-5)
+    valid[1] = False  # an image without valid pixels is left out, not counted as 0
+    assert per_image_scale_loss(pred, depth, valid).item() == pytest.approx(math.log(2.0), rel=1e-5)
+    assert per_image_scale_loss(depth, depth, valid).item() == pytest.approx(0.0, abs=1e-6)

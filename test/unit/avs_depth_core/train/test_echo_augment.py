@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from avs_depth_core.audio.features import pack_range_profile, unpack_range_profile
+from avs_depth_core.models.avsnet import mirror_inputs
 from avs_depth_core.train.echo_augment import EchoAugment, augment_batch, stretch_time
 
 CFG = SimpleNamespace(use_echo=True, echo_range_profile=True, range_bins=64, stft_log=False, range_log=True)
@@ -75,3 +76,11 @@ def test_bad_options_are_errors():
         with pytest.raises(ValueError, match="train.aug_"):
             EchoAugment(**kwargs)
     assert not EchoAugment(scale=1.0).active and EchoAugment(scale=math.e).active
+
+
+def test_mirror_inputs_flips_the_image_and_swaps_the_ears():
+    x = batch()
+    rgb, echo = mirror_inputs(x["rgb"], x["echo"])
+    assert torch.equal(rgb, x["rgb"].flip(-1)) and torch.equal(echo[:, [1, 0, 3, 2]], x["echo"])
+    assert torch.equal(mirror_inputs(x["rgb"], x["echo"][:, :2])[1], x["echo"][:, [1, 0]])
+    assert mirror_inputs(x["rgb"], None)[1] is None
