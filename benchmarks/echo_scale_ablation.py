@@ -70,6 +70,7 @@ from avs_depth_core.evaluation.echo_range import (  # noqa: E402
     evaluate_echo_range,
 )
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
+from avs_depth_core.sim.presets import get_preset  # noqa: E402
 from avs_depth_core.train.avsnet import build_dataset, resolve_config, train_avsnet  # noqa: E402
 
 # (sequences, frames per sequence, split fractions train/val/test, image height, width, optimiser steps). One frame per
@@ -137,7 +138,7 @@ def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
 def config_for(preset: str, seed: int, s: dict[str, Any], steps: int, use_echo: bool, cache: Path,
                extra: list[str]) -> dict[str, Any]:
     base = yaml.safe_load((ROOT / "config" / "avsnet_tiny.yaml").read_text())
-    max_depth = {"bv1": 12.0, "bv2": 30.0}.get(preset, 30.0)
+    max_depth = get_preset(preset).max_depth
     overrides = [f"model.image_size=[{s['height']}, {s['width']}]", "data.image_size=null", f"model.max_depth={max_depth}",
                  f"data.max_depth={max_depth}", *CONFIG_OVERRIDES, f"train.seed={seed}", f"train.max_steps={steps}",
                  "train.epochs=1000", f"data.cache_dir={cache}", f"model.use_echo={str(use_echo).lower()}", *extra]
@@ -184,11 +185,15 @@ def echo_range(rgb_run: Path, bag: Path, config: dict[str, Any]) -> dict[str, An
                             "train_frames": len(train_stats), "chirp": dataclasses.asdict(chirp)}}
 
 
-def table(rows: dict[str, dict[str, float]]) -> str:
-    names = {"rgb": "Only-RGB", "rgb_echo": "RGB-Echoes", "echo_range": "Echo range (non-learned) x Only-RGB shape"}
-    lines = ["| Method | " + " | ".join(HEADERS[m] for m in REPORT_METRICS) + " |", "|---|" + "---|" * len(REPORT_METRICS)]
+ROW_LABELS = {"rgb": "Only-RGB", "rgb_echo": "RGB-Echoes", "echo_range": "Echo range (non-learned) x Only-RGB shape"}
+
+
+def table(rows: dict[str, dict[str, float]], names: dict[str, str] = ROW_LABELS, first_column: str = "Method") -> str:
+    """Markdown rows of the report metrics; a key missing from `names` is printed as it is."""
+    lines = [f"| {first_column} | " + " | ".join(HEADERS[m] for m in REPORT_METRICS) + " |",
+             "|---|" + "---|" * len(REPORT_METRICS)]
     for key, metrics in rows.items():
-        lines.append(f"| {names[key]} | " + " | ".join(f"{metrics[m]:.3f}" for m in REPORT_METRICS) + " |")
+        lines.append(f"| {names.get(key, key)} | " + " | ".join(f"{metrics[m]:.3f}" for m in REPORT_METRICS) + " |")
     return "\n".join(lines)
 
 

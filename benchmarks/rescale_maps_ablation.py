@@ -45,10 +45,10 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import echo_scale_ablation as esa  # noqa: E402
 
 from avs_depth_core.config import apply_overrides  # noqa: E402
-from avs_depth_core.evaluation import HEADERS, REPORT_METRICS  # noqa: E402
 from avs_depth_core.evaluation.rescale_maps import global_median, score  # noqa: E402
 from avs_depth_core.models.rescale_head import EchoRescaleHead  # noqa: E402
-from avs_depth_core.rescale import FrontendConfig, RescaleFrontend, frame_dataset, precompute, predict_set  # noqa: E402  # noqa: E402
+from avs_depth_core.rescale import FrontendConfig, RescaleFrontend, frame_dataset, precompute, predict_set  # noqa: E402
+from avs_depth_core.sim.presets import get_preset  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 from avs_depth_core.train.rescale import train_rescale  # noqa: E402
 
@@ -73,7 +73,6 @@ LOSS_ABLATION = {"no_pseudo": ["train.w_tp=0"], "no_contrast": ["train.w_soc_ima
                                                             "train.w_soc_pixel=0", "train.w_es=0"]}
 ROW_NAMES = {"global_median": "R x median(Mp)/median(R) (AVS-Net, global)", "pixel_maps": "rescale maps, echoes",
              "pixel_maps_rgb": "rescale maps, no echoes", "avsnet_rgb_echo": "RGB-Echoes AVS-Net itself (Mp, reference)"}
-MAX_DEPTH = {"bv1": 12.0, "bv2": 30.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -202,13 +201,6 @@ def save_figures(folder: Path, test: Any, rows: dict[str, torch.Tensor], maps: d
     return saved
 
 
-def table(rows: dict[str, dict[str, float]]) -> str:
-    lines = ["| Row | " + " | ".join(HEADERS[m] for m in REPORT_METRICS) + " |", "|---|" + "---|" * len(REPORT_METRICS)]
-    for key, metrics in rows.items():
-        lines.append(f"| {key} | " + " | ".join(f"{metrics[m]:.3f}" for m in REPORT_METRICS) + " |")
-    return "\n".join(lines)
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -219,7 +211,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     head_steps = args.head_steps or setting["head_steps"]
     work = args.work or Path(tempfile.mkdtemp(prefix="rescale_maps_ablation_"))
     work.mkdir(parents=True, exist_ok=True)
-    max_depth, min_depth = MAX_DEPTH.get(args.preset, 30.0), 1e-3
+    max_depth, min_depth = get_preset(args.preset).max_depth, 1e-3
     started, cpu_started = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
     try:
@@ -286,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     result = run(args)
     rows = {k: v for k, v in result.items() if k != "setup"}
-    print(table(rows))
+    print(esa.table(rows, names={}, first_column="Row"))
     s = result["setup"]
     print(f"done when: pixel_maps abs_rel / global_median = {s['done_when']['abs_rel_ratio']:.3f} "
           f"(<= 0.85: {s['done_when']['abs_rel_ok']}), delta1 above both: {s['done_when']['delta1_ok']}")

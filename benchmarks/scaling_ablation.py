@@ -72,6 +72,7 @@ from avs_depth_core.evaluation.echo_scaling import (  # noqa: E402
     markdown_table,
 )
 from avs_depth_core.relative import RelativeDepthModel  # noqa: E402
+from avs_depth_core.sim.presets import get_preset  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 
 # Per setting: the simulated bag, the Monodepth2 run and the AVS-Net runs.
@@ -110,7 +111,6 @@ MONODEPTH2_OVERRIDES = {
 ECHO_SUPERVISED_OVERRIDES = {"min_depth": 0.1, "max_depth": 100.0}
 MODEL_NAMES = {"monodepth2": "monodepth2", "constant": "constant (reference)", "echo_supervised": "echo_supervised"}
 QUICK_BUDGET_S = 20 * 60
-MAX_DEPTH = {"bv1": 12.0, "bv2": 30.0}
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -150,7 +150,7 @@ def monodepth2_config(preset: str, seed: int, setting: dict[str, Any], cache: Pa
             "train": {"seed": seed, "num_workers": 0, "validate": False, "log_every": 25},
             # Monodepth2 never reads the echo, but the bag cache decodes it; a clipped one (a box right at the speaker)
             # is then dropped and counted instead of stopping the run.
-            "data": {"max_depth": MAX_DEPTH.get(preset, 30.0), "cache_dir": str(cache), "skip_bad": True}}
+            "data": {"max_depth": get_preset(preset).max_depth, "cache_dir": str(cache), "skip_bad": True}}
 
 
 def echo_supervised_config(config: dict[str, Any], teacher: Path) -> dict[str, Any]:
