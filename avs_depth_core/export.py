@@ -117,6 +117,7 @@ def avsnet_plan(model: nn.Module) -> ExportPlan:
         if cfg.echo_range_profile:
             metadata["echo_features"]["range_profile"] = {
                 "function": "avs_depth_core.audio.range_profile.range_profile", "bins": cfg.range_bins,
+                "spacing": cfg.range_spacing, "min_range": cfg.range_min,
                 "log1p_over_noise_floor": cfg.range_log, "chirp": dataclasses.asdict(cfg.chirp),
                 "packing": "avs_depth_core.audio.features.pack_range_profile"}
     metadata.update(

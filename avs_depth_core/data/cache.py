@@ -137,8 +137,11 @@ class CacheSettings:
         for name in ("depth_size", "split"):  # options added later: unset, they leave the key of existing caches alone
             if settings[name] is None:
                 del settings[name]
-        if settings["stft"].get("range_profile") is None:
+        profile = settings["stft"].get("range_profile")
+        if profile is None:
             settings["stft"].pop("range_profile", None)
+        elif profile["spacing"] == "linear":  # added later: linear bins keep the key of existing caches
+            del profile["spacing"], profile["min_range"]
         text = json.dumps({"version": CACHE_VERSION, "bag": fingerprint, "settings": settings}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:24]
 

@@ -20,7 +20,7 @@ from torch import nn
 
 from avs_depth_core.audio.chirp import ChirpSpec
 from avs_depth_core.audio.features import StftSettings, echo_features, unpack_range_profile
-from avs_depth_core.audio.range_profile import RangeProfileSettings
+from avs_depth_core.audio.range_profile import MIN_ECHO_RANGE, RANGE_SPACINGS, RangeProfileSettings
 from avs_depth_core.audio.window import echo_window_samples
 from avs_depth_core.checkpoint import load_checkpoint, save_checkpoint
 from avs_depth_core.config import check_fields, dataclass_from_dict, read_yaml_file
@@ -88,6 +88,11 @@ class AVSNetConfig:
     echo_range_profile: bool = False
     range_bins: int = 256
     range_log: bool = True
+    # Deviation option: "log" spaces the range bins equally in log range over [range_min, max_depth) (audio.range_profile
+    # RangeProfileSettings: the same relative resolution for a near room as for a far hall); "linear" (equal bins from 0)
+    # is how the option was introduced.
+    range_spacing: str = "linear"
+    range_min: float = MIN_ECHO_RANGE
     range_encoder_width: int = 64
     # Deviation option (not in the paper): a global log-scale pathway from the echo. A small MLP on the echo tokens (mean
     # and max over the STFT and range tokens) predicts log s; the head's metric depth and bin centres are multiplied by s,
@@ -145,6 +150,10 @@ class AVSNetConfig:
                                  f"got {self.range_bins}")
             if self.range_encoder_width < 2 or self.range_encoder_width % 2:
                 raise ValueError(f"range_encoder_width: need an even width >= 2, got {self.range_encoder_width}")
+            if self.range_spacing not in RANGE_SPACINGS:
+                raise ValueError(f"range_spacing: expected one of {RANGE_SPACINGS}, got {self.range_spacing!r}")
+            if self.range_spacing == "log" and not 0 < self.range_min < self.max_depth:
+                raise ValueError(f"range_min: need 0 < range_min < max_depth {self.max_depth}, got {self.range_min}")
             _ = self.chirp  # ChirpSpec checks the band and the duration
 
     @property
@@ -155,7 +164,8 @@ class AVSNetConfig:
     @property
     def stft(self) -> StftSettings:
         """The echo features: the STFT settings, and the range profile's with echo_range_profile."""
-        profile = RangeProfileSettings(bins=self.range_bins, log=self.range_log, chirp=self.chirp) \
+        profile = RangeProfileSettings(bins=self.range_bins, log=self.range_log, chirp=self.chirp,
+                                       spacing=self.range_spacing, min_range=self.range_min) \
             if self.echo_range_profile else None
         return StftSettings(n_fft=self.n_fft, win_length=self.win_length, hop_length=self.hop_length, log=self.stft_log,
                             range_profile=profile)

@@ -4,7 +4,8 @@
   profile), as if the scene were mirrored;
 - scale: the scene scaled by s (log-uniform in [1/scale, scale]): depth times s, every echo arrival delayed by s (the
   STFT's time axis and the range profile stretched by s about emission; beyond the window, the last column repeats),
-  the image unchanged (a scaled scene looks the same through the same camera). The rig does not scale: its
+  the image unchanged (a scaled scene looks the same through the same camera); a range profile in log-spaced bins
+  (model.range_spacing log) is shifted by log(s) instead, the nearest bin repeated below. The rig does not scale: its
   direct path and ear spacing are stretched too, a small inconsistency;
 - gain: the echo's level times a gain uniform in dB within +-gain_db (the STFT channels; a range profile with log1p
   over the noise floor does not change with the gain, a linear one is scaled too);
@@ -15,6 +16,7 @@ Each sample draws its own; everything comes from torch's global generator (seede
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,9 +46,21 @@ class EchoAugment:
 def stretch_time(x: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) with time along W from emission at the left edge -> out[..., u] = x[..., u / s] (per sample s, (B,)),
     bilinear, the last column repeated beyond the window."""
+    u = (torch.arange(x.shape[-1], device=x.device, dtype=x.dtype) + 0.5) / x.shape[-1]
+    return _resample_w(x, u[None] / s[:, None].to(x.dtype))
+
+
+def shift_log_range(x: torch.Tensor, s: torch.Tensor, log_span: float) -> torch.Tensor:
+    """(B, C, H, W) with log range along W (W bins over a span of log_span nepers) -> the scene scaled by s (B,): out at
+    range r = x at r / s, i.e. shifted by log(s) / log_span of the width; bilinear, the edge columns repeated."""
+    u = (torch.arange(x.shape[-1], device=x.device, dtype=x.dtype) + 0.5) / x.shape[-1]
+    return _resample_w(x, u[None] - torch.log(s)[:, None].to(x.dtype) / log_span)
+
+
+def _resample_w(x: torch.Tensor, src: torch.Tensor) -> torch.Tensor:
+    """out[b, ..., j] = x[b, ..., src[b, j] * W] (src (B, W) in [0, 1] units of the width), bilinear, border padded."""
     b, _, h, w = x.shape
-    u = (torch.arange(w, device=x.device, dtype=x.dtype) + 0.5) / w
-    src = (u[None] / s[:, None].to(x.dtype)) * 2 - 1  # (B, W) in grid_sample's [-1, 1]
+    src = src * 2 - 1  # grid_sample's [-1, 1]
     v = (torch.arange(h, device=x.device, dtype=x.dtype) + 0.5) / h * 2 - 1
     grid = torch.stack([src[:, None, :].expand(b, h, w), v[None, :, None].expand(b, h, w)], dim=-1)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
@@ -61,7 +75,10 @@ def _scale(batch: dict[str, Any], s: torch.Tensor, cfg: Any) -> None:
     if cfg.echo_range_profile:
         planes = echo[:, 2:]
         profile = unpack_range_profile(planes, cfg.range_bins).unsqueeze(2)  # (B, 2, 1, bins): range along W
-        stretched = stretch_time(profile, s).squeeze(2)
+        if cfg.range_spacing == "log":
+            stretched = shift_log_range(profile, s, math.log(cfg.max_depth / cfg.range_min)).squeeze(2)
+        else:
+            stretched = stretch_time(profile, s).squeeze(2)
         packed = torch.zeros_like(planes).flatten(2)
         packed[..., :cfg.range_bins] = stretched
         parts.append(packed.view_as(planes))

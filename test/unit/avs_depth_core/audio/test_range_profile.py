@@ -72,6 +72,25 @@ def test_range_profile_bins_in_metres():
         echo_envelope(np.zeros((2, 50)), BATVISION_CHIRP)
 
 
+def test_log_spaced_bins_resolve_near_ranges_and_shift_with_the_scene():
+    """spacing log: bins equal in log range over [min_range, max_depth); an arrival lands in the bin holding its range,
+    and the scene twice as large moves it by log(2) / (log span / bins) bins."""
+    settings = RangeProfileSettings(bins=128, log=False, spacing="log", min_range=0.25)
+    edges = settings.edges(8.0)
+    assert edges[0] == pytest.approx(0.25) and edges[-1] == pytest.approx(8.0)
+    assert np.allclose(edges[1:] / edges[:-1], (8.0 / 0.25) ** (1 / 128))
+    near = range_profile(echo_with_arrivals([(1.0, 0.2)]), BATVISION_CHIRP, 8.0, C, settings)
+    far = range_profile(echo_with_arrivals([(2.0, 0.2)]), BATVISION_CHIRP, 8.0, C, settings)
+    assert near.shape == (2, 128)
+    k_near, k_far = int(np.argmax(near[0])), int(np.argmax(far[0]))
+    assert edges[k_near] <= 1.0 < edges[k_near + 1] + 0.01 and edges[k_far] <= 2.0 < edges[k_far + 1] + 0.01
+    assert abs((k_far - k_near) - np.log(2.0) / (np.log(8.0 / 0.25) / 128)) <= 1
+    with pytest.raises(ValueError, match="spacing"):
+        RangeProfileSettings(spacing="cubic")
+    with pytest.raises(ValueError, match="min_range"):
+        RangeProfileSettings(spacing="log", min_range=10.0).edges(8.0)
+
+
 def test_direct_path_does_not_ring_at_the_window_end():
     """The analytic signal is taken zero-padded: a strong lag-0 arrival leaves the far end of the window quiet."""
     env = echo_envelope(echo_with_arrivals([], n=3000, direct=0.9), BATVISION_CHIRP)

@@ -393,3 +393,13 @@ def test_cache_key_of_existing_caches_is_unchanged():
     ranged = cache_module.CacheSettings(image_size=SIZE, keep="paired", max_depth=30.0, echo_size=ECHO_SIZE,
                                         stft=StftSettings(range_profile=RangeProfileSettings()))
     assert ranged.key("f" * 64) != settings.key("f" * 64)
+    # linear range bins (the default) keep the key the range profile had before spacing and min_range existed
+    profile = asdict(ranged)["stft"]["range_profile"]
+    del profile["spacing"], profile["min_range"]
+    old = {**{k: v for k, v in asdict(ranged).items() if k not in ("depth_size", "split")}}
+    old["stft"]["range_profile"] = profile
+    text = json.dumps({"version": cache_module.CACHE_VERSION, "bag": "f" * 64, "settings": old}, sort_keys=True)
+    assert ranged.key("f" * 64) == hashlib.sha256(text.encode()).hexdigest()[:24]
+    logged = cache_module.CacheSettings(image_size=SIZE, keep="paired", max_depth=30.0, echo_size=ECHO_SIZE,
+                                        stft=StftSettings(range_profile=RangeProfileSettings(spacing="log")))
+    assert logged.key("f" * 64) != ranged.key("f" * 64)

@@ -337,6 +337,13 @@ def test_range_profile_option_adds_channels_and_tokens(tmp_path):
     with pytest.raises(ValueError, match="chirp band"):
         AVSNetConfig(**tiny, echo_range_profile=True, chirp_end_hz=40_000.0)
     assert AVSNetConfig(**tiny).echo_channels == 2  # off by default: the paper's STFT branch alone
+    logged = AVSNetConfig(**tiny, echo_range_profile=True, range_bins=128, range_spacing="log", range_min=0.3)
+    assert logged.stft.range_profile.spacing == "log" and logged.stft.range_profile.min_range == 0.3
+    assert cfg.stft.range_profile.spacing == "linear"  # linear by default: checkpoints without the key load unchanged
+    with pytest.raises(ValueError, match="range_spacing"):
+        AVSNetConfig(**tiny, echo_range_profile=True, range_spacing="cubic")
+    with pytest.raises(ValueError, match="range_min"):
+        AVSNetConfig(**tiny, echo_range_profile=True, range_spacing="log", range_min=9.0)
 
 
 def test_echo_scale_head_starts_neutral_and_scales_the_output(tmp_path):

@@ -10,9 +10,10 @@ import torch
 
 from avs_depth_core.audio.features import pack_range_profile, unpack_range_profile
 from avs_depth_core.models.avsnet import mirror_inputs
-from avs_depth_core.train.echo_augment import EchoAugment, augment_batch, stretch_time
+from avs_depth_core.train.echo_augment import EchoAugment, augment_batch, shift_log_range, stretch_time
 
-CFG = SimpleNamespace(use_echo=True, echo_range_profile=True, range_bins=64, stft_log=False, range_log=True)
+CFG = SimpleNamespace(use_echo=True, echo_range_profile=True, range_bins=64, stft_log=False, range_log=True,
+                      range_spacing="linear", range_min=0.15, max_depth=8.0)
 
 
 def batch(b: int = 4) -> dict[str, torch.Tensor]:
@@ -53,6 +54,22 @@ def test_stretch_time_is_identity_at_scale_one_and_delays_otherwise():
     x[..., 10] = 1.0
     assert torch.allclose(stretch_time(x, torch.tensor([1.0])), x, atol=1e-6)
     assert int(stretch_time(x, torch.tensor([2.0]))[0, 0, 0].argmax()) in (20, 21)
+
+
+def test_scale_shifts_a_log_spaced_range_profile():
+    """range_spacing log: the scene scaled by s moves an arrival by log(s) / (log span / bins) bins (a shift, no stretch)."""
+    cfg = SimpleNamespace(**{**vars(CFG), "range_spacing": "log", "range_min": 0.25})
+    torch.manual_seed(3)
+    x = batch()
+    y = augment_batch(x, EchoAugment(scale=2.0), cfg)
+    s = y["depth"][:, 0, 0, 0] / x["depth"][:, 0, 0, 0]
+    peak = unpack_range_profile(y["echo"][:, 2:], 64)[:, 0].argmax(dim=1).float()
+    bins_per_neper = 64 / math.log(8.0 / 0.25)
+    assert torch.allclose(peak, (16 + torch.log(s) * bins_per_neper).round(), atol=1.0)
+    one = torch.zeros(1, 1, 1, 40)
+    one[..., 10] = 1.0
+    assert torch.allclose(shift_log_range(one, torch.tensor([1.0]), 2.0), one, atol=1e-6)
+    assert int(shift_log_range(one, torch.tensor([math.e]), 2.0)[0, 0, 0].argmax()) == 30  # one neper = half the width
 
 
 def test_gain_and_noise_change_only_the_stft():
