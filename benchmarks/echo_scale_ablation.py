@@ -39,10 +39,12 @@ import argparse
 import dataclasses
 import json
 import math
+import multiprocessing
 import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -122,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # One thread: on a shared machine OpenMP's multi-threaded kernels slowed these small convolutions down 10x when other
     # processes competed for the cores (measured: 0.8 s vs 10 s per step); 0 = torch's default.
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's default)")
+    p.add_argument("--jobs", type=int, default=2,
+                   help="train the two networks in this many processes side by side (default 2: one per core of a "
+                        "2-core machine, each with --threads; 1: one after the other)")
     return p.parse_args(argv)
 
 
@@ -143,6 +148,31 @@ def config_for(preset: str, seed: int, s: dict[str, Any], steps: int, use_echo: 
                  f"data.max_depth={max_depth}", *CONFIG_OVERRIDES, f"train.seed={seed}", f"train.max_steps={steps}",
                  "train.epochs=1000", f"data.cache_dir={cache}", f"model.use_echo={str(use_echo).lower()}", *extra]
     return apply_overrides(base, overrides)
+
+
+def train(config: dict[str, Any], bag: Path, run_dir: Path, threads: int) -> tuple[dict[str, Any], float, float]:
+    """One network trained into run_dir (a fresh folder): (the trainer's summary, wall s, CPU s of this process)."""
+    if threads:
+        torch.set_num_threads(threads)
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    t0, c0 = time.perf_counter(), time.process_time()
+    summary = train_avsnet(config, bag, run_dir, device="cpu")
+    return summary, time.perf_counter() - t0, time.process_time() - c0
+
+
+def train_all(jobs: dict[str, tuple[dict[str, Any], Path]], bag: Path, processes: int,
+              threads: int) -> dict[str, tuple[dict[str, Any], float, float]]:
+    """Every network of `jobs` (key -> (config, run_dir)), in `processes` spawned processes side by side (1: in this one,
+    one after the other). The features cache is built once first, so the processes do not build it twice."""
+    if processes <= 1 or len(jobs) == 1:
+        return {key: train(config, bag, run_dir, threads) for key, (config, run_dir) in jobs.items()}
+    for config, _ in jobs.values():  # each network's cached features (the build is not shared across processes)
+        model_cfg, _, data_cfg = resolve_config(config)
+        build_dataset(bag, "train", model_cfg, data_cfg, verbose=False)
+    with ProcessPoolExecutor(max_workers=processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {key: pool.submit(train, config, bag, run_dir, threads) for key, (config, run_dir) in jobs.items()}
+        return {key: future.result() for key, future in futures.items()}
 
 
 def evaluate(run_dir: Path, bag: Path, config: dict[str, Any], flip_tta: bool) -> dict[str, Any]:
@@ -209,6 +239,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     work.mkdir(parents=True, exist_ok=True)
     started, cpu_started = time.perf_counter(), time.process_time()
     timings: dict[str, float] = {}
+    child_cpu: dict[str, float] = {}  # CPU s per network (with --jobs > 1 spent in other processes)
     overrides = ([] if args.paper_echo else RECIPE_OVERRIDES) + args.overrides
     try:
         bag = work / f"{args.preset}_seed{args.seed}_{setting['sequences']}x{setting['frames']}_bag"
@@ -218,14 +249,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             timings["simulate_s"] = simulate(bag, args.preset, args.seed, setting)
         rows, details = {}, {}
         runs = (("rgb_echo", True),) if args.echo_only else (("rgb_echo", True), ("rgb", False))
-        for key, use_echo in runs:
-            config = config_for(args.preset, args.seed, setting, steps, use_echo, work / "cache", overrides)
-            run_dir = work / f"run_{key}"
-            if run_dir.exists():
-                shutil.rmtree(run_dir)
-            t0 = time.perf_counter()
-            summary = train_avsnet(config, bag, run_dir, device="cpu")
-            timings[f"train_{key}_s"] = time.perf_counter() - t0
+        jobs = {key: (config_for(args.preset, args.seed, setting, steps, use_echo, work / "cache", overrides),
+                      work / f"run_{key}") for key, use_echo in runs}
+        t0 = time.perf_counter()
+        trained = train_all(jobs, bag, args.jobs, args.threads)
+        timings["train_s"] = time.perf_counter() - t0
+        for key, (config, run_dir) in jobs.items():
+            summary, timings[f"train_{key}_s"], child_cpu[f"train_{key}_cpu_s"] = trained[key]
             t0 = time.perf_counter()
             details[key] = evaluate(run_dir, bag, config, flip_tta=not args.no_flip_tta)
             timings[f"evaluate_{key}_s"] = time.perf_counter() - t0
@@ -238,6 +268,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             timings["echo_range_s"] = time.perf_counter() - t0
         timings["total_s"] = time.perf_counter() - started
         timings["cpu_s"] = time.process_time() - cpu_started
+        if args.jobs > 1 and len(jobs) > 1:  # the training processes' CPU time is not this process's
+            timings["cpu_s"] += sum(child_cpu.values())
+        timings.update(child_cpu)
     finally:
         if args.work is None:
             shutil.rmtree(work, ignore_errors=True)
@@ -246,7 +279,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     setup = {"preset": args.preset, "seed": args.seed, "quick": args.quick, **setting, "steps": steps,
              "overrides": CONFIG_OVERRIDES + overrides, "test_images": details["rgb_echo"]["images"],
              "test_frames_excluded": details["rgb_echo"]["excluded"],
-             "torch_threads": torch.get_num_threads(), "timings": {k: round(v, 1) for k, v in timings.items()},
+             "torch_threads": torch.get_num_threads(),
+             "train_processes": 1 if args.echo_only else min(max(args.jobs, 1), 2),
+             "timings": {k: round(v, 1) for k, v in timings.items()},
              "echo_gain": gain, "only_rgb_delta1_bound": math.log(1.25 ** 2) / math.log(4.0),
              "by_gt_median": {key: d["by_gt_median"] for key, d in details.items()},
              "echo_range_calibration": details["echo_range"]["calibration"] if "echo_range" in details else None,
