@@ -52,6 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add moving rigid objects (with the camera, along the optical axis, crossing) and static ones "
                              "of the same kinds; writes camera/instances and camera/objects (README: dynamic world); "
                              "off by default")
+    parser.add_argument("--supersample", type=positive_int, default=1, metavar="N",
+                        help="anti-aliased images: render N x N colour samples per pixel and average them (a real "
+                             "camera's pixel integrates its area; one nearest texel per pixel aliases); depth stays the "
+                             "pixel centre's (default 1)")
+    parser.add_argument("--imu", action="store_true",
+                        help="also record imu/data (sensor_msgs/Imu per frame: the camera's attitude and angular "
+                             "velocity, as a gyro with attitude fusion gives them) for Monodepth2's model.pose_prior imu; "
+                             "off by default")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -64,6 +72,6 @@ def run(args: argparse.Namespace) -> int:
                           height=args.height, width=args.width, rate_hz=args.rate, scale_ambiguous=args.scale_ambiguous,
                           scale_range=tuple(args.scale_range) if args.scale_range is not None else None,
                           splits=tuple(args.splits), storage=args.storage, acoustic_ranges=ranges,
-                          dynamic=args.dynamic)
+                          dynamic=args.dynamic, supersample=args.supersample, imu=args.imu)
     print(recorded.describe())
     return 0
