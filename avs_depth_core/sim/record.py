@@ -1,13 +1,14 @@
 """Render synthetic audio-visual sequences into a rosbag2 (the library of `avs-depth simulate`, cli/simulate.py).
 
 Per frame the bag gets camera/color/image_raw (rgb8), camera/color/camera_info, camera/depth/image (32FC1 metres, NaN
-invalid) and audio/echo (EchoStamped); a dynamic world (--dynamic, sim/dynamic.py) adds camera/instances (16UC1 object
-ids, 0 = none) and camera/objects (ObjectStates: kind, motion, moving flag, pose, residual motion per object). Image,
-depth, camera_info, instances and objects share header.stamp; the simulated rig is synchronised, so the echo's stamp
-(its chirp's emission time) equals the image stamp. Stamps start at a fixed epoch, frames follow at --rate, and
-sequences are separated by one frame period plus GAP_S seconds. Each sequence is recorded in the bag metadata (name,
-split, [start_ns, end_ns) with end_ns = last stamp + one frame period, scene (its description at scale 1), scale,
-preset, room_size_m (as rendered, i.e. scaled), ...; a dynamic world's objects under "objects").
+invalid) and audio/echo (EchoStamped); --imu adds imu/data (sensor_msgs/Imu, stamped like the image); a dynamic world
+(--dynamic, sim/dynamic.py) adds camera/instances (16UC1 object ids, 0 = none) and camera/objects (ObjectStates: kind,
+motion, moving flag, pose, residual motion per object). Image, depth, camera_info, instances and objects share
+header.stamp; the simulated rig is synchronised, so the echo's stamp (its chirp's emission time) equals the image stamp.
+Stamps start at a fixed epoch, frames follow at --rate, and sequences are separated by one frame period plus GAP_S
+seconds. Each sequence is recorded in the bag metadata (name, split, [start_ns, end_ns) with end_ns = last stamp + one
+frame period, scene (its description at scale 1), scale, preset, room_size_m (as rendered, i.e. scaled), ...; a dynamic
+world's objects under "objects").
 
 Splits are by sequence, in index order (train first, then val, then test), sized by split_counts().
 """
@@ -152,8 +153,8 @@ def write_sequence(writer: BagWriter, seq: SimSequence, frames: int, start_ns: i
         frame = seq.frame(i)
         write_frame(writer, frame, stamp, seq.world.acoustics.c)
         if imu:
-            writer.write(topics.IMU, make_msg(topics.IMU_TYPE, stamp, CAMERA_FRAME, imu_fields(frame.pose, _turn_rate(seq, i, frames))),
-                         topics.IMU_TYPE)
+            fields = imu_fields(frame.pose, _turn_rate(seq, i, frames))
+            writer.write(topics.IMU, make_msg(topics.IMU_TYPE, stamp, CAMERA_FRAME, fields), topics.IMU_TYPE)
         if progress is not None:
             progress.update(1)
     return stamp

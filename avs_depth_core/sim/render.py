@@ -8,10 +8,10 @@ corners. The room is convex and closed and the camera is inside it, so every ray
 
 Colour = texel (nearest, from the mipmap level that matches the pixel's footprint on the surface, so distant brick walls
 do not alias) x sqrt(ambient + Lambertian point lights with a 1 / (1 + (d / range)^2) fall-off) x vignetting, plus mild
-noise. One nearest texel per pixel still aliases at texel edges (a texture shifted by a fraction of a pixel changes
-abruptly), which starves a photometric loss of sub-pixel signal; Renderer(supersample=N) averages N x N samples per
-pixel instead (`avs-depth simulate --supersample N`). No shadows or inter-reflections. Every length in this computation scales with the scene, so a scene scaled by s
-renders the same image from the same (scaled) pose.
+noise. No shadows or inter-reflections. Every length in this computation scales with the scene, so a scene scaled by s
+renders the same image from the same (scaled) pose. One nearest texel per pixel still aliases at texel edges (a texture
+shifted by a fraction of a pixel changes abruptly), which starves a photometric loss of sub-pixel signal;
+Renderer(supersample=N) averages N x N samples per pixel instead (`avs-depth simulate --supersample N`).
 """
 
 from __future__ import annotations
