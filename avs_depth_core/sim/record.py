@@ -109,6 +109,41 @@ def rotation_vector(R: np.ndarray) -> np.ndarray:
     return axis * angle
 
 
+def rotation_from_vector(v: np.ndarray) -> np.ndarray:
+    """Rodrigues: the rotation matrix of axis * angle v (radians)."""
+    angle = float(np.linalg.norm(v))
+    if angle < 1e-12:
+        return np.eye(3)
+    k = np.asarray(v, float) / angle
+    K = np.array([[0, -k[2], k[1]], [k[2], 0, -k[0]], [-k[1], k[0], 0]])
+    return np.eye(3) + math.sin(angle) * K + (1 - math.cos(angle)) * K @ K
+
+
+@dataclass(frozen=True)
+class ImuErrors:
+    """A documented deviation from a perfect IMU (both 0: exact). Per sequence a constant gyro bias (std drift_dps
+    degrees per second per axis) that the attitude integrates (error drift_dps * t after t seconds), and per message an
+    independent attitude error (std noise_deg degrees per axis); the angular velocity carries the bias. Drawn from the
+    sequence's seventh random stream (SeedSequence([seed, index]).spawn(7)[6]), so images, depth and echoes are those of
+    the exact-IMU world."""
+
+    noise_deg: float = 0.0
+    drift_dps: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not (self.noise_deg >= 0 and self.drift_dps >= 0 and math.isfinite(self.noise_deg + self.drift_dps)):
+            raise ValueError(f"IMU noise and drift must be non-negative degrees (per second), got {self}")
+
+    def draw(self, seq: SimSequence, frames: int) -> tuple[np.ndarray, np.ndarray]:
+        """(bias (3,) rad/s, attitude errors (frames, 3, 3)) of a sequence."""
+        rng = np.random.default_rng(np.random.SeedSequence([seq.world.seed, seq.index]).spawn(7)[6])
+        bias = rng.normal(0, math.radians(self.drift_dps), 3)
+        noise = rng.normal(0, math.radians(self.noise_deg), (frames, 3))
+        errors = np.stack([rotation_from_vector(bias * seq.time_s(i)) @ rotation_from_vector(noise[i])
+                           for i in range(frames)])
+        return bias, errors
+
+
 def _turn_rate(seq: SimSequence, i: int, frames: int) -> np.ndarray:
     """Body-frame angular velocity (rad/s) at frame i: the rotation to the next frame over the frame period (the last
     frame: from the previous one; a one-frame sequence: zero)."""
@@ -145,15 +180,20 @@ def frame_stamp(start_ns: int, i: int, rate_hz: float) -> int:
 
 
 def write_sequence(writer: BagWriter, seq: SimSequence, frames: int, start_ns: int, progress: tqdm | None = None,
-                   imu: bool = False) -> int:
-    """Write frames 0..frames-1 of seq with stamps from start_ns (imu: and topics.IMU); returns the last stamp."""
+                   imu: ImuErrors | None = None) -> int:
+    """Write frames 0..frames-1 of seq with stamps from start_ns (imu: and topics.IMU with those errors); returns the
+    last stamp."""
     stamp = start_ns
+    if imu is not None:
+        bias, errors = imu.draw(seq, frames)
     for i in range(frames):
         stamp = frame_stamp(start_ns, i, seq.world.rate_hz)
         frame = seq.frame(i)
         write_frame(writer, frame, stamp, seq.world.acoustics.c)
-        if imu:
-            fields = imu_fields(frame.pose, _turn_rate(seq, i, frames))
+        if imu is not None:
+            measured = frame.pose.copy()
+            measured[:3, :3] = frame.pose[:3, :3] @ errors[i]
+            fields = imu_fields(measured, _turn_rate(seq, i, frames) + bias)
             writer.write(topics.IMU, make_msg(topics.IMU_TYPE, stamp, CAMERA_FRAME, fields), topics.IMU_TYPE)
         if progress is not None:
             progress.update(1)
@@ -187,7 +227,7 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
                height: int = 256, width: int = 512, rate_hz: float = 10.0, scale_ambiguous: bool = False,
                scale_range: tuple[float, float] | None = None, splits: tuple[float, float, float] = (0.8, 0.1, 0.1),
                storage: str = "mcap", acoustic_ranges: AcousticRanges | None = None, dynamic: bool = False,
-               supersample: int = 1, imu: bool = False) -> RecordedBag:
+               supersample: int = 1, imu: bool | ImuErrors = False) -> RecordedBag:
     """Simulate `sequences` sequences of `frames` frames of the `preset` world into the new rosbag2 `out`.
 
     scale_ambiguous: each scene, its textures, lights and camera path scaled by a log-uniform factor in scale_range
@@ -197,7 +237,8 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
     instance maps and states on topics.INSTANCES / topics.OBJECTS and each sequence's objects in its metadata under
     "objects" (False: the static world, byte for byte as without the option); supersample: N x N colour samples per pixel,
     box-filtered (render.Renderer; 1: one per pixel, as before); imu: also record topics.IMU (sensor_msgs/Imu per frame:
-    the camera's attitude and angular velocity, imu_fields) for a Monodepth2 with model.pose_prior imu.
+    the camera's attitude and angular velocity, imu_fields; an ImuErrors adds its bias and noise) for a Monodepth2 with
+    model.pose_prior imu.
     """
     if scale_range is not None and not scale_ambiguous:
         raise ValueError("--scale-range only applies with --scale-ambiguous")
@@ -229,7 +270,8 @@ def record_bag(out: str | Path, *, preset: str = "bv2", sequences: int = 10, fra
         for index, split in enumerate(split_names):
             seq = world.sequence(index)
             progress.set_postfix_str(f"{seq.name} ({split}, scale {seq.scale:.2f})")
-            last_ns = write_sequence(writer, seq, frames, start_ns, progress, imu)
+            imu_errors = imu if isinstance(imu, ImuErrors) else ImuErrors() if imu else None
+            last_ns = write_sequence(writer, seq, frames, start_ns, progress, imu_errors)
             end_ns = last_ns + period_ns
             extra = {"acoustics": seq.variation.describe()} if seq.variation is not None else {}
             if dynamic:

@@ -9,7 +9,7 @@ from rosbags.highlevel import AnyReader
 from avs_depth_core.data import topics
 from avs_depth_core.data.cache import imu_rotation
 from avs_depth_core.data.datasets import TripletBagDataset
-from avs_depth_core.sim.record import record_bag, rotation_to_quaternion, rotation_vector
+from avs_depth_core.sim.record import ImuErrors, record_bag, rotation_to_quaternion, rotation_vector
 from avs_depth_core.sim.world import SimWorld
 
 
@@ -77,3 +77,16 @@ def test_need_imu_without_the_topic_is_a_clear_error(sim_bag, tmp_path, sim):
     with pytest.raises(ValueError, match=f"no {topics.IMU} topic.*--imu"):
         TripletBagDataset(sim_bag, split="train", image_size=(sim.H, sim.W), interval=1, max_depth=sim.MAX_DEPTH,
                           cache_dir=tmp_path / "cache", need_imu=True, progress=False, verbose=False)
+
+
+def test_imu_errors_bias_and_noise(tmp_path):
+    seq = SimWorld("bv1", seed=2, height=16, width=32, rate_hz=2.0).sequence(0)
+    bias, errors = ImuErrors(noise_deg=0.0, drift_dps=1.0).draw(seq, 6)
+    angles = [np.degrees(np.linalg.norm(rotation_vector(e))) for e in errors]
+    assert angles[0] == 0 and np.allclose(np.diff(angles), np.degrees(np.linalg.norm(bias)) * 0.5)  # grows with time
+    _, errors = ImuErrors(noise_deg=1.0).draw(seq, 200)
+    rms = np.sqrt(np.mean([np.sum(np.degrees(rotation_vector(e)) ** 2) / 3 for e in errors]))
+    assert 0.8 < rms < 1.2
+    assert np.allclose(ImuErrors().draw(seq, 3)[1], np.eye(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        ImuErrors(noise_deg=-1)
