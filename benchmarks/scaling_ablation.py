@@ -28,13 +28,17 @@ both far ahead of no scaling. Here the scale of an image is unknowable from RGB 
 up to a log-uniform factor of 4 puts the ratio within 1.25 for about ln(1.25^2)/ln(4) = 0.32 of the frames, whatever the
 shape, while the echo's delays carry the scale.
 
-CPU-sized setting (deviations from the paper, each stated): 64x128 images at 2 Hz; Monodepth2 (ResNet-18 at a quarter
+CPU-sized setting (deviations from the paper, each stated): 64x128 images at 2 Hz, rendered with 4 x 4 samples per
+pixel (`simulate --supersample 4`: one nearest texel per pixel aliases, and the photometric loss then barely tells the
+true depth from a constant one) and with the camera's attitude recorded (`simulate --imu`); Monodepth2 (ResNet-18 at a quarter
 of its channel width, from random initialisation: no ImageNet weights offline) on triples 0.5 s apart (frame_interval 1 at
 2 Hz; the paper's 20 frames are a camera-rate choice, and 2 s of motion with turns of up to 60 degrees proved too hard to
 learn from scratch in this budget), Adam lr 3e-4, depth units [0.01, 10] (see MONODEPTH2_OVERRIDES), batch 12, 16
-epochs with StepLR at 12 (Monodepth2's 20 and 15, shortened); AVS-Net as in echo_scale_ablation.py. Such a Monodepth2
-learns little shape in minutes of CPU: compare its gt_median row with constant_gt_median to see how much. The scaled
-rows share its shape, so their differences come from the scale alone.
+epochs with StepLR at 12 (Monodepth2's 20 and 15, shortened), and the rotation between frames from the IMU
+(model.pose_prior imu; PoseNet predicts the translation): from random initialisation PoseNet never learnt the 3-5 degree
+turns per frame pair in this budget, and without them DepthNet learnt no shape (benchmarks/monodepth2_diagnostics.py,
+README); AVS-Net as in echo_scale_ablation.py. Compare the gt_median row with constant_gt_median to see how much shape
+Monodepth2 learnt. The scaled rows share its shape, so their differences come from the scale alone.
 --quick is sized for 20 minutes on 2 otherwise idle CPU cores (each lane's CPU time is printed; on a shared machine the
 wall-clock time is longer).
 """
