@@ -54,8 +54,7 @@ from avs_depth_core.train.rescale import train_rescale  # noqa: E402
 
 SETTINGS = {
     # echo_scale_ablation's quick world and AVS-Net recipe at the 1500 steps its figures were measured with (the echo
-    # ablation's 2500 would not fit this benchmark's 30 minutes; its figures predate the recipe's log-spaced range bins);
-    # the heads train for head_steps (batch 8, ~7 epochs).
+    # ablation's 2500 would not fit this benchmark's 30 minutes); the heads train for head_steps (batch 8, ~7 epochs).
     "quick": {**esa.SETTINGS["quick"], "steps": 1500, "head_steps": 600},
     "smoke": {"sequences": 24, "frames": 1, "splits": (0.7, 0.05, 0.25), "height": 64, "width": 128, "steps": 2,
               "head_steps": 2},
