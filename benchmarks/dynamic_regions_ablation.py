@@ -254,9 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     timings["mine_s"] = time.perf_counter() - t0
     # Retraining with the labels (lane 1) and without them (lane 2, the control), side by side.
     t0 = time.perf_counter()
-    runs = {"mined": (labels, work / f"run_mined_{args.regions}")}
+    # Variants of the retraining recipe get run folders of their own, so they never replace the default's.
+    tag = ("" if args.stage4_lr_factor == STAGE4_LR_FACTOR else f"_lr{args.stage4_lr_factor:g}") + \
+        ("" if stage4_epochs == s["stage4_epochs"] else f"_ep{stage4_epochs}")
+    runs = {"mined": (labels, work / f"run_mined_{args.regions}{tag}{'' if args.weight is None else f'_w{args.weight:g}'}")}
     if not args.no_control:
-        runs["continued"] = (None, work / "run_continued")
+        runs["continued"] = (None, work / f"run_continued{tag}")
     procs = {}
     for row, (lab, run_dir) in runs.items():
         cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight)
