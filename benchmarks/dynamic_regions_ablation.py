@@ -86,6 +86,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage4-epochs", type=int, default=None, help="override the retraining epochs")
     p.add_argument("--stage4-lr-factor", type=float, default=STAGE4_LR_FACTOR, help="retraining lr / stage-1 lr")
     p.add_argument("--weight", type=float, default=None, help="dynamic label loss weight (default their 0.1)")
+    p.add_argument("--raw-l1", action="store_true", help="their dynamic L1 in the DepthNet's units (normalise false)")
     p.add_argument("--avsnet-steps", type=int, default=None, help="override the AVS-Net steps")
     p.add_argument("--no-control", action="store_true", help="skip the `continued` row (retraining without labels)")
     p.add_argument("--figures", type=int, default=0, metavar="N", help="write N figure PNGs to <work>/figures")
@@ -120,7 +121,7 @@ def train_avsnet_lane(bag: Path, work: Path, preset: str, seed: int, s: dict[str
 
 
 def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epochs: int, lr_factor: float,
-                  weight: float | None) -> dict[str, Any]:
+                  weight: float | None, normalise: bool = True) -> dict[str, Any]:
     """Stage 1's config continued from its weights: lr x lr_factor, `epochs`, with the labels (None: the control)."""
     out = json.loads(json.dumps(stage1))
     model = out["model"]
@@ -132,13 +133,15 @@ def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epoch
         dyn["labels"] = str(labels)
     if weight is not None:
         dyn["weight"] = weight
+    if labels is not None:
+        dyn["normalise"] = normalise
     out["train"]["dynamic_labels"] = dyn
     return out
 
 
 @torch.inference_mode()
 def evaluate(bag: Path, avsnet: Path, models: dict[str, Path], max_depth: float, figures: int,
-             figure_dir: Path) -> dict[str, Any]:
+             figure_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     """Rows by region under the relative and echo-scaled protocols on the test split; figures of the frames with the
     largest dynamic share."""
     from avs_depth_core.data.datasets import SupervisedBagDataset
@@ -149,7 +152,7 @@ def evaluate(bag: Path, avsnet: Path, models: dict[str, Path], max_depth: float,
 
     echo_net = AVSNet.from_checkpoint(avsnet, "cpu").eval()
     cfg = echo_net.cfg
-    dataset = SupervisedBagDataset.for_model(bag, "test", cfg, skip_bad=True)
+    dataset = SupervisedBagDataset.for_model(bag, "test", cfg, skip_bad=True, cache_dir=cache)
     source = RegionSource.from_bag(bag, dataset.cache.array("stamps")[dataset.slots])
     if source is None:
         raise ValueError(f"{bag}: no instance maps (simulate with --dynamic)")
@@ -257,12 +260,13 @@ def main(argv: list[str] | None = None) -> int:
     # Variants of the retraining recipe get run folders of their own, so they never replace the default's.
     tag = ("" if args.stage4_lr_factor == STAGE4_LR_FACTOR else f"_lr{args.stage4_lr_factor:g}") + \
         ("" if stage4_epochs == s["stage4_epochs"] else f"_ep{stage4_epochs}")
-    runs = {"mined": (labels, work / f"run_mined_{args.regions}{tag}{'' if args.weight is None else f'_w{args.weight:g}'}")}
+    mined_tag = tag + ("" if args.weight is None else f"_w{args.weight:g}") + ("_raw" if args.raw_l1 else "")
+    runs = {"mined": (labels, work / f"run_mined_{args.regions}{mined_tag}")}
     if not args.no_control:
         runs["continued"] = (None, work / f"run_continued{tag}")
     procs = {}
     for row, (lab, run_dir) in runs.items():
-        cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight)
+        cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight, not args.raw_l1)
         key = {"config": cfg, "bag": str(bag), "labels_mtime": labels.stat().st_mtime if lab else None}
         procs[row] = (sa.start_monodepth2(bag, run_dir, cfg, key), run_dir, key)
     summaries = {row: sa.wait_monodepth2(*procs[row]) for row in procs}
@@ -270,7 +274,7 @@ def main(argv: list[str] | None = None) -> int:
     # Evaluation.
     t0 = time.perf_counter()
     models = {"baseline": stage1, **{row: run_dir / "checkpoints" / "last" for row, (_, run_dir) in runs.items()}}
-    result = evaluate(bag, avsnet, models, max_depth, args.figures, work / "figures")
+    result = evaluate(bag, avsnet, models, max_depth, args.figures, work / "figures", work / "cache")
     timings["evaluate_s"] = time.perf_counter() - t0
     timings["total_s"] = time.perf_counter() - start
     cpu = {"this_process_s": time.process_time() - cpu0, "stage1_s": stage1_summary.get("cpu_seconds"),
@@ -279,7 +283,7 @@ def main(argv: list[str] | None = None) -> int:
     mined_public = {k: v for k, v in mined_summary.items() if k != "config"}
     out = {"setup": {"preset": args.preset, "seed": args.seed, "setting": name, **s, "stage4_epochs": stage4_epochs,
                      "stage4_lr_factor": args.stage4_lr_factor, "avsnet_steps": steps, "mining": mining_cfg.to_dict(),
-                     "weight": args.weight, "work": str(work)},
+                     "weight": args.weight, "normalise": not args.raw_l1, "work": str(work)},
            "rows": result["rows"], "object_scale": mined_public, "criteria": criteria(result["rows"]),
            "figures": result["figures"], "timings": timings, "cpu": cpu, "metrics": list(REGION_METRICS),
            "test_frames": result["test_frames"]}
