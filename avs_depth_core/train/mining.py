@@ -59,6 +59,7 @@ from avs_depth_core.train.mined_labels import (
     pseudo_label,
     scales_agree,
 )
+from avs_depth_core.train.monodepth2 import imu_pair_rotations
 
 REGIONS = ("instances", "oracle", "motion")
 FLOWS = ("matching",)
@@ -285,7 +286,7 @@ def mine_labels(bag: str | Path, depth_checkpoint: str | Path, avsnet_checkpoint
     dataset = TripletBagDataset(bag, split=cfg.split, image_size=size, interval=mcfg.frame_interval,
                                 max_depth=max_depth or t.max_depth, echo_size=tuple(t.echo_size or t.image_size), stft=t.stft,
                                 speed_of_sound=t.speed_of_sound, sample_rate=t.sample_rate, cache_dir=cache_dir,
-                                skip_bad=True, progress=progress, verbose=progress)
+                                skip_bad=True, progress=progress, verbose=progress, need_imu=mcfg.pose_prior == "imu")
     frames = {}
     if cfg.regions != "motion":
         frames = read_instances(bag, [int(s) for s in np.asarray(dataset.cache.array("stamps"))])
@@ -301,7 +302,9 @@ def mine_labels(bag: str | Path, depth_checkpoint: str | Path, avsnet_checkpoint
         K4, inv_K4 = K4.to(device), inv_K4.to(device)
         target, sources = rgb[:, 1], {-1: rgb[:, 0], 1: rgb[:, 2]}
         _, scene = disp_to_depth(stage1.depth_net(target)[("disp", 0)], mcfg.min_depth, mcfg.max_depth)
-        poses = predict_poses(stage1.pose_net, target, sources)
+        # A stage 1 trained with the IMU pose prior (model.pose_prior imu) takes its rotations here too.
+        rotations = imu_pair_rotations(batch, None, [-1, 1], torch.device(device)) if mcfg.pose_prior == "imu" else None
+        poses = predict_poses(stage1.pose_net, target, sources, rotations)
         points = backproject(scene, inv_K4)
         flows = [matched_residual_flow(target, sources[o], project(points, K4, poses[o]), cfg.match_radius,
                                        cfg.match_window) for o in (-1, 1)]
