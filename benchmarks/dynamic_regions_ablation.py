@@ -4,7 +4,8 @@ dynamic world: Monodepth2 before and after retraining on the mined pseudo labels
     .venv/bin/python benchmarks/dynamic_regions_ablation.py --quick --preset P --seed S --out R.json [--work DIR]
 
 1. `avs-depth simulate --dynamic` (sequences of 2 Hz frames at 64x128; moving objects with the camera, along the axis,
-   crossing; static ones of the same kinds), split by sequence.
+   crossing; static ones of the same kinds), split by sequence; with scaling_ablation.py's camera (4x supersampled
+   frames, the IMU attitude topic) so that stage 1 can use model.pose_prior imu (issue 9: it then learns shape).
 2. Two lanes side by side (one CPU thread each): the stage-1 Monodepth2 (`avs-depth train --model monodepth2`, the
    CPU recipe of benchmarks/scaling_ablation.py) and the RGB-Echoes AVS-Net (benchmarks/echo_scale_ablation.py's
    recipe) on the training sequences.
@@ -57,11 +58,15 @@ from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 from avs_depth_core.train.mining import MiningConfig, mine_labels  # noqa: E402
 
 SETTINGS: dict[str, dict[str, Any]] = {
-    "quick": {"sim": {"sequences": 40, "frames": 20, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
-              "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 12, "scheduler_step_size": 9},
+    "quick": {"sim": {"sequences": 40, "frames": 20, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0,
+                      **sa.CAMERA},
+              "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 12, "scheduler_step_size": 9,
+                             "pose_prior": "imu"},
               "stage4_epochs": 4, "avsnet_steps": 800},
-    "smoke": {"sim": {"sequences": 6, "frames": 6, "splits": [0.67, 0.0, 0.33], "height": 64, "width": 128, "rate_hz": 2.0},
-              "monodepth2": {"frame_interval": 1, "encoder_width": 8, "num_epochs": 1, "scheduler_step_size": 1},
+    "smoke": {"sim": {"sequences": 6, "frames": 6, "splits": [0.67, 0.0, 0.33], "height": 64, "width": 128, "rate_hz": 2.0,
+                      **sa.CAMERA},
+              "monodepth2": {"frame_interval": 1, "encoder_width": 8, "num_epochs": 1, "scheduler_step_size": 1,
+                             "pose_prior": "imu"},
               "stage4_epochs": 1, "avsnet_steps": 2},
 }
 STAGE4_LR_FACTOR = 0.1  # their stage 4: Adam 2e-5 after stage 1's 2e-4 (B.7)
@@ -97,7 +102,8 @@ def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
     start = time.perf_counter()
     code = avs_depth(["simulate", "--preset", preset, "--sequences", str(s["sequences"]), "--frames", str(s["frames"]),
                       "--seed", str(seed), "--out", str(bag), "--height", str(s["height"]), "--width", str(s["width"]),
-                      "--rate", str(s["rate_hz"]), "--dynamic", "--splits", *map(str, s["splits"])])
+                      "--rate", str(s["rate_hz"]), "--dynamic", "--splits", *map(str, s["splits"]),
+                      "--supersample", str(s.get("supersample", 1)), *(["--imu"] if s.get("imu") else [])])
     if code != 0:
         raise SystemExit(f"simulation failed (exit {code})")
     return time.perf_counter() - start
