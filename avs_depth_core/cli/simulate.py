@@ -14,7 +14,7 @@ from pathlib import Path
 
 from avs_depth_core.sim.randomise import load_acoustic_ranges
 from avs_depth_core.sim.record import record_bag
-from avs_depth_core.sim.world import PRESETS
+from avs_depth_core.sim.presets import preset_names
 
 
 def positive_int(text: str) -> int:
@@ -25,7 +25,7 @@ def positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="bv2",
+    parser.add_argument("--preset", choices=preset_names(), default="bv2",
                         help="bv1: offices, depth clipped at 12 m; bv2: larger halls, 30 m (default bv2)")
     parser.add_argument("--sequences", type=positive_int, default=10, help="number of sequences (scenes) (default 10)")
     parser.add_argument("--frames", type=positive_int, default=200, help="frames per sequence (default 200)")

@@ -24,7 +24,7 @@ import numpy as np
 
 from avs_depth_core.audio.chirp import BATVISION_CHIRP, ChirpSpec
 from avs_depth_core.sim.acoustics import AcousticScene, BinauralRig, EchoSimulator
-from avs_depth_core.sim.presets import PRESETS, Preset, get_preset
+from avs_depth_core.sim.presets import PRESETS, Preset, get_preset, preset_parts
 from avs_depth_core.sim.randomise import AcousticRanges, AcousticVariation, draw_variation
 from avs_depth_core.sim.render import IMAGE_NOISE, PreparedScene, Renderer, intrinsics, prepare
 from avs_depth_core.sim.scene import Scene, clearance_map, random_scene
@@ -71,6 +71,7 @@ class SimWorld:
                  rig: BinauralRig | None = None, chirp: ChirpSpec = BATVISION_CHIRP,
                  acoustic_ranges: AcousticRanges | None = None) -> None:
         self.preset: Preset = get_preset(preset)
+        self.parts = preset_parts(preset)
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if int(height) < 8 or int(width) < 8:
@@ -108,9 +109,16 @@ class SimSequence:
 
     def __init__(self, world: SimWorld, index: int) -> None:
         self.world, self.index = world, index
-        preset = world.preset
-        self.name = f"{preset.name}-seed{world.seed}-seq{index:05d}"
+        self.name = f"{world.preset.name}-seed{world.seed}-seq{index:05d}"
         scene_ss, motion_ss, scale_ss, audio_ss, noise_ss = np.random.SeedSequence([world.seed, index]).spawn(5)
+        preset = world.preset
+        if len(world.parts) > 1:
+            # A mix: the part comes from a stream of its own (the seventh child; the sixth is the acoustic variation's)
+            weights = np.array([w for _, w in world.parts])
+            pick = np.random.default_rng(np.random.SeedSequence([world.seed, index]).spawn(7)[6]).choice(
+                len(weights), p=weights / weights.sum())
+            preset = world.parts[int(pick)][0]
+        self.preset: Preset = preset
         base = random_scene(preset, np.random.default_rng(scene_ss), world.texture_size)
         if world.scale_ambiguous:
             lo, hi = world.scale_range
