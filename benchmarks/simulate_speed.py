@@ -26,8 +26,8 @@ from pathlib import Path
 
 from avs_depth_core.data.bag import BagWriter
 from avs_depth_core.sim.dynamic import DynamicWorld, floor_share
-from avs_depth_core.sim.record import EPOCH_NS, frame_stamp, write_frame
 from avs_depth_core.sim.presets import preset_names
+from avs_depth_core.sim.record import EPOCH_NS, frame_stamp, write_frame
 from avs_depth_core.sim.world import SimWorld
 
 

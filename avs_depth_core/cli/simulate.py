@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avs_depth_core.sim.presets import preset_names
 from avs_depth_core.sim.randomise import load_acoustic_ranges
 from avs_depth_core.sim.record import record_bag
-from avs_depth_core.sim.presets import preset_names
 
 
 def positive_int(text: str) -> int:

@@ -13,11 +13,11 @@ from avs_depth_core.data import topics
 from avs_depth_core.data.bag import bag_sequences
 from avs_depth_core.data.messages import echo_problem
 from avs_depth_core.sim.acoustics import LIMITER_CEILING, LIMITER_THRESHOLD, EchoSimulator, preamp_limit
+from avs_depth_core.sim.presets import get_preset, preset_names, preset_parts
 from avs_depth_core.sim.record import split_counts
 from avs_depth_core.sim.render import Renderer, intrinsics, prepare
 from avs_depth_core.sim.scene import simple_scene
 from avs_depth_core.sim.trajectory import camera_pose
-from avs_depth_core.sim.presets import get_preset, preset_names, preset_parts
 from avs_depth_core.sim.world import PRESETS, SimWorld
 
 C = 343.0
