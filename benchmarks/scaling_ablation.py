@@ -28,13 +28,17 @@ both far ahead of no scaling. Here the scale of an image is unknowable from RGB 
 up to a log-uniform factor of 4 puts the ratio within 1.25 for about ln(1.25^2)/ln(4) = 0.32 of the frames, whatever the
 shape, while the echo's delays carry the scale.
 
-CPU-sized setting (deviations from the paper, each stated): 64x128 images at 2 Hz; Monodepth2 (ResNet-18 at a quarter
+CPU-sized setting (deviations from the paper, each stated): 64x128 images at 2 Hz, rendered with 4 x 4 samples per
+pixel (`simulate --supersample 4`: one nearest texel per pixel aliases, and the photometric loss then barely tells the
+true depth from a constant one) and with the camera's attitude recorded (`simulate --imu`); Monodepth2 (ResNet-18 at a quarter
 of its channel width, from random initialisation: no ImageNet weights offline) on triples 0.5 s apart (frame_interval 1 at
 2 Hz; the paper's 20 frames are a camera-rate choice, and 2 s of motion with turns of up to 60 degrees proved too hard to
 learn from scratch in this budget), Adam lr 3e-4, depth units [0.01, 10] (see MONODEPTH2_OVERRIDES), batch 12, 16
-epochs with StepLR at 12 (Monodepth2's 20 and 15, shortened); AVS-Net as in echo_scale_ablation.py. Such a Monodepth2
-learns little shape in minutes of CPU: compare its gt_median row with constant_gt_median to see how much. The scaled
-rows share its shape, so their differences come from the scale alone.
+epochs with StepLR at 12 (Monodepth2's 20 and 15, shortened), and the rotation between frames from the IMU
+(model.pose_prior imu; PoseNet predicts the translation): from random initialisation PoseNet never learnt the 3-5 degree
+turns per frame pair in this budget, and without them DepthNet learnt no shape (benchmarks/monodepth2_diagnostics.py,
+README); AVS-Net as in echo_scale_ablation.py. Compare the gt_median row with constant_gt_median to see how much shape
+Monodepth2 learnt. The scaled rows share its shape, so their differences come from the scale alone.
 --quick is sized for 20 minutes on 2 otherwise idle CPU cores (each lane's CPU time is printed; on a shared machine the
 wall-clock time is longer).
 """
@@ -75,22 +79,33 @@ from avs_depth_core.relative import RelativeDepthModel  # noqa: E402
 from avs_depth_core.sim.presets import get_preset  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 
+# The robot's camera and IMU (benchmarks/monodepth2_diagnostics.py found why Monodepth2 learnt no shape here without
+# them): supersample 4 averages 4 x 4 samples per pixel like a real sensor's pixel area (one nearest texel per pixel
+# aliases: true depth then beats a constant depth by only 1.4x in photometric error, 1.9x at 4x); imu records the
+# camera's attitude, which model.pose_prior imu gives PoseNet (it never learnt the turns of 2.7-4.8 degrees per pair).
+CAMERA = {"supersample": 4, "imu": True}
 # Per setting: the simulated bag, the Monodepth2 run and the AVS-Net runs.
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "quick": {
-        "sim": {"sequences": 60, "frames": 20, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
-        "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 16, "scheduler_step_size": 12},
+        "sim": {"sequences": 60, "frames": 20, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0,
+                **CAMERA},
+        "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 16, "scheduler_step_size": 12,
+                       "pose_prior": "imu"},
         "avsnet": {"steps": 800},
     },
     # Only checks that the script runs end to end in about a minute; its numbers mean nothing.
     "smoke": {
-        "sim": {"sequences": 8, "frames": 6, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
-        "monodepth2": {"frame_interval": 1, "encoder_width": 8, "num_epochs": 1, "scheduler_step_size": 1},
+        "sim": {"sequences": 8, "frames": 6, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0,
+                **CAMERA},
+        "monodepth2": {"frame_interval": 1, "encoder_width": 8, "num_epochs": 1, "scheduler_step_size": 1,
+                       "pose_prior": "imu"},
         "avsnet": {"steps": 2},
     },
     "full": {
-        "sim": {"sequences": 200, "frames": 30, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0},
-        "monodepth2": {"frame_interval": 1, "encoder_width": 32, "num_epochs": 20, "scheduler_step_size": 15},
+        "sim": {"sequences": 200, "frames": 30, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0,
+                **CAMERA},
+        "monodepth2": {"frame_interval": 1, "encoder_width": 32, "num_epochs": 20, "scheduler_step_size": 15,
+                       "pose_prior": "imu"},
         "avsnet": {"steps": 4000},
     },
 }
@@ -133,7 +148,8 @@ def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
     start = time.perf_counter()
     code = avs_depth(["simulate", "--preset", preset, "--sequences", str(s["sequences"]), "--frames", str(s["frames"]),
                       "--seed", str(seed), "--out", str(bag), "--height", str(s["height"]), "--width", str(s["width"]),
-                      "--rate", str(s["rate_hz"]), "--scale-ambiguous", "--splits", *map(str, s["splits"])])
+                      "--rate", str(s["rate_hz"]), "--scale-ambiguous", "--splits", *map(str, s["splits"]),
+                      "--supersample", str(s.get("supersample", 1)), *(["--imu"] if s.get("imu") else [])])
     if code != 0:
         raise SystemExit(f"simulation failed (exit {code})")
     return time.perf_counter() - start

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from avs_depth_core.sim.presets import preset_names
 from avs_depth_core.sim.randomise import load_acoustic_ranges
-from avs_depth_core.sim.record import record_bag
+from avs_depth_core.sim.record import ImuErrors, record_bag
 
 
 def positive_int(text: str) -> int:
@@ -53,6 +53,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="add moving rigid objects (with the camera, along the optical axis, crossing) and static ones "
                              "of the same kinds; writes camera/instances and camera/objects (README: dynamic world); "
                              "off by default")
+    parser.add_argument("--supersample", type=positive_int, default=1, metavar="N",
+                        help="anti-aliased images: render N x N colour samples per pixel and average them (a real "
+                             "camera's pixel integrates its area; one nearest texel per pixel aliases); depth stays the "
+                             "pixel centre's (default 1)")
+    parser.add_argument("--imu", action="store_true",
+                        help="also record imu/data (sensor_msgs/Imu per frame: the camera's attitude and angular "
+                             "velocity, as a gyro with attitude fusion gives them) for Monodepth2's model.pose_prior imu; "
+                             "off by default")
+    parser.add_argument("--imu-noise", type=float, nargs=2, metavar=("DEG", "DEG_PER_S"), default=None,
+                        help="with --imu: an imperfect IMU, attitude noise of DEG per message and a gyro bias of "
+                             "DEG_PER_S per sequence (standard deviations per axis; default exact)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -61,10 +72,15 @@ def run(args: argparse.Namespace) -> int:
     ranges = None
     if args.randomise_acoustics is not None:
         ranges = load_acoustic_ranges(find_config(args.randomise_acoustics))
+    imu = args.imu
+    if args.imu_noise is not None:
+        if not args.imu:
+            raise ValueError("--imu-noise only applies with --imu")
+        imu = ImuErrors(*args.imu_noise)
     recorded = record_bag(args.out, preset=args.preset, sequences=args.sequences, frames=args.frames, seed=args.seed,
                           height=args.height, width=args.width, rate_hz=args.rate, scale_ambiguous=args.scale_ambiguous,
                           scale_range=tuple(args.scale_range) if args.scale_range is not None else None,
                           splits=tuple(args.splits), storage=args.storage, acoustic_ranges=ranges,
-                          dynamic=args.dynamic)
+                          dynamic=args.dynamic, supersample=args.supersample, imu=imu)
     print(recorded.describe())
     return 0

@@ -6,7 +6,9 @@ sequences and splits (splits.py). Pass 2 deserialises each needed message once a
 echo features into the slots of every frame that uses it. Depth is cached at the network size (training) or, with
 depth_size="native", at the size it was recorded (evaluation; one size per bag, and only the evaluated split is cached).
 
-Cache layout: <cache_dir>/<key>/{meta.json, stamps, sequence, valid, rgb, K[, depth, has_depth][, echo, has_echo]}.npy,
+Cache layout: <cache_dir>/<key>/{meta.json, stamps, sequence, valid, rgb, K[, depth, has_depth][, echo, has_echo]
+[, imu_rotation, has_imu]}.npy (imu_rotation: the camera-to-world attitude of topics.IMU's message nearest each frame,
+within IMU_TOLERANCE_NS; meta.json names the IMU's and the images' frame ids),
 key = sha256 of (CACHE_VERSION, bag fingerprint, settings). A cache is built in a temporary folder and renamed into
 place when complete, so concurrent builders and interrupted builds never leave a half-written cache behind.
 The bag fingerprint hashes metadata and, per file, its name, size, mtime and first and last MiB (an mcap's last MiB
@@ -58,6 +60,7 @@ CACHE_VERSION = 1
 NO_SPLIT = "(none)"  # report key for frames outside every sequence
 NATIVE = "native"  # CacheSettings.depth_size: ground truth at the resolution it was recorded at
 MAX_EXAMPLES = 20  # detailed skip messages kept in the report
+IMU_TOLERANCE_NS = 10_000_000  # an IMU at 100 Hz or faster has a message within 5 ms of every frame
 
 
 def default_cache_dir() -> Path:
@@ -252,7 +255,7 @@ def _unique_sorted(stamps: list[int]) -> tuple[np.ndarray, int]:
 
 
 EXPECTED_TYPES = {topics.IMAGE: topics.IMAGE_TYPE, topics.DEPTH: topics.IMAGE_TYPE, topics.ECHO: topics.ECHO_TYPE,
-                  topics.CAMERA_INFO: topics.CAMERA_INFO_TYPE}
+                  topics.CAMERA_INFO: topics.CAMERA_INFO_TYPE, topics.IMU: topics.IMU_TYPE}
 
 
 def _build(bag: Path, s: CacheSettings, out: Path, progress: bool) -> None:
@@ -323,6 +326,8 @@ class _CacheBuilder:
         # Intrinsics rarely change: every frame takes the CameraInfo nearest in time, however far.
         info_of = np.array([-1 if (j := nearest_stamp(int(t), stamps[topics.CAMERA_INFO], 2**62)) is None else j
                             for t in frames], dtype=np.int64)
+        imu_of = np.array([-1 if (j := nearest_stamp(int(t), stamps[topics.IMU], IMU_TOLERANCE_NS)) is None else j
+                           for t in frames], dtype=np.int64)
         split_of = np.array([self.sequences[k].split if k >= 0 else NO_SPLIT for k in seq_of])
 
         def note_frames(mask: np.ndarray, reason: str) -> None:
@@ -349,7 +354,8 @@ class _CacheBuilder:
         self.slot_of_stamp = {int(frames[n]): i for i, n in enumerate(kept)}
         self.users: dict[str, dict[int, list[int]]] = {t: defaultdict(list) for t in EXPECTED_TYPES}
         for i, n in enumerate(kept):
-            for t, idx in ((topics.DEPTH, depth_of[n]), (topics.ECHO, echo_of[n]), (topics.CAMERA_INFO, info_of[n])):
+            for t, idx in ((topics.DEPTH, depth_of[n]), (topics.ECHO, echo_of[n]), (topics.CAMERA_INFO, info_of[n]),
+                           (topics.IMU, imu_of[n])):
                 if idx >= 0:
                     self.users[t][int(stamps[t][idx])].append(i)
         self.kept_stamps, self.kept_sequence = frames[kept], seq_of[kept]
@@ -376,6 +382,14 @@ class _CacheBuilder:
         if self.has_depth_topic:
             arrays["has_depth"][:] = self.kept_depth_of >= 0
         self.has_echo = self.kept_echo_of >= 0
+        if self.stamps[topics.IMU].size:
+            self.fields["imu_rotation"] = ((count, 3, 3), "float32")
+            self.fields["has_imu"] = ((count,), "bool")
+            for name in ("imu_rotation", "has_imu"):
+                arrays[name] = files.allocate_npy(out / f"{name}.npy", self.fields[name][1], self.fields[name][0])
+            arrays["imu_rotation"][:] = np.nan
+            arrays["has_imu"][:] = False
+        self.frame_ids: dict[str, set[str]] = {topics.IMAGE: set(), topics.IMU: set()}
         arrays["K"][:] = np.nan
         self.image_hw = np.zeros((count, 2), np.int64)
         self.depth_hw = np.zeros((count, 2), np.int64)
@@ -404,6 +418,13 @@ class _CacheBuilder:
             skips.note(NO_SPLIT, f"unusable {topics.CAMERA_INFO}: K is NaN", len(slots))
             if len(skips.examples) < MAX_EXAMPLES:
                 skips.examples.append(message)
+            return
+        if what == "imu":  # only a pose prior reads it, and that one checks has_imu
+            skips.note(NO_SPLIT, f"unusable {topics.IMU}: has_imu false", len(slots))
+            if len(skips.examples) < MAX_EXAMPLES:
+                skips.examples.append(message)
+            for i in slots:
+                arrays["has_imu"][i] = False
             return
         skips.bad(message)
         for i in slots:
@@ -454,6 +475,13 @@ class _CacheBuilder:
             self.arrays["rgb"][slots[0]] = resize_rgb(rgb, s.image_size)
             self.image_hw[slots[0]] = rgb.shape[:2]
             self.got_image[slots[0]] = True
+            self.frame_ids[topic].add(str(msg.header.frame_id))
+        elif topic == topics.IMU:
+            R = imu_rotation(msg, where)
+            for i in slots:
+                self.arrays["imu_rotation"][i] = R
+                self.arrays["has_imu"][i] = True
+            self.frame_ids[topic].add(str(msg.header.frame_id))
         elif topic == topics.DEPTH:
             self._store_depth(msg, where, slots)
         elif topic == topics.ECHO:
@@ -528,12 +556,27 @@ class _CacheBuilder:
             "report": {split: dict(reasons) for split, reasons in self.skips.counts.items()},
             "examples": self.skips.examples, "echo_channels": echo_info.get("channels"),
             "source_image_size": sorted({tuple(map(int, hw)) for hw in self.image_hw[self.got_image]}),
+            "image_frame_ids": sorted(self.frame_ids[topics.IMAGE]), "imu_frame_ids": sorted(self.frame_ids[topics.IMU]),
         }
         (self.out / "meta.json").write_text(json.dumps(meta, indent=1))
 
 
 def _what(topic: str) -> str:
-    return {topics.IMAGE: "image", topics.DEPTH: "depth", topics.ECHO: "echo", topics.CAMERA_INFO: "camera_info"}[topic]
+    return {topics.IMAGE: "image", topics.DEPTH: "depth", topics.ECHO: "echo", topics.CAMERA_INFO: "camera_info",
+            topics.IMU: "imu"}[topic]
+
+
+def imu_rotation(msg: Any, where: str) -> np.ndarray:
+    """sensor_msgs/Imu -> the rotation matrix of its orientation quaternion (3, 3)."""
+    q = np.array([msg.orientation.w, msg.orientation.x, msg.orientation.y, msg.orientation.z], float)
+    n = float(np.linalg.norm(q))
+    if not np.isfinite(q).all() or abs(n - 1) > 1e-3 or msg.orientation_covariance[0] == -1:
+        raise ValueError(f"{where}: the IMU message has no orientation (quaternion {q.round(4).tolist()}, "
+                         f"orientation_covariance[0] {msg.orientation_covariance[0]})")
+    w, x, y, z = q / n
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]], np.float32)
 
 
 def _store_echo(msg: Any, where: str, slots: list[int], s: CacheSettings, arrays: dict[str, np.ndarray], out: Path,

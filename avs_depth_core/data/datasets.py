@@ -19,6 +19,7 @@ import torch
 from torch.utils.data import Dataset
 
 from avs_depth_core.audio.features import StftSettings, echo_features
+from avs_depth_core.data import topics
 from avs_depth_core.data.cache import NATIVE, NO_SPLIT, CacheSettings, FrameCache, load_or_build
 from avs_depth_core.data.pairing import DEFAULT_TOLERANCE_NS
 from avs_depth_core.data.splits import ALL, DEFAULT_FRACTIONS, DEFAULT_GAP_NS, check_split, in_split
@@ -197,8 +198,11 @@ class TripletBagDataset(_BagDataset):
     in SupervisedBagDataset) and "has_depth" of the centre frame (for evaluation) and "echo" (C, He, We) and "has_echo"
     (for scale evaluation; zeros when the centre frame has no paired echo)}. With neighbour_echoes (echo-supervised
     training), also "echo_triple" (3, C, He, We) and "has_echo_triple" (3,) bool: every frame's echo, in the triple's
-    order; the bag must then have echoes. The interval counts image frames within the sequence; 20 as in the AVS-Net
-    paper, 192x640 as Monodepth2's default input. Triples always need CameraInfo.
+    order; the bag must then have echoes. With need_imu (Monodepth2's model.pose_prior imu), also "imu_rotation"
+    (3, 3, 3): each frame's camera-to-world attitude from topics.IMU, in the triple's order; the bag must have that topic
+    in the camera's frame, and triples with a frame without an IMU message are left out (counted). The interval counts
+    image frames within the sequence; 20 as in the AVS-Net paper, 192x640 as Monodepth2's default input. Triples always
+    need CameraInfo.
     """
 
     def __init__(self, bag: str | Path, split: str = "train", image_size: tuple[int, int] = (192, 640),
@@ -208,7 +212,7 @@ class TripletBagDataset(_BagDataset):
                  depth_tolerance_s: float = 0.001, cache_features: bool = True, skip_bad: bool = False,
                  sequence_gap_s: float = DEFAULT_GAP_NS / 1e9, split_fractions: Mapping[str, float] = DEFAULT_FRACTIONS,
                  progress: bool = True, verbose: bool = True, depth_size: tuple[int, int] | str | None = None,
-                 neighbour_echoes: bool = False) -> None:
+                 neighbour_echoes: bool = False, need_imu: bool = False) -> None:
         if interval < 1:
             raise ValueError(f"triple interval must be >= 1 frame, got {interval}")
         settings = _settings(image_size=image_size, keep="all", max_depth=max_depth, echo_size=echo_size, stft=stft,
@@ -219,13 +223,16 @@ class TripletBagDataset(_BagDataset):
         super().__init__(bag, split, settings, cache_dir, progress)
         if neighbour_echoes and not self.cache.has("echo"):
             raise ValueError(f"{self.bag}: the bag has no echoes, which echo-supervised training needs")
-        self.neighbour_echoes = neighbour_echoes
+        self.neighbour_echoes, self.need_imu = neighbour_echoes, need_imu
         self.interval = int(interval)
         valid = np.array(self.cache.array("valid"), dtype=bool)
+        if need_imu:
+            self._check_imu()
+            valid &= np.array(self.cache.array("has_imu"), dtype=bool)
         sequence = np.array(self.cache.array("sequence"))
         triples, centres = [], np.zeros(len(valid), dtype=bool)
         near_end = f"frames within {self.interval} frames of a sequence end (no triple)"
-        self._triple_report = {near_end: 0, "triples with a skipped frame": 0}
+        self._triple_report = {near_end: 0, "triples with a skipped frame" + (" or no IMU" if need_imu else ""): 0}
         for k, seq in enumerate(self.cache.sequences):
             if not in_split(split, seq):
                 continue
@@ -237,7 +244,7 @@ class TripletBagDataset(_BagDataset):
                     triples.append(triple)
                     centres[triple[1]] = True
                 else:
-                    self._triple_report["triples with a skipped frame"] += 1
+                    self._triple_report["triples with a skipped frame" + (" or no IMU" if need_imu else "")] += 1
         # Usable centres per split (computed over all sequences) for the unknown/empty split message.
         all_centres = np.zeros(len(valid), dtype=bool)
         for k in range(len(self.cache.sequences)):
@@ -277,7 +284,19 @@ class TripletBagDataset(_BagDataset):
             has_each = [bool(self.cache.array("has_echo")[i]) for i in slots]
             item["echo_triple"] = torch.stack([self._echo_or_zeros(i, h) for i, h in zip(slots, has_each, strict=True)])
             item["has_echo_triple"] = torch.tensor(has_each)
+        if self.need_imu:
+            item["imu_rotation"] = torch.from_numpy(np.array(self.cache.array("imu_rotation")[[before, centre, after]]))
         return item
+
+    def _check_imu(self) -> None:
+        meta = self.cache.meta
+        if not self.cache.has("imu_rotation"):
+            raise ValueError(f"{self.bag}: no {topics.IMU} topic (sensor_msgs/Imu with orientation), which "
+                             f"model.pose_prior imu needs; record one (`avs-depth simulate --imu`) or set pose_prior none")
+        imu, image = meta.get("imu_frame_ids", []), meta.get("image_frame_ids", [])
+        if imu != image:
+            raise ValueError(f"{self.bag}: {topics.IMU} is in frame {imu} but the images in {image}; model.pose_prior imu "
+                             f"needs the attitude in the camera's optical frame (rotate it by the camera-IMU extrinsics)")
 
     def _echo_or_zeros(self, slot: int, has: bool) -> torch.Tensor:
         return self._echo(slot) if has else torch.zeros(self.cache.meta["echo_channels"], *self.settings.echo_size)

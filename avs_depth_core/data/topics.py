@@ -8,6 +8,9 @@ CAMERA_INFO = "/camera/color/camera_info"
 DEPTH = "/camera/depth/image"  # ground truth, in datasets and simulation only
 POSE = "/camera/pose"  # ground-truth camera pose (geometry_msgs/PoseStamped), simulation only
 ECHO = "/audio/echo"
+# The camera's attitude and angular velocity (sensor_msgs/Imu), in the camera's optical frame: `avs-depth simulate --imu`;
+# read by the cache for Monodepth2's model.pose_prior imu.
+IMU = "/imu/data"
 # Dynamic synthetic worlds only (`avs-depth simulate --dynamic`), stamped like the image:
 INSTANCES = "/camera/instances"  # sensor_msgs/Image 16UC1: object id per pixel, 0 = none
 OBJECTS = "/camera/objects"  # avs_depth_msgs/ObjectStates: per object kind, motion, moving flag, pose, residual motion
@@ -24,6 +27,7 @@ CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
 ECHO_TYPE = "avs_depth_msgs/msg/EchoStamped"
 SCALE_TYPE = "avs_depth_msgs/msg/ScaleEstimate"
 OBJECTS_TYPE = "avs_depth_msgs/msg/ObjectStates"
+IMU_TYPE = "sensor_msgs/msg/Imu"
 
 SENSOR_TOPICS = {IMAGE: IMAGE_TYPE, CAMERA_INFO: CAMERA_INFO_TYPE, DEPTH: IMAGE_TYPE, ECHO: ECHO_TYPE}
 

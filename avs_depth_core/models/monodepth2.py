@@ -18,11 +18,12 @@ from torch import nn
 
 from avs_depth_core.checkpoint import load_checkpoint, load_torch_weights, save_checkpoint
 from avs_depth_core.config import check_fields, dataclass_from_dict, read_sections, read_yaml_file
-from avs_depth_core.geometry import transformation_from_parameters
+from avs_depth_core.geometry import get_translation_matrix, transformation_from_parameters
 from avs_depth_core.models.resnet import ResNetEncoder
 
 CHECKPOINT_KIND = "monodepth2"
 DEPTH_UNITS = ("relative", "metres")
+POSE_PRIORS = ("none", "imu")
 
 # A config file's train: keys that set Monodepth2Config's optimisation keys (the names every trainer's train: section uses).
 TRAIN_KEYS = {"epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
@@ -77,6 +78,12 @@ class Monodepth2Config:
     # What the DepthNet's depth means: "relative" (Monodepth2: up to scale) or "metres" (trained with echo supervision,
     # train/echo_supervision.py; set by the trainer and stored with the weights, so inference needs no median step).
     depth_units: str = "relative"
+    # Not a Monodepth2 option: where PoseNet's rotation comes from. "none": PoseNet predicts it (Monodepth2). "imu": the
+    # rotation between the two frames' attitudes from the robot's IMU (the bag's imu/data), PoseNet predicting only the
+    # translation, as visual-inertial self-supervised depth does (e.g. DynaDepth, Zhang et al., ECCV 2022, takes the
+    # ego-motion from IMU integration). A PoseNet trained from scratch on a few minutes of CPU never learns turns of a few
+    # degrees per frame pair (benchmarks/monodepth2_diagnostics.py), and without the rotation no shape is learnt.
+    pose_prior: str = "none"
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -98,6 +105,8 @@ class Monodepth2Config:
             raise ValueError(f"monodepth2 ssim_weight must lie in [0, 1], got {self.ssim_weight}")
         if self.depth_units not in DEPTH_UNITS:
             raise ValueError(f"monodepth2 depth_units must be one of {list(DEPTH_UNITS)}, got {self.depth_units!r}")
+        if self.pose_prior not in POSE_PRIORS:
+            raise ValueError(f"monodepth2 pose_prior must be one of {list(POSE_PRIORS)}, got {self.pose_prior!r}")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise ValueError(f"monodepth2 decoder_channels must be 5 positive widths, got {self.decoder_channels}")
         for key in ("learning_rate", "batch_size", "num_epochs", "scheduler_step_size", "encoder_width"):
@@ -259,18 +268,33 @@ class PoseNet(nn.Module):
         return axisangle[:, 0], translation[:, 0]
 
 
-def predict_poses(pose_net: PoseNet, target: torch.Tensor, sources: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+def predict_poses(pose_net: PoseNet, target: torch.Tensor, sources: dict[int, torch.Tensor],
+                  rotations: dict[int, torch.Tensor] | None = None) -> dict[int, torch.Tensor]:
     """Transform (B, 4, 4) from the target camera to each source camera, keyed by source offset.
 
     PoseNet always sees the pair in temporal order: [source, target] for offset < 0, whose transform is then inverted;
-    [target, source] otherwise (Monodepth2 trainer.predict_poses).
+    [target, source] otherwise (Monodepth2 trainer.predict_poses). rotations (model.pose_prior imu): per offset the
+    (B, 3, 3) rotation of the pair's transform in that same temporal order (first camera -> second camera), used instead
+    of PoseNet's, whose translation is kept.
     """
     poses = {}
     for offset, source in sources.items():
         pair = (source, target) if offset < 0 else (target, source)
         axisangle, translation = pose_net(*pair)
-        poses[offset] = transformation_from_parameters(axisangle, translation, invert=offset < 0)
+        if rotations is None:
+            poses[offset] = transformation_from_parameters(axisangle, translation, invert=offset < 0)
+        else:
+            poses[offset] = transformation_from_rotation(rotations[offset], translation, invert=offset < 0)
     return poses
+
+
+def transformation_from_rotation(R: torch.Tensor, translation: torch.Tensor, invert: bool = False) -> torch.Tensor:
+    """geometry.transformation_from_parameters with a given rotation (B, 3, 3) instead of PoseNet's axis-angle."""
+    R4 = torch.eye(4, dtype=translation.dtype, device=translation.device).repeat(R.shape[0], 1, 1)
+    R4[:, :3, :3] = R.to(translation.dtype)
+    if invert:
+        return R4.transpose(1, 2) @ get_translation_matrix(-translation)
+    return get_translation_matrix(translation) @ R4
 
 
 def _load_exact(net: nn.Module, state: dict[str, torch.Tensor], where: str) -> None:

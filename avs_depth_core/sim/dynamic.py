@@ -304,7 +304,7 @@ class DynamicSequence(SimSequence):
         prep = replace(self._prepared, scene=scene, surfaces=scene_surfaces(scene))
         pose = self.pose(i)
         depth, face = world.renderer.cast(prep, pose)
-        rgb = world.renderer.shade(prep, pose, depth, face, noise)
+        rgb = world.renderer.colour(prep, pose, depth, face, noise)
         first = ROOM_FACES + 6 * len(self.scene.boxes)
         ids = np.array([0] + [o.id for o in self.objects], np.uint16)
         slot = np.where(face >= first, (face - first) // 6 + 1, 0)

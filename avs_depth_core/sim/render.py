@@ -9,7 +9,9 @@ corners. The room is convex and closed and the camera is inside it, so every ray
 Colour = texel (nearest, from the mipmap level that matches the pixel's footprint on the surface, so distant brick walls
 do not alias) x sqrt(ambient + Lambertian point lights with a 1 / (1 + (d / range)^2) fall-off) x vignetting, plus mild
 noise. No shadows or inter-reflections. Every length in this computation scales with the scene, so a scene scaled by s
-renders the same image from the same (scaled) pose.
+renders the same image from the same (scaled) pose. One nearest texel per pixel still aliases at texel edges (a texture
+shifted by a fraction of a pixel changes abruptly), which starves a photometric loss of sub-pixel signal;
+Renderer(supersample=N) averages N x N samples per pixel instead (`avs-depth simulate --supersample N`).
 """
 
 from __future__ import annotations
@@ -77,8 +79,22 @@ def prepare(scene: Scene) -> PreparedScene:
 
 
 class Renderer:
-    def __init__(self, K: np.ndarray, height: int, width: int, max_depth: float) -> None:
+    """supersample N > 1: colour is rendered at N x the size (intrinsics scaled to match, so the pixel grids share their
+    centres' rays) and box-filtered down before the sensor noise is added, an anti-aliased camera; depth stays the ray
+    through each pixel centre, the same as with N = 1. N = 1 (the default) renders one nearest texel per pixel."""
+
+    def __init__(self, K: np.ndarray, height: int, width: int, max_depth: float, supersample: int = 1) -> None:
+        if not isinstance(supersample, (int, np.integer)) or supersample < 1:
+            raise ValueError(f"supersample must be a positive integer, got {supersample!r}")
         self.K, self.height, self.width, self.max_depth = np.asarray(K, float), int(height), int(width), float(max_depth)
+        self.supersample = int(supersample)
+        self.fine: Renderer | None = None
+        if self.supersample > 1:
+            n = self.supersample
+            # Pixel u of this image averages fine pixels n u .. n u + n - 1, centred at n u + (n - 1) / 2.
+            fine_K = np.diag([n, n, 1.0]) @ self.K
+            fine_K[:2, 2] += (n - 1) / 2
+            self.fine = Renderer(fine_K, self.height * n, self.width * n, max_depth)
         fx, fy, cx, cy = self.K[0, 0], self.K[1, 1], self.K[0, 2], self.K[1, 2]
         self.xn = ((np.arange(self.width) - cx) / fx).astype(np.float32)
         self.yn = ((np.arange(self.height) - cy) / fy).astype(np.float32)
@@ -162,6 +178,27 @@ class Renderer:
               noise: np.ndarray | None = None) -> np.ndarray:
         """RGB uint8 (H, W, 3): mip-mapped texture at the hit's surface coordinates x (ambient + Lambertian point lights)
         x vignetting, plus optional noise (H * W * 4 float32 in 8-bit levels; the 4th of each 4 is unused)."""
+        return self._finish(self._radiance(prep, pose, depth, face), noise)
+
+    def colour(self, prep: PreparedScene, pose: np.ndarray, depth: np.ndarray, face: np.ndarray,
+               noise: np.ndarray | None = None) -> np.ndarray:
+        """shade() at this renderer's supersampling: depth and face (of cast()) are used only when supersample is 1."""
+        if self.fine is None:
+            return self.shade(prep, pose, depth, face, noise)
+        n, fine = self.supersample, self.fine
+        radiance = fine._radiance(prep, pose, *fine.cast(prep, pose))
+        np.clip(radiance, 0, 255, out=radiance)  # each fine sample saturates like a pixel would
+        radiance = radiance.reshape(self.height, n, self.width, n, 4).mean((1, 3), dtype=np.float32).reshape(-1, 4)
+        return self._finish(radiance, noise)
+
+    def _finish(self, colour: np.ndarray, noise: np.ndarray | None) -> np.ndarray:
+        if noise is not None:
+            colour += noise.reshape(colour.shape)
+        np.clip(colour, 0, 255, out=colour)
+        return colour.astype(np.uint8)[:, :3].reshape(self.height, self.width, 3)
+
+    def _radiance(self, prep: PreparedScene, pose: np.ndarray, depth: np.ndarray, face: np.ndarray) -> np.ndarray:
+        """(H * W, 4) float32 colour in 8-bit levels before noise and clipping (the 4th channel unused)."""
         scene, surf = prep.scene, prep.surfaces
         R, o = pose[:3, :3], pose[:3, 3]
         lights = scene.lights
@@ -215,15 +252,12 @@ class Renderer:
             light += lambert
         gain = (np.sqrt(light) if GAMMA == 2.0 else light ** (1 / GAMMA)) * self.vignette
         colour *= gain[:, None]
-        if noise is not None:
-            colour += noise.reshape(colour.shape)
-        np.clip(colour, 0, 255, out=colour)
-        return colour.astype(np.uint8)[:, :3].reshape(self.height, self.width, 3)
+        return colour
 
     def render(self, prep: PreparedScene, pose: np.ndarray, noise: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """RGB uint8 (H, W, 3) and depth float32 (H, W) in metres along camera Z, NaN beyond max_depth."""
         depth, face = self.cast(prep, pose)
-        rgb = self.shade(prep, pose, depth, face, noise)
+        rgb = self.colour(prep, pose, depth, face, noise)
         out = depth.copy()
         out[~(depth <= self.max_depth)] = np.nan
         return rgb, out

@@ -69,7 +69,7 @@ class SimWorld:
     def __init__(self, preset: str = "bv2", seed: int = 0, height: int = 256, width: int = 512, scale_ambiguous: bool = False,
                  scale_range: tuple[float, float] = (0.5, 2.0), rate_hz: float = 10.0, *, ism_order: int = 3,
                  rig: BinauralRig | None = None, chirp: ChirpSpec = BATVISION_CHIRP,
-                 acoustic_ranges: AcousticRanges | None = None) -> None:
+                 acoustic_ranges: AcousticRanges | None = None, supersample: int = 1) -> None:
         self.preset: Preset = get_preset(preset)
         self.parts = preset_parts(preset)
         if not isinstance(seed, (int, np.integer)) or seed < 0:
@@ -84,7 +84,8 @@ class SimWorld:
         self.seed, self.height, self.width = int(seed), int(height), int(width)
         self.scale_ambiguous, self.scale_range, self.rate_hz = bool(scale_ambiguous), (lo, hi), float(rate_hz)
         self.K = intrinsics(self.height, self.width, self.preset.hfov_deg)
-        self.renderer = Renderer(self.K, self.height, self.width, self.preset.max_depth)
+        # supersample N > 1: anti-aliased colour (render.Renderer); the scene, textures, depth and noise stay as with 1.
+        self.renderer = Renderer(self.K, self.height, self.width, self.preset.max_depth, supersample)
         self.acoustics = EchoSimulator(self.preset.max_depth, chirp=chirp, rig=rig or BinauralRig(), ism_order=ism_order)
         self.texture_size = _texture_size(self.width)
         # Acoustic domain randomisation (sim/randomise.py): None records every sequence through the same chain and room.

@@ -144,10 +144,12 @@ class Monodepth2Model(nn.Module):
         self.depth = DepthNet.from_config(config, load_pretrained)
         self.pose = PoseNet.from_config(config, load_pretrained)
 
-    def forward(self, target: torch.Tensor, sources: dict[int, torch.Tensor]
+    def forward(self, target: torch.Tensor, sources: dict[int, torch.Tensor],
+                rotations: dict[int, torch.Tensor] | None = None
                 ) -> tuple[dict[tuple[str, int], torch.Tensor], dict[int, torch.Tensor]]:
-        """(augmented) target (B, 3, H, W) and sources {offset: (B, 3, H, W)} -> (disparities by scale, poses target->source)."""
-        return self.depth(target), predict_poses(self.pose, target, sources)
+        """(augmented) target (B, 3, H, W) and sources {offset: (B, 3, H, W)} -> (disparities by scale, poses target->source);
+        rotations: the pose prior's (imu_pair_rotations), replacing PoseNet's."""
+        return self.depth(target), predict_poses(self.pose, target, sources, rotations)
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -247,6 +249,26 @@ def split_frames(frames: torch.Tensor, offsets: list[int]) -> tuple[torch.Tensor
     return by_offset[0], {o: by_offset[o] for o in offsets}
 
 
+def imu_pair_rotations(batch: dict[str, Any], flipped: torch.Tensor | None, offsets: list[int],
+                       device: torch.device) -> dict[int, torch.Tensor]:
+    """model.pose_prior imu: per source offset the rotation (B, 3, 3) of the pair's transform in temporal order (first
+    camera -> second camera, predict_poses' convention) from the triple's IMU attitudes R (camera-to-world): R_second^T
+    R_first. A mirrored sample (flip augmentation) mirrors its rotation too: S R S with S = diag(-1, 1, 1)."""
+    if "imu_rotation" not in batch:
+        raise ValueError("model.pose_prior imu: the batch has no imu_rotation (the dataset was built without need_imu)")
+    R = batch["imu_rotation"].double()
+    by_offset = {o: R[:, i] for i, o in enumerate(TRIPLE_OFFSETS)}
+    out = {}
+    for o in offsets:
+        first, second = (by_offset[o], by_offset[0]) if o < 0 else (by_offset[0], by_offset[o])
+        rot = second.transpose(1, 2) @ first
+        if flipped is not None and flipped.any():
+            S = torch.diag(torch.tensor([-1.0, 1.0, 1.0], dtype=rot.dtype))
+            rot = torch.where(flipped.view(-1, 1, 1), S @ rot @ S, rot)
+        out[o] = rot.float().to(device)
+    return out
+
+
 def batch_intrinsics(K: torch.Tensor, size: tuple[int, int], stamps: Any) -> tuple[torch.Tensor, torch.Tensor]:
     """Dataset K (B, 3, 3) for the network size -> 4x4 (K, inv_K); missing (NaN) or bad intrinsics name the frames."""
     try:
@@ -265,8 +287,10 @@ def training_loss(net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, An
     moved = to_device({"frames": frames, "inputs": inputs, "K4": K4, "inv_K4": inv_K4}, runtime.device)
     target, sources = split_frames(moved["frames"], config.source_offsets)
     target_in, sources_in = split_frames(moved["inputs"], config.source_offsets)
+    rotations = imu_pair_rotations(batch, flipped, config.source_offsets, runtime.device) \
+        if config.pose_prior == "imu" else None
     with autocast(runtime):
-        disps, poses = net(target_in, sources_in)
+        disps, poses = net(target_in, sources_in, rotations)
     disps = {k: v.float() for k, v in disps.items()}
     poses = {k: v.float() for k, v in poses.items()}
     result = criterion(target, sources, disps, poses, moved["K4"], moved["inv_K4"])
@@ -295,7 +319,7 @@ def build_dataset(bag: Path, split: str, model_cfg: Monodepth2Config, data_cfg: 
     return TripletBagDataset(bag, split=split, image_size=(model_cfg.height, model_cfg.width),
                              interval=model_cfg.frame_interval, max_depth=data_cfg.max_depth, tolerance_s=data_cfg.tolerance_s,
                              cache_dir=data_cfg.cache_dir, skip_bad=data_cfg.skip_bad, progress=verbose, verbose=verbose,
-                             **echo_inputs)
+                             need_imu=model_cfg.pose_prior == "imu", **echo_inputs)
 
 
 class Monodepth2Trainer(loop.Trainer):
@@ -388,7 +412,9 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
             K4, inv_K4 = batch_intrinsics(batch["K"], size, batch["stamp_ns"])
             frames = batch["rgb"].to(device)
             target, sources = split_frames(frames, model_cfg.source_offsets)
-            disps, poses = model(target, sources)
+            rotations = imu_pair_rotations(batch, None, model_cfg.source_offsets, device) \
+                if model_cfg.pose_prior == "imu" else None
+            disps, poses = model(target, sources, rotations)
             result = criterion(target, sources, disps, poses, K4.to(device), inv_K4.to(device))
             losses.append((float(result.loss), int(target.shape[0])))
             if "depth" not in batch:
