@@ -27,12 +27,13 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from avs_depth_core.audio.direct_path import direct_aligned_offset, simulator_direct_onset_s  # noqa: E402
+from avs_depth_core.audio.direct_path import direct_aligned_offset  # noqa: E402
 from avs_depth_core.audio.wav import read_wav  # noqa: E402
 from avs_depth_core.data.echo_sources import load_records  # noqa: E402
 from avs_depth_core.inference import infer_depth, load_echo, load_rgb  # noqa: E402
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
 from avs_depth_core.pipeline import bundled_checkpoint  # noqa: E402
+from avs_depth_core.sim.world import simulator_direct_onset_s  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "fixtures" / "batvision_bv2_sample"
 

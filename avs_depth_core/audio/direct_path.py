@@ -6,12 +6,10 @@ moment the chirp leaves the speaker (direct path 0.3-0.5 ms later: the speaker-t
 comes 1.1 m "late" to a model trained on the simulator. Sonar practice takes time zero from the direct path (the
 transmit pulse seen by the receiver); this does the same with the onset detector of echo-stats, from the audio alone:
 
-    offset = direct_aligned_offset(samples, fs, reference_onset_s=simulator_direct_onset_s())
+    offset = direct_aligned_offset(samples, fs, reference_onset_s=simulator_direct_onset_s())  # sim.world
 """
 
 from __future__ import annotations
-
-from functools import lru_cache
 
 import numpy as np
 
@@ -29,15 +27,3 @@ def direct_aligned_offset(samples: np.ndarray, fs: int, reference_onset_s: float
         raise ValueError(f"reference_onset_s must be >= 0, got {reference_onset_s}")
     direct = find_direct_path(samples, fs, emission_offset, EchoStatsSettings(direct_search_s=search_s))
     return max(int(emission_offset), direct.onset - int(round(reference_onset_s * fs)))
-
-
-@lru_cache(maxsize=4)
-def simulator_direct_onset_s(preset: str = "bv2", seed: int = 0) -> float:
-    """Where the simulator's direct path starts after its emission mark, s: measured with the same onset detector on
-    the first frame of a plain world (the rig's speaker-to-microphone flight plus the transducer's delay)."""
-    from avs_depth_core.sim.world import SimWorld
-
-    world = SimWorld(preset, seed=seed, height=8, width=16)
-    echo = world.sequence(0).echo(0, noise=False, tail=False)
-    direct = find_direct_path(echo, world.acoustics.fs, world.acoustics.pre_roll, EchoStatsSettings())
-    return (direct.onset - world.acoustics.pre_roll) / world.acoustics.fs

@@ -66,8 +66,9 @@ def run(args: argparse.Namespace) -> int:
         if args.echo is None:
             raise ValueError(f"{args.checkpoint}: this model fuses the echo; pass --echo RECORDING.wav")
         if args.emission_offset == "direct":
-            from avs_depth_core.audio.direct_path import direct_aligned_offset, simulator_direct_onset_s
+            from avs_depth_core.audio.direct_path import direct_aligned_offset
             from avs_depth_core.audio.wav import read_wav
+            from avs_depth_core.sim.world import simulator_direct_onset_s
 
             samples, rate = read_wav(args.echo)
             args.emission_offset = direct_aligned_offset(samples, rate, simulator_direct_onset_s())

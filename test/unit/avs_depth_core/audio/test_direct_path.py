@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from avs_depth_core.audio import synthesize_chirp
-from avs_depth_core.audio.direct_path import direct_aligned_offset, simulator_direct_onset_s
+from avs_depth_core.audio.direct_path import direct_aligned_offset
+from avs_depth_core.sim.world import simulator_direct_onset_s
 
 FS = 44100
 
