@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Recipe for the checkpoints bundled in avs_depth_core/checkpoints/ (used by `make demo` and by the depth node by default).
-# Everything comes from the project's own commands: simulate a scale-ambiguous bv2 world, train AVS-Net RGB-Echoes (the
-# pseudo-metric depth Mp) and AVS-Net Only-RGB (the default relative / zero-shot model R) on it, then copy the best
-# checkpoints into the package. About 25 minutes on 2 CPU cores. Usage: scripts/bundle_checkpoints.sh [WORK_DIR]
+# Everything comes from the project's own commands: simulate a scale-ambiguous bv2_mix world (halls, corridors, rooms),
+# train AVS-Net RGB-Echoes (the pseudo-metric depth Mp) and AVS-Net Only-RGB (the default relative / zero-shot model R)
+# on it, then copy the best checkpoints into the package. About 35 minutes per model on 2 shared CPU cores (24 epochs).
+# The Only-RGB checkpoint in the package is still the earlier one (bv2 halls, 12 epochs): the last retrain (issue 16)
+# put it into WORK_DIR/avsnet_rgb beforehand so only RGB-Echoes was trained. Usage: scripts/bundle_checkpoints.sh [WORK_DIR]
 # The echo recipe of benchmarks/echo_scale_ablation.py is in config/avsnet_bundled.yaml: range-profile (time-of-flight)
 # tokens (model.echo_range_profile, 256 bins over 30 m) and geometry-keeping augmentation (train.aug_flip 0.5, ears
 # swapped; train.aug_scale 1.5, depth and echo delays scaled together). Per step it costs what the paper's branch costs
