@@ -21,7 +21,8 @@ import torch.nn.functional as F
 def pseudo_labels(rel_disparity: torch.Tensor, gt: torch.Tensor, valid: torch.Tensor, min_depth: float, max_depth: float
                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per image (B,1,H,W) -> (D_pseudo (B,1,H,W) with 0 where not in range, alpha (B,), beta (B,), delta1 (B,) against GT).
-    An image with fewer than 2 valid pixels or a degenerate fit gets alpha = beta = NaN, delta1 = 0."""
+    An image with fewer than 2 valid pixels, a non-positive slope or one that changes the disparity by less than a part
+    per million (flat GT, constant R) gets alpha = beta = NaN, delta1 = 0."""
     b = rel_disparity.shape[0]
     alpha, beta = torch.full((b,), float("nan")), torch.full((b,), float("nan"))
     delta1 = torch.zeros(b)
@@ -34,7 +35,8 @@ def pseudo_labels(rel_disparity: torch.Tensor, gt: torch.Tensor, valid: torch.Te
         design = torch.stack([x, torch.ones_like(x)], 1)
         solution = torch.linalg.lstsq(design, y[:, None]).solution[:, 0]
         a, c = float(solution[0]), float(solution[1])
-        if not (a > 0):
+        # a flat GT (one wall) or a constant R leaves the slope at rounding noise of either sign: no fit
+        if not (a > 0) or a * float(x.std()) <= 1e-6 * float(y.abs().mean()):
             continue
         disp = a * rel_disparity[i] + c
         d = torch.where(disp > 0, 1.0 / disp.clamp_min(1e-12), torch.zeros_like(disp))

@@ -205,9 +205,10 @@ class RescaleTrainer(loop.Trainer):
         """TR2M-pure anchor: median alpha and median max(beta, eps) of the training set's per-frame fits."""
         t = self.train_set.tensors
         alpha, beta = t["pseudo_alpha"], t["pseudo_beta"]
-        ok = torch.isfinite(alpha)
+        ok = torch.isfinite(alpha) & (alpha > 0)  # a negative scale turns disparity upside down: not a depth map
         if not ok.any():
-            raise ValueError("rescale: no training frame gave a least-squares fit; cannot set the fitted anchor")
+            raise ValueError("rescale: no training frame gave a least-squares fit with a positive scale; cannot set "
+                             "the fitted anchor (model.anchor fitted)")
         a = float(alpha[ok].median())
         b = float(beta[ok].clamp_min(1e-3 * a).median())
         if self.model_cfg.head.form == "depth":  # M = A / r + B ~ 1 / (a r + b): A = 1/a, B small

@@ -92,6 +92,14 @@ def test_pseudo_labels_accept_by_delta1():
     assert alpha[0] > 0
 
 
+def test_pseudo_labels_have_no_fit_on_a_flat_wall():
+    """One depth per image leaves the slope at rounding noise (its sign varies by machine): no fit, not a 1e-16 one."""
+    r = 1.0 + 0.01 * torch.randn(4, 1, 32, 64, generator=torch.Generator().manual_seed(0))
+    gt = torch.tensor([1.5, 2.0, 3.0, 4.0]).view(4, 1, 1, 1).expand(4, 1, 32, 64).clone()
+    _, alpha, beta, delta1 = pseudo_labels(r, gt, gt > 0, 1e-3, 12.0)
+    assert alpha.isnan().all() and beta.isnan().all() and (delta1 == 0).all()
+
+
 def test_image_contrast_prefers_embeddings_ordered_by_scale():
     scale = torch.tensor([1.0, 1.1, 5.0, 5.2, 9.0, 9.5, 20.0, 21.0])
     ordered = torch.stack([torch.cos(scale / 7), torch.sin(scale / 7)], 1)

@@ -42,13 +42,28 @@ def test_training_writes_loadable_checkpoints(trained):
     assert (trained["run"] / "config.yaml").is_file()
 
 
-def test_rgb_only_head_trains_with_the_fitted_anchor(trained, tmp_path):
+def test_rgb_only_head_trains_with_the_fitted_anchor(trained, tmp_path, monkeypatch):
+    # The tiny bag's walls are flat (no per-frame fit exists) and R is random, so the GT seen by the fits is replaced by
+    # a depth that R's disparity explains exactly, 1 / (0.3 r + 0.05): the anchor must take those coefficients.
+    import avs_depth_core.rescale as frozen
+
+    fit = frozen.pseudo_labels
+    monkeypatch.setattr(frozen, "pseudo_labels", lambda r, gt, valid, lo, hi: fit(r, 1.0 / (0.3 * r + 0.05), valid, lo, hi))
     args = ["train", "--model", "rescale", "--bag", str(trained["bag"]), "--out", str(tmp_path / "run"), "--device", "cpu",
             "--batch-size", "4", "--max-steps", "2", *trained["common"], "--set", "model.use_echo=false",
             "--set", "model.anchor=fitted", "--set", "model.guidance=[relative]", "--set", "train.validate=false"]
     assert main(args) == 0
     head, _ = EchoRescaleHead.from_checkpoint(tmp_path / "run" / "checkpoints" / "last")
-    assert not head.cfg.use_echo and head.cfg.coef_scale != 1.0  # set from the training fits
+    assert not head.cfg.use_echo
+    assert head.cfg.coef_scale == pytest.approx(0.3, rel=1e-3) and head.cfg.coef_shift == pytest.approx(0.05, rel=1e-3)
+
+
+def test_fitted_anchor_on_flat_walls_is_a_clear_error(trained, tmp_path, capsys):
+    args = ["train", "--model", "rescale", "--bag", str(trained["bag"]), "--out", str(tmp_path / "run"), "--device", "cpu",
+            "--batch-size", "4", "--max-steps", "1", *trained["common"], "--set", "model.use_echo=false",
+            "--set", "model.anchor=fitted", "--set", "model.guidance=[relative]", "--set", "train.validate=false"]
+    assert main(args) == 2
+    assert "model.anchor fitted" in capsys.readouterr().err
 
 
 def test_config_errors_name_the_key():
