@@ -12,7 +12,7 @@ from setuptools import find_packages, setup
 
 CORE_COMMANDS = [
     "simulate", "convert-batvision", "train", "evaluate", "evaluate-scaling", "infer", "gradcam", "bag-info", "export",
-    "echo-stats",
+    "echo-stats", "mine-labels",
 ]
 ROS_NODES = ["echo_node", "sim_sensors_node", "depth_node", "room_loop"]
 HERE = Path(__file__).resolve().parent

@@ -4,6 +4,7 @@ sample (../shared/fixtures/batvision_bv2_sample/, read in place): median(pred) /
     .venv/bin/python benchmarks/real_sample_transfer.py                           # the bundled AVS-Net
     .venv/bin/python benchmarks/real_sample_transfer.py --checkpoint runs/a/checkpoints/last runs/b/checkpoints/last
     .venv/bin/python benchmarks/real_sample_transfer.py --emission-offset 0 280 --out transfer.json
+    .venv/bin/python benchmarks/real_sample_transfer.py --emission-offset 0 direct    # latency compensated by the direct path
 
 Nothing is trained, fitted or selected on the sample's depth: it is read only to score the prediction. Per checkpoint
 and emission offset it prints the scale ratio (1.0 is right; the issue's target is 0.8-1.25), the medians, delta1 as
@@ -26,12 +27,24 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from avs_depth_core.audio.direct_path import direct_aligned_offset  # noqa: E402
+from avs_depth_core.audio.wav import read_wav  # noqa: E402
 from avs_depth_core.data.echo_sources import load_records  # noqa: E402
 from avs_depth_core.inference import infer_depth, load_echo, load_rgb  # noqa: E402
 from avs_depth_core.models.avsnet import AVSNet  # noqa: E402
 from avs_depth_core.pipeline import bundled_checkpoint  # noqa: E402
+from avs_depth_core.sim.world import simulator_direct_onset_s  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "fixtures" / "batvision_bv2_sample"
+
+
+def offset_arg(text: str) -> int | str:
+    if text == "direct":
+        return text
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"emission offset must be >= 0 or 'direct', got {text}")
+    return value
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -40,8 +53,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="AVS-Net checkpoints (default: the bundled RGB-Echoes model)")
     p.add_argument("--sample", type=Path, default=SAMPLE, help="folder with camera_47.jpeg, audio_47.wav, depth_47.npy")
     p.add_argument("--index", default="47", help="the sample's number in its file names (default 47)")
-    p.add_argument("--emission-offset", type=int, nargs="+", default=[0],
-                   help="sample index of the chirp emission in the wav (default 0, as BatVision's loader cuts it)")
+    p.add_argument("--emission-offset", type=offset_arg, nargs="+", default=[0],
+                   help="sample index of the chirp emission in the wav (default 0, as BatVision's loader cuts it), or "
+                        "'direct': the index that puts the wav's direct path where the simulator's is "
+                        "(audio/direct_path.py; from the audio alone)")
     p.add_argument("--echo-sweep", type=Path, default=None, metavar="BAG",
                    help="also predict with the real image and simulated echoes from this bag (and with noise alone)")
     p.add_argument("--sweep-count", type=int, default=6, help="simulated echoes in the sweep (default 6)")
@@ -70,12 +85,17 @@ def run(args: argparse.Namespace) -> list[dict]:
     rows = []
     for checkpoint in checkpoints:
         model = AVSNet.from_checkpoint(checkpoint, "cpu")
-        for offset in args.emission_offset:
+        for choice in args.emission_offset:
+            offset = choice
+            if choice == "direct":
+                samples, rate = read_wav(args.sample / f"audio_{args.index}.wav")
+                offset = direct_aligned_offset(samples, rate, simulator_direct_onset_s())
             echo = load_echo(args.sample / f"audio_{args.index}.wav", model.cfg.sample_rate, model.cfg.echo_samples, offset)
             pred = infer_depth(model, rgb, echo, model.cfg.sample_rate, offset)
             if pred.shape != gt.shape:
                 raise SystemExit(f"prediction {pred.shape} and ground truth {gt.shape} differ in size")
-            rows.append({"checkpoint": str(checkpoint), "emission_offset": offset, **score(pred, gt, model.cfg.max_depth)})
+            rows.append({"checkpoint": str(checkpoint), "emission_offset": offset, "offset_choice": str(choice),
+                         **score(pred, gt, model.cfg.max_depth)})
     return rows
 
 

@@ -26,8 +26,9 @@ from pathlib import Path
 
 from avs_depth_core.data.bag import BagWriter
 from avs_depth_core.sim.dynamic import DynamicWorld, floor_share
+from avs_depth_core.sim.presets import preset_names
 from avs_depth_core.sim.record import EPOCH_NS, frame_stamp, write_frame
-from avs_depth_core.sim.world import PRESETS, SimWorld
+from avs_depth_core.sim.world import SimWorld
 
 
 class Clock:
@@ -45,7 +46,7 @@ class Clock:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="bv2")
+    parser.add_argument("--preset", choices=preset_names(), default="bv2")
     parser.add_argument("--frames", type=int, default=100, help="timed frames (default 100)")
     parser.add_argument("--warmup", type=int, default=5, help="frames before the timed ones (default 5)")
     parser.add_argument("--height", type=int, default=256)

@@ -32,6 +32,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "gradcam": ("gradcam", "Grad-CAM over the echo spectrogram and the image"),
     "export": ("export", "export AVS-Net or Monodepth2 to ONNX (ONNX Runtime, TensorRT) with its metadata"),
     "echo-stats": ("echo_stats", "statistics of recorded echoes against simulated ones (table, figures, JSON)"),
+    "mine-labels": ("mine_labels", "dynamic-region pseudo labels, object scale by the echo, for retraining Monodepth2"),
 }
 
 

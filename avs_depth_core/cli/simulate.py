@@ -12,9 +12,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from avs_depth_core.sim.presets import preset_names
 from avs_depth_core.sim.randomise import load_acoustic_ranges
 from avs_depth_core.sim.record import ImuErrors, record_bag
-from avs_depth_core.sim.world import PRESETS
 
 
 def positive_int(text: str) -> int:
@@ -25,8 +25,9 @@ def positive_int(text: str) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--preset", choices=sorted(PRESETS), default="bv2",
-                        help="bv1: offices, depth clipped at 12 m; bv2: larger halls, 30 m (default bv2)")
+    parser.add_argument("--preset", choices=preset_names(), default="bv2",
+                        help="bv1: offices, depth clipped at 12 m; bv2: larger halls, 30 m; bv2_rooms: corridors, classrooms and "
+                             "offices, 30 m; bv2_mix: bv2 and bv2_rooms, half each (default bv2)")
     parser.add_argument("--sequences", type=positive_int, default=10, help="number of sequences (scenes) (default 10)")
     parser.add_argument("--frames", type=positive_int, default=200, help="frames per sequence (default 200)")
     parser.add_argument("--seed", type=int, default=0, help="random seed; the output is a function of all arguments (default 0)")

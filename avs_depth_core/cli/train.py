@@ -3,6 +3,7 @@
     avs-depth train --bag bv2/ [--config config/avsnet_bv2.yaml] [--no-echo] [--out runs/bv2] [--epochs 5] [--set model.n_bins=32]
     torchrun --nproc_per_node 4 -m avs_depth_core.cli train --bag bv2/ ...      # DistributedDataParallel, one process per GPU
     avs-depth train --bag bv2/ --out runs/bv2 --resume                           # continue from runs/bv2/checkpoints/last
+    avs-depth train --model monodepth2 --bag dyn/ --dynamic-labels labels.npz --init runs/md2/checkpoints/last   # mined labels
 
 The config is a YAML with `model:`, `train:` and `data:` sections (config/*.yaml); command-line options override it
 and every key is validated with an error naming it. The resolved config is written to <out>/config.yaml; resuming a run
@@ -43,6 +44,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--echo-supervision", default=None, metavar="CKPT",
                         help="monodepth2: add the pseudo-metric depth of this RGB-Echoes AVS-Net checkpoint as a scale-aware "
                              "loss term, so the DepthNet predicts metres (sets train.echo_supervision.checkpoint)")
+    parser.add_argument("--dynamic-labels", default=None, metavar="LABELS.npz",
+                        help="monodepth2: retrain with the dynamic-region pseudo labels of `avs-depth mine-labels` (Nguyen et "
+                             "al. 2024, stage 4; sets train.dynamic_labels.labels)")
+    parser.add_argument("--init", default=None, metavar="CKPT",
+                        help="monodepth2 with --dynamic-labels: start from this stage-1 checkpoint's DepthNet and PoseNet "
+                             "(sets train.dynamic_labels.init_checkpoint)")
 
 
 def option_assignments(args: argparse.Namespace) -> list[str]:
@@ -54,6 +61,10 @@ def option_assignments(args: argparse.Namespace) -> list[str]:
         out.append("model.use_echo=false")
     if args.echo_supervision is not None:
         out.append(f"train.echo_supervision.checkpoint={json.dumps(str(args.echo_supervision))}")  # quoted: always a string
+    if args.dynamic_labels is not None:
+        out.append(f"train.dynamic_labels.labels={json.dumps(str(args.dynamic_labels))}")
+    if args.init is not None:
+        out.append(f"train.dynamic_labels.init_checkpoint={json.dumps(str(args.init))}")
     return out
 
 
@@ -64,6 +75,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--no-echo applies to --model avsnet; {args.model} never uses the echo")
     if args.echo_supervision is not None and args.model != "monodepth2":
         raise ValueError(f"--echo-supervision applies to --model monodepth2, not {args.model}")
+    if (args.dynamic_labels is not None or args.init is not None) and args.model != "monodepth2":
+        raise ValueError(f"--dynamic-labels and --init apply to --model monodepth2, not {args.model}")
+    if args.init is not None and args.dynamic_labels is None:
+        raise ValueError("--init starts the retraining on --dynamic-labels; give both")
     run_dir = run_dir_for(args.model, args.out, args.resume)
     config = config_for_run(args.model, args.config, run_dir, args.resume, [*option_assignments(args), *args.overrides])
     summary = train(args.model, config, args.bag, run_dir, resume=args.resume, device=args.device)

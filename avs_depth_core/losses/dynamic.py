@@ -17,9 +17,11 @@ LABEL_PERCENTILE = 90.0          # the kept labels' upper bound, a percentile of
 
 
 def dynamic_depth_loss(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tensor,
-                       percentile: float = LABEL_PERCENTILE) -> torch.Tensor:
+                       percentile: float = LABEL_PERCENTILE, normalise: bool = False) -> torch.Tensor:
     """pred, label: (B, 1, H, W) positive depth (label <= 0 where it has none); mask: (B, 1, H, W) bool, the dynamic
-    objects. -> scalar: the mean over the batch's images of the per-image masked, scale-invariant L1."""
+    objects. -> scalar: the mean over the batch's images of the per-image masked, scale-invariant L1. normalise (not
+    theirs): each image's L1 divided by its median predicted depth (detached), so the term does not depend on the
+    DepthNet's units (theirs where that median is 1 unit)."""
     if pred.shape != label.shape or pred.shape != mask.shape:
         raise ValueError(f"dynamic_depth_loss: pred, label and mask must have one shape, got {tuple(pred.shape)}, "
                          f"{tuple(label.shape)}, {tuple(mask.shape)}")
@@ -39,5 +41,6 @@ def dynamic_depth_loss(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tens
         if not bool(used.any()):
             losses.append(p.sum() * 0.0)
             continue
-        losses.append((p[used] - lab[used] * ratio).abs().sum() / used.sum())
+        l1 = (p[used] - lab[used] * ratio).abs().sum() / used.sum()
+        losses.append(l1 / flat.median().clamp_min(1e-12) if normalise else l1)
     return torch.stack(losses).mean()

@@ -6,7 +6,7 @@ sequence's scale factor.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 Range = tuple[float, float]
 
@@ -64,6 +64,10 @@ FURNITURE: dict[str, Furniture] = {
     "pallet_stack": Furniture((1.0, 2.4), (0.8, 1.6), (0.6, 2.4), False, ("crate", "wood")),
     "bench": Furniture((1.5, 3.0), (0.4, 0.7), (0.45, 0.5), False, ("wood", "metal")),
     "counter": Furniture((2.0, 5.0), (0.6, 1.0), (0.9, 1.1), True, ("wood", "metal", "plaster")),
+    # Classroom and office furniture of the bv2_rooms preset (EN 1729-1 school chairs: seat 0.35-0.46 m, back to 0.8-0.9 m;
+    # cast-iron panel radiators 0.6-0.9 m high, 0.1-0.2 m deep, under windows).
+    "chair": Furniture((0.4, 0.55), (0.4, 0.55), (0.8, 0.95), False, ("fabric", "metal", "wood")),
+    "radiator": Furniture((0.6, 1.6), (0.1, 0.2), (0.6, 0.9), True, ("metal",)),
 }
 
 
@@ -107,10 +111,48 @@ PRESETS: dict[str, Preset] = {
         ceilings=("plaster", "ceiling_tiles", "painted_concrete"), light_count=(2, 5), hfov_deg=80.0,
         camera_height=(0.6, 1.4), camera_pitch_deg=(-6.0, 4.0), speed=(0.4, 0.9), clearance=0.7, patch_size=0.8,
     ),
+    # BatVision BV2's smaller places: the campus's corridors, classrooms and offices (BV2 was recorded across a
+    # university campus, halls and corridors and rooms, method_spec section 4), with BV2's 30 m clip and echo window
+    # so it mixes with bv2 in one bag. Sizes are common European room sizes, not taken from BV2's depth: offices and
+    # classrooms 2.5-10 m by 2.5-6 m, corridors down to 1.8 m wide (an accessible corridor's width), ceilings 2.5-3.5 m.
+    # Camera, speed and patch as bv2 except the clearance, which a 1.8 m corridor must leave room for.
+    "bv2_rooms": Preset(
+        name="bv2_rooms", max_depth=30.0, room_length=(2.5, 10.0), room_width=(1.8, 6.0), room_height=(2.5, 3.5),
+        box_count=(2, 8), furniture=("desk", "cabinet", "bookshelf", "table", "chair", "chair", "radiator", "crate"),
+        floors=("wood_floor", "floor_tiles", "carpet"), walls=("plaster", "painted_concrete", "brick"),
+        ceilings=("plaster", "ceiling_tiles"), light_count=(1, 3), hfov_deg=80.0, camera_height=(0.6, 1.4),
+        camera_pitch_deg=(-6.0, 4.0), speed=(0.3, 0.6), clearance=0.35, patch_size=0.35,
+    ),
+}
+
+# Presets that draw each sequence's world from several presets (weights sum to 1). All parts share max_depth and the
+# camera's field of view, which fix the echo window and the intrinsics of the whole bag.
+MIXES: dict[str, tuple[tuple[str, float], ...]] = {
+    # BatVision V2's places as a whole: halls and the smaller corridors, classrooms and offices, half each.
+    "bv2_mix": (("bv2", 0.5), ("bv2_rooms", 0.5)),
 }
 
 
+def preset_names() -> list[str]:
+    """Every name `get_preset` accepts: the presets and their mixes."""
+    return sorted([*PRESETS, *MIXES])
+
+
+def preset_parts(name: str) -> tuple[tuple[Preset, float], ...]:
+    """(preset, weight) of each part of a mix; a plain preset is its own single part."""
+    if name in PRESETS:
+        return ((PRESETS[name], 1.0),)
+    if name not in MIXES:
+        raise ValueError(f"unknown simulation preset {name!r}; expected one of {preset_names()}")
+    parts = tuple((PRESETS[part], float(weight)) for part, weight in MIXES[name])
+    first = parts[0][0]
+    for part, _ in parts:
+        if (part.max_depth, part.hfov_deg) != (first.max_depth, first.hfov_deg):
+            raise ValueError(f"preset mix {name!r}: {part.name} and {first.name} differ in max_depth or hfov_deg")
+    return parts
+
+
 def get_preset(name: str) -> Preset:
-    if name not in PRESETS:
-        raise ValueError(f"unknown simulation preset {name!r}; expected one of {sorted(PRESETS)}")
-    return PRESETS[name]
+    """A preset by name; for a mix, its first part renamed (what the parts share: max_depth, hfov_deg)."""
+    parts = preset_parts(name)
+    return parts[0][0] if name in PRESETS else replace(parts[0][0], name=name)

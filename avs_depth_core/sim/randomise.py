@@ -45,7 +45,7 @@ class AcousticRanges:
     resonance_q: Range = (0.7, 4.0)
     wall_low_shelf_db: Range = (-4.0, 2.0)        # reflections below 500 Hz
     wall_high_shelf_db: Range = (-10.0, 0.0)      # reflections above 4 kHz
-    t60_factor: Range = (0.25, 1.5)               # times the scene's Sabine reverberation time
+    t60_factor: Range = (0.25, 2.0)               # times the scene's Sabine reverberation time
     tail_gain_db: Range = (-10.0, 4.0)            # diffuse tail energy
     ambient_noise_dbfs: Range = (-66.0, -44.0)    # low-frequency background, RMS
     mic_noise_dbfs: Range = (-84.0, -66.0)        # white self-noise, RMS

@@ -257,6 +257,10 @@ def _random_box(preset: Preset, rng: np.random.Generator, lo: np.ndarray, hi: np
         wall = int(rng.integers(4))
         along_axis = 1 if wall < 2 else 0
         across_axis = 1 - along_axis
+        # A narrow room (bv2_rooms' corridors) can be shorter than the piece along this wall: it then fills the wall.
+        # Never the case in bv1 and bv2 (the draw would fail), so their scenes are unchanged.
+        width = min(width, 0.95 * size[along_axis])
+        half[0] = width / 2
         centre = np.zeros(3)
         span = size[along_axis] / 2 - width / 2
         centre[along_axis] = (lo[along_axis] + hi[along_axis]) / 2 + rng.uniform(-span, span)
@@ -322,7 +326,7 @@ def random_scene(preset: Preset, rng: np.random.Generator, texture_size: int = T
         lights.append(Light(pos, float(rng.uniform(0.5, 0.8) * max(size[0], size[1])), float(rng.uniform(0.7, 1.1))))
     norm = 1 / math.sqrt(len(lights))
     lights = [Light(li.position, li.range, li.power * norm) for li in lights]
-    kind = "office" if preset.max_depth <= 12 else "hall"
+    kind = {"bv1": "office", "bv2_rooms": "room"}.get(preset.name, "hall")
     label = f"{kind} {size[0]:.1f}x{size[1]:.1f}x{size[2]:.1f} m, {len(boxes)} boxes"
     return Scene(label, lo, hi, (wall,) * 4 + (floor, ceiling), tuple(room_textures), tuple(boxes), tuple(lights),
                  float(rng.uniform(0.22, 0.38)), tuple(images), tuple(periods), preset.patch_size,

@@ -18,19 +18,21 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
 
 from avs_depth_core.audio.chirp import BATVISION_CHIRP, ChirpSpec
+from avs_depth_core.audio.echo_stats import EchoStatsSettings, find_direct_path
 from avs_depth_core.sim.acoustics import AcousticScene, BinauralRig, EchoSimulator
-from avs_depth_core.sim.presets import PRESETS, Preset, get_preset
+from avs_depth_core.sim.presets import PRESETS, Preset, get_preset, preset_parts
 from avs_depth_core.sim.randomise import AcousticRanges, AcousticVariation, draw_variation
 from avs_depth_core.sim.render import IMAGE_NOISE, PreparedScene, Renderer, intrinsics, prepare
 from avs_depth_core.sim.scene import Scene, clearance_map, random_scene
 from avs_depth_core.sim.trajectory import Motion, RobotPath
 
-__all__ = ["PRESETS", "SimFrame", "SimSequence", "SimWorld"]
+__all__ = ["PRESETS", "SimFrame", "SimSequence", "SimWorld", "simulator_direct_onset_s"]
 
 # Per-sequence recording level: the direct path's peak, as a fraction of full scale (real BV2 sample: 0.60 and 0.75).
 # It does not depend on the scene's scale (that would be a scale cue); returns louder than full scale, from surfaces a
@@ -71,6 +73,7 @@ class SimWorld:
                  rig: BinauralRig | None = None, chirp: ChirpSpec = BATVISION_CHIRP,
                  acoustic_ranges: AcousticRanges | None = None, supersample: int = 1) -> None:
         self.preset: Preset = get_preset(preset)
+        self.parts = preset_parts(preset)
         if not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
         if int(height) < 8 or int(width) < 8:
@@ -109,9 +112,16 @@ class SimSequence:
 
     def __init__(self, world: SimWorld, index: int) -> None:
         self.world, self.index = world, index
-        preset = world.preset
-        self.name = f"{preset.name}-seed{world.seed}-seq{index:05d}"
+        self.name = f"{world.preset.name}-seed{world.seed}-seq{index:05d}"
         scene_ss, motion_ss, scale_ss, audio_ss, noise_ss = np.random.SeedSequence([world.seed, index]).spawn(5)
+        preset = world.preset
+        if len(world.parts) > 1:
+            # A mix: the part comes from a stream of its own (the seventh child; the sixth is the acoustic variation's)
+            weights = np.array([w for _, w in world.parts])
+            pick = np.random.default_rng(np.random.SeedSequence([world.seed, index]).spawn(7)[6]).choice(
+                len(weights), p=weights / weights.sum())
+            preset = world.parts[int(pick)][0]
+        self.preset: Preset = preset
         base = random_scene(preset, np.random.default_rng(scene_ss), world.texture_size)
         if world.scale_ambiguous:
             lo, hi = world.scale_range
@@ -195,3 +205,13 @@ class SimSequence:
             raise ValueError(f"frames needs n >= 0 and start >= 0, got n={n}, start={start}")
         for i in range(start, start + n):
             yield self.frame(i)
+
+
+@lru_cache(maxsize=4)
+def simulator_direct_onset_s(preset: str = "bv2", seed: int = 0) -> float:
+    """Where the simulator's direct path starts after its emission mark, s: measured with the same onset detector on
+    the first frame of a plain world (the rig's speaker-to-microphone flight plus the transducer's delay)."""
+    world = SimWorld(preset, seed=seed, height=8, width=16)
+    echo = world.sequence(0).echo(0, noise=False, tail=False)
+    direct = find_direct_path(echo, world.acoustics.fs, world.acoustics.pre_roll, EchoStatsSettings())
+    return (direct.onset - world.acoustics.pre_roll) / world.acoustics.fs

@@ -44,12 +44,14 @@ from avs_depth_core.models.monodepth2 import (
     Monodepth2Config,
     PoseNet,
     disp_to_depth,
+    load_monodepth2,
     predict_poses,
     save_monodepth2,
 )
 from avs_depth_core.models.resnet import LAYOUTS as RESNET_LAYOUTS
 from avs_depth_core.scaling import recover_scale_batch
 from avs_depth_core.train import loop
+from avs_depth_core.train.dynamic_labels import DynamicLabelsConfig, WithDynamicLabels, dynamic_term
 from avs_depth_core.train.echo_supervision import EchoSupervision, EchoSupervisionConfig
 from avs_depth_core.train.loop import LoopConfig, Parts, fit
 from avs_depth_core.train.runtime import Runtime, autocast, progress, to_device
@@ -86,6 +88,7 @@ def resolve_config(config: dict[str, Any]) -> tuple[Monodepth2Config, LoopConfig
     model_values = dict(config.get("model") or {})
     train_values = dict(config.get("train") or {})
     train_values.pop("echo_supervision", None)  # echo_supervision_config reads it
+    train_values.pop("dynamic_labels", None)  # dynamic_labels_config reads it
     for key, model_key in TRAIN_KEYS.items():
         if key in train_values:
             model_values[model_key] = train_values.pop(key)
@@ -116,6 +119,19 @@ def echo_supervision_config(config: dict[str, Any]) -> EchoSupervisionConfig:
     cfg = section_from_dict(EchoSupervisionConfig, values, "train.echo_supervision")
     if cfg.checkpoint is not None:
         cfg.checkpoint = str(cfg.checkpoint)
+    cfg.check()
+    return cfg
+
+
+def dynamic_labels_config(config: dict[str, Any]) -> DynamicLabelsConfig:
+    """The `train.dynamic_labels` subsection (absent or null: off), checked; errors name the key."""
+    values = (config.get("train") or {}).get("dynamic_labels")
+    if values is not None and not isinstance(values, dict):
+        raise ValueError(f"config: train.dynamic_labels must be a mapping (labels, init_checkpoint, ...), got {values!r}")
+    cfg = section_from_dict(DynamicLabelsConfig, values, "train.dynamic_labels")
+    for key in ("labels", "init_checkpoint"):
+        if getattr(cfg, key) is not None:
+            setattr(cfg, key, str(getattr(cfg, key)))
     cfg.check()
     return cfg
 
@@ -278,10 +294,12 @@ def batch_intrinsics(K: torch.Tensor, size: tuple[int, int], stamps: Any) -> tup
 
 
 def training_loss(net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, Any], config: Monodepth2Config,
-                  runtime: Runtime, echo: EchoSupervision | None = None, step: int = 0) -> Monodepth2LossResult:
+                  runtime: Runtime, echo: EchoSupervision | None = None, step: int = 0,
+                  dynamic: DynamicLabelsConfig | None = None) -> Monodepth2LossResult:
     """One training batch (TripletBagDataset items, on the host) -> the loss result: augment, move to the device, depth and
     pose networks on the augmented frames, the multi-scale loss on the plain ones; with `echo`, plus its weighted
-    pseudo-label term at optimiser step `step` (its scalars in the result's extras)."""
+    pseudo-label term at optimiser step `step` (its scalars in the result's extras); with `dynamic`, plus the mined
+    dynamic-region label term of the batch's "dynamic_label" / "dynamic_mask" (train/dynamic_labels.py)."""
     frames, inputs, K, flipped = augment_with_flags(batch["rgb"], batch["K"], config)
     K4, inv_K4 = batch_intrinsics(K, (config.height, config.width), batch["stamp_ns"])
     moved = to_device({"frames": frames, "inputs": inputs, "K4": K4, "inv_K4": inv_K4}, runtime.device)
@@ -294,11 +312,14 @@ def training_loss(net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, An
     disps = {k: v.float() for k, v in disps.items()}
     poses = {k: v.float() for k, v in poses.items()}
     result = criterion(target, sources, disps, poses, moved["K4"], moved["inv_K4"])
+    if dynamic is not None and dynamic.enabled:
+        term, stats = dynamic_term(disps, batch, flipped, dynamic, (config.min_depth, config.max_depth))
+        result = dataclasses.replace(result, loss=result.loss + term, extras={**result.extras, **stats})
     if echo is None:
         return result
     _, depth = disp_to_depth(disps[("disp", 0)], config.min_depth, config.max_depth)
     term, extras = echo.term(depth, batch, flipped, step)
-    return dataclasses.replace(result, loss=result.loss + term, extras=extras)
+    return dataclasses.replace(result, loss=result.loss + term, extras={**result.extras, **extras})
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -337,6 +358,7 @@ class Monodepth2Trainer(loop.Trainer):
     def __init__(self, config: dict[str, Any]) -> None:
         model_cfg, train, data = resolve_config(config)
         self.echo_cfg = echo_supervision_config(config)
+        self.dynamic_cfg = dynamic_labels_config(config)
         if self.echo_cfg.enabled:
             model_cfg.depth_units = "metres"  # stored with the weights: the DepthNet is trained to predict metres
         elif model_cfg.depth_units == "metres":
@@ -355,6 +377,8 @@ class Monodepth2Trainer(loop.Trainer):
         out = super().resolved()
         if self.echo_cfg.enabled:
             out["train"]["echo_supervision"] = dataclasses.asdict(self.echo_cfg)
+        if self.dynamic_cfg.enabled:
+            out["train"]["dynamic_labels"] = dataclasses.asdict(self.dynamic_cfg)
         return out
 
     def describe(self) -> str:
@@ -363,10 +387,15 @@ class Monodepth2Trainer(loop.Trainer):
                 f"{[o * m.frame_interval for o in m.source_offsets]} frames)")
 
     def dataset(self, bag: Path, split: str, verbose: bool) -> TripletBagDataset:
-        return build_dataset(bag, split, self.model_cfg, self.data, verbose, self.echo)
+        dataset = build_dataset(bag, split, self.model_cfg, self.data, verbose, self.echo)
+        if self.dynamic_cfg.enabled and split == self.data.train_split:
+            return WithDynamicLabels(dataset, self.dynamic_cfg.labels)
+        return dataset
 
     def build(self, device: torch.device, total_steps: int) -> Parts:
         model = Monodepth2Model(self.model_cfg).to(device)
+        if self.dynamic_cfg.init_checkpoint is not None:  # their stage 4 starts from the stage-1 networks
+            init_from_checkpoint(model, self.dynamic_cfg.init_checkpoint)
         if self.echo is not None:
             self.echo.to(device)
         optimizer = torch.optim.Adam(model.parameters(), lr=self.model_cfg.learning_rate)
@@ -375,7 +404,7 @@ class Monodepth2Trainer(loop.Trainer):
 
     def loss(self, net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, Any], step: int,
              runtime: Runtime) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        result = training_loss(net, criterion, batch, self.model_cfg, runtime, self.echo, step)
+        result = training_loss(net, criterion, batch, self.model_cfg, runtime, self.echo, step, self.dynamic_cfg)
         return result.loss, {"automasked": 1.0 - result.warp_selected_fraction, **result.extras}
 
     def validate(self, model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.utils.data.DataLoader,
@@ -387,6 +416,17 @@ class Monodepth2Trainer(loop.Trainer):
 
     def save_best(self, model: Monodepth2Model, path: Path, meta: dict[str, Any]) -> None:
         save_monodepth2(path, model.depth, self.model_cfg, model.pose, meta)
+
+
+def init_from_checkpoint(model: Monodepth2Model, path: str | Path) -> None:
+    """Load a monodepth2 checkpoint's DepthNet and PoseNet into `model` (the shapes must match the config's)."""
+    loaded = load_monodepth2(path, "cpu", with_pose=True)
+    try:
+        model.depth.load_state_dict(loaded.depth_net.state_dict())
+        model.pose.load_state_dict(loaded.pose_net.state_dict())
+    except RuntimeError as err:
+        raise ValueError(f"{path}: does not fit the configured Monodepth2 (train.dynamic_labels.init_checkpoint): "
+                         f"{str(err).splitlines()[0]}") from None
 
 
 def train_monodepth2(config: dict[str, Any], bag: str | Path, run_dir: str | Path, *, resume: str | Path | None = None,

@@ -27,6 +27,20 @@ def test_infer_batvision_sample_npy(bv2_sample, checkpoint, tmp_path, capsys):
     assert "1280x720 depth" in capsys.readouterr().out
 
 
+def test_infer_direct_path_emission(bv2_sample, checkpoint, tmp_path, capsys):
+    """--emission-offset direct: the model sees the window starting where the direct path says, as with that index."""
+    out, ref = tmp_path / "direct.npy", tmp_path / "index.npy"
+    args = ["infer", "--checkpoint", str(checkpoint), "--image", str(bv2_sample / "camera_47.jpeg"),
+            "--echo", str(bv2_sample / "audio_47.wav"), "--device", "cpu"]
+    assert main([*args, "--out", str(out), "--emission-offset", "direct"]) == 0
+    offset = int(capsys.readouterr().err.split("emission at sample ")[1].split()[0])
+    assert 250 <= offset <= 300  # the real sample's direct path starts about 300 samples in
+    assert main([*args, "--out", str(ref), "--emission-offset", str(offset)]) == 0
+    np.testing.assert_array_equal(np.load(out), np.load(ref))
+    with pytest.raises(SystemExit):
+        main([*args, "--out", str(ref), "--emission-offset", "soon"])
+
+
 def test_infer_png_and_api_agree(bv2_sample, checkpoint, tmp_path):
     out = tmp_path / "depth.png"
     assert main(["infer", "--checkpoint", str(checkpoint), "--image", str(bv2_sample / "camera_47.jpeg"),

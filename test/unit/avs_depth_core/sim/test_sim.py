@@ -13,6 +13,7 @@ from avs_depth_core.data import topics
 from avs_depth_core.data.bag import bag_sequences
 from avs_depth_core.data.messages import echo_problem
 from avs_depth_core.sim.acoustics import LIMITER_CEILING, LIMITER_THRESHOLD, EchoSimulator, preamp_limit
+from avs_depth_core.sim.presets import get_preset, preset_names, preset_parts
 from avs_depth_core.sim.record import split_counts
 from avs_depth_core.sim.render import Renderer, intrinsics, prepare
 from avs_depth_core.sim.scene import simple_scene
@@ -64,8 +65,9 @@ def _first_reflection(echo, chirp, start, threshold=0.3):
 
 
 def test_presets_and_intrinsics():
-    assert set(PRESETS) == {"bv1", "bv2"}
-    assert PRESETS["bv1"].max_depth == 12 and PRESETS["bv2"].max_depth == 30
+    assert set(PRESETS) == {"bv1", "bv2", "bv2_rooms"}
+    assert PRESETS["bv1"].max_depth == 12 and PRESETS["bv2"].max_depth == 30 == PRESETS["bv2_rooms"].max_depth
+    assert PRESETS["bv2_rooms"].room_length[1] <= 10 and PRESETS["bv2_rooms"].room_width[0] < 2
     assert PRESETS["bv1"].room_length[1] <= 10 and PRESETS["bv2"].room_length[1] >= 20
     K = intrinsics(256, 512, 80.0)
     assert K[0, 0] == K[1, 1] and 2 * math.degrees(math.atan(256 / K[0, 0])) == pytest.approx(80.0)
@@ -79,6 +81,21 @@ def test_presets_and_intrinsics():
             SimWorld("bv1", **bad)
     with pytest.raises(ValueError, match="frame index"):
         SimWorld("bv1", height=16, width=32).sequence(0).frame(-1)
+
+
+def test_preset_mix_draws_each_sequence_from_its_parts():
+    """bv2_mix: halls and rooms about half each, deterministic per (seed, index), one echo window and camera for all."""
+    assert "bv2_mix" in preset_names() and get_preset("bv2_mix").max_depth == 30
+    assert [(p.name, w) for p, w in preset_parts("bv2_mix")] == [("bv2", 0.5), ("bv2_rooms", 0.5)]
+    world = SimWorld("bv2_mix", seed=3, height=16, width=32)
+    parts = [world.sequence(k).preset.name for k in range(40)]
+    assert parts == [SimWorld("bv2_mix", seed=3, height=16, width=32).sequence(k).preset.name for k in range(40)]
+    assert 10 <= parts.count("bv2_rooms") <= 30 and set(parts) == {"bv2", "bv2_rooms"}
+    rooms = [world.sequence(k) for k in range(40) if parts[k] == "bv2_rooms"]
+    assert all(seq.scene.size[0] <= 10 + 1e-9 and seq.name.startswith("bv2_mix-seed3") for seq in rooms)
+    assert world.echo_samples == SimWorld("bv2", height=16, width=32).echo_samples
+    with pytest.raises(ValueError, match="bv3"):
+        preset_parts("bv3")
 
 
 def test_depth_of_known_planes():
@@ -233,7 +250,7 @@ def test_deterministic_by_seed_and_frame_order():
     assert late.K.shape == (3, 3) and late.chirp.duration_s == 0.003
 
 
-@pytest.mark.parametrize("preset", ["bv1", "bv2"])
+@pytest.mark.parametrize("preset", ["bv1", "bv2", "bv2_rooms"])
 def test_trajectories_smooth_and_in_free_space(preset):
     p = PRESETS[preset]
     for seed in range(3):
@@ -341,7 +358,7 @@ def test_small_scale_scenes_do_not_clip():
     the direct path. The preamp's limiter keeps every recording below the clipping detector's level and passes every sample
     below its threshold unchanged; a recorder without it (hard clipping at full scale) loses frames to the dataset."""
     rejected_without, limited, total = 0, 0, 0
-    for preset in ("bv1", "bv2"):
+    for preset in ("bv1", "bv2", "bv2_rooms"):
         world = SimWorld(preset, seed=1, height=16, width=32, scale_ambiguous=True, scale_range=(0.5, 0.5))
         plain = EchoSimulator(world.max_depth, limiter=None)
         for k in range(6):

@@ -118,3 +118,15 @@ def test_dynamic_depth_loss_is_scale_invariant_and_masked():
     assert p.grad[0, 0, 10:20, 10:20].abs().sum() > 0 and p.grad[0, 0, 30:].abs().sum() == 0
     with pytest.raises(ValueError, match="one shape"):
         dynamic_depth_loss(pred, pred[:1], mask)
+
+
+def test_normalised_dynamic_loss_does_not_depend_on_the_depth_units():
+    torch.manual_seed(0)
+    pred = 0.5 + torch.rand(2, 1, 8, 8)
+    label = pred * (1 + 0.3 * torch.rand(2, 1, 8, 8))
+    mask = torch.zeros(2, 1, 8, 8, dtype=torch.bool)
+    mask[..., 2:6, 2:6] = True
+    raw = dynamic_depth_loss(pred, label, mask)
+    assert dynamic_depth_loss(0.01 * pred, label, mask).item() == pytest.approx(0.01 * raw.item(), rel=1e-4)
+    normalised = dynamic_depth_loss(pred, label, mask, normalise=True)
+    assert dynamic_depth_loss(0.01 * pred, label, mask, normalise=True).item() == pytest.approx(normalised.item(), rel=1e-4)

@@ -1,0 +1,311 @@
+"""Mined supervision for dynamic regions (Nguyen et al., CVPR 2024) with the echo aligning object scale, on the simulated
+dynamic world: Monodepth2 before and after retraining on the mined pseudo labels, by region.
+
+    .venv/bin/python benchmarks/dynamic_regions_ablation.py --quick --preset P --seed S --out R.json [--work DIR]
+
+1. `avs-depth simulate --dynamic` (sequences of 2 Hz frames at 64x128; moving objects with the camera, along the axis,
+   crossing; static ones of the same kinds), split by sequence; with scaling_ablation.py's camera (4x supersampled
+   frames, the IMU attitude topic) so that stage 1 can use model.pose_prior imu (issue 9: it then learns shape).
+2. Two lanes side by side (one CPU thread each): the stage-1 Monodepth2 (`avs-depth train --model monodepth2`, the
+   CPU recipe of benchmarks/scaling_ablation.py) and the RGB-Echoes AVS-Net (benchmarks/echo_scale_ablation.py's
+   recipe) on the training sequences.
+3. `avs-depth mine-labels` on the training triples (train/mining.py: residual flow by block matching, dynamic instances
+   by the paper's rules on the world's instance maps (`--regions`), object scale by the echo with the ground-contact
+   gate, pseudo labels in metres).
+4. Retraining (their stage 4): `avs-depth train --model monodepth2 --dynamic-labels --init <stage 1>` with the paper's
+   ratios to stage 1 (lr x 0.1; epochs STAGE4_EPOCHS of the setting), and beside it in the other lane the same
+   continuation without labels (`continued`: what the extra epochs alone do).
+5. Rows on the test sequences (each with all / static / dynamic, the seven metrics and scale_log_error;
+   dynamic = moving instances of at least 0.5 % of the image): `relative` = median-scaled per image with one ratio from
+   all valid pixels (their protocol), `echo_scaled` = scaled by median(Mp) / median(R) (AVS-Net eq. 3, metres), for
+   `baseline` (stage 1), `mined` and `continued`; `object_scale`: the alignment's object-scale error against the
+   ground truth (mine-labels' summary: median |log beta_echo / s_t - log beta*| over objects, by motion case, and the
+   ground-contact scale's, B.10); `criteria`: the issue's done-when checks.
+   --figures N writes <work>/figures/*.png (image, moving-object masks, GT, baseline and mined depth with error maps).
+
+Done when (issue 15): mined dynamic Abs Rel <= 0.8 x baseline's, static Abs Rel <= 1.02 x baseline's (relative
+protocol), in at most 30 minutes per preset on 2 CPU cores. cpu_s of every step is in the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import echo_scale_ablation as esa  # noqa: E402
+import scaling_ablation as sa  # noqa: E402
+
+from avs_depth_core.cli import main as avs_depth  # noqa: E402
+from avs_depth_core.evaluation.regions import (  # noqa: E402
+    REGION_METRICS,
+    RegionAccumulator,
+    RegionSource,
+)
+from avs_depth_core.sim.presets import get_preset  # noqa: E402
+from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
+from avs_depth_core.train.mining import MiningConfig, mine_labels  # noqa: E402
+
+SETTINGS: dict[str, dict[str, Any]] = {
+    "quick": {"sim": {"sequences": 40, "frames": 20, "splits": [0.75, 0.0, 0.25], "height": 64, "width": 128, "rate_hz": 2.0,
+                      **sa.CAMERA},
+              "monodepth2": {"frame_interval": 1, "encoder_width": 16, "num_epochs": 12, "scheduler_step_size": 9,
+                             "pose_prior": "imu"},
+              "stage4_epochs": 4, "avsnet_steps": 800},
+    "smoke": {"sim": {"sequences": 6, "frames": 6, "splits": [0.67, 0.0, 0.33], "height": 64, "width": 128, "rate_hz": 2.0,
+                      **sa.CAMERA},
+              "monodepth2": {"frame_interval": 1, "encoder_width": 8, "num_epochs": 1, "scheduler_step_size": 1,
+                             "pose_prior": "imu"},
+              "stage4_epochs": 1, "avsnet_steps": 2},
+}
+STAGE4_LR_FACTOR = 0.1  # their stage 4: Adam 2e-5 after stage 1's 2e-4 (B.7)
+QUICK_BUDGET_S = 30 * 60
+ROWS = ("baseline", "mined", "continued")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true", help="the 30-minute CPU setting")
+    p.add_argument("--smoke", action="store_true", help="about a minute; only checks the script runs")
+    p.add_argument("--preset", default="bv1", help="simulator preset (bv1: offices, 12 m; bv2: halls, 30 m)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the world and of training")
+    p.add_argument("--out", type=Path, default=None, help="write the rows as JSON here")
+    p.add_argument("--work", type=Path, default=None, help="bag, caches and runs (default runs/dynamic_regions/<preset>-seed<S>-"
+                   "<setting>); finished runs of the same setting are reused")
+    p.add_argument("--regions", default="instances", choices=("instances", "oracle", "motion"),
+                   help="dynamic regions for the labels (mine-labels regions)")
+    p.add_argument("--mine", dest="mine_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="further mine-labels settings (train/mining.py MiningConfig and thresholds)")
+    p.add_argument("--md2-epochs", type=int, default=None, help="override the stage-1 epochs")
+    p.add_argument("--stage4-epochs", type=int, default=None, help="override the retraining epochs")
+    p.add_argument("--stage4-lr-factor", type=float, default=STAGE4_LR_FACTOR, help="retraining lr / stage-1 lr")
+    p.add_argument("--weight", type=float, default=None, help="dynamic label loss weight (default their 0.1)")
+    p.add_argument("--raw-l1", action="store_true", help="their dynamic L1 in the DepthNet's units (normalise false)")
+    p.add_argument("--avsnet-steps", type=int, default=None, help="override the AVS-Net steps")
+    p.add_argument("--no-control", action="store_true", help="skip the `continued` row (retraining without labels)")
+    p.add_argument("--figures", type=int, default=0, metavar="N", help="write N figure PNGs to <work>/figures")
+    return p.parse_args(argv)
+
+
+def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
+    start = time.perf_counter()
+    code = avs_depth(["simulate", "--preset", preset, "--sequences", str(s["sequences"]), "--frames", str(s["frames"]),
+                      "--seed", str(seed), "--out", str(bag), "--height", str(s["height"]), "--width", str(s["width"]),
+                      "--rate", str(s["rate_hz"]), "--dynamic", "--splits", *map(str, s["splits"]),
+                      "--supersample", str(s.get("supersample", 1)), *(["--imu"] if s.get("imu") else [])])
+    if code != 0:
+        raise SystemExit(f"simulation failed (exit {code})")
+    return time.perf_counter() - start
+
+
+def train_avsnet_lane(bag: Path, work: Path, preset: str, seed: int, s: dict[str, Any], steps: int) -> dict[str, Any]:
+    """The RGB-Echoes AVS-Net (echo_scale_ablation's recipe), reused when finished with the same setting."""
+    run_dir = work / "run_avsnet_rgb_echo"
+    config = esa.config_for(preset, seed, s, steps, True, work / "cache", esa.RECIPE_OVERRIDES)
+    key = {"config": config, "bag": str(bag)}
+    if sa.finished(run_dir, key):
+        print(f"reusing {run_dir}", file=sys.stderr)
+        return json.loads((run_dir / "summary.json").read_text())
+    sa.clear_run(run_dir)
+    cpu = time.process_time()
+    summary = train_avsnet(config, bag, run_dir, device="cpu")
+    summary["cpu_seconds"] = time.process_time() - cpu
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    (run_dir / "benchmark_key.json").write_text(json.dumps(key))
+    return summary
+
+
+def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epochs: int, lr_factor: float,
+                  weight: float | None, normalise: bool = True) -> dict[str, Any]:
+    """Stage 1's config continued from its weights: lr x lr_factor, `epochs`, with the labels (None: the control)."""
+    out = json.loads(json.dumps(stage1))
+    model = out["model"]
+    model.update({"num_epochs": epochs, "learning_rate": model["learning_rate"] * lr_factor,
+                  "scheduler_step_size": max(epochs, 1) * 10})
+    out["train"]["seed"] = out["train"]["seed"] + 1  # another data order than stage 1's
+    dyn: dict[str, Any] = {"init_checkpoint": str(init)}
+    if labels is not None:
+        dyn["labels"] = str(labels)
+    if weight is not None:
+        dyn["weight"] = weight
+    if labels is not None:
+        dyn["normalise"] = normalise
+    out["train"]["dynamic_labels"] = dyn
+    return out
+
+
+@torch.inference_mode()
+def evaluate(bag: Path, avsnet: Path, models: dict[str, Path], max_depth: float, figures: int,
+             figure_dir: Path, cache: Path | None = None) -> dict[str, Any]:
+    """Rows by region under the relative and echo-scaled protocols on the test split; figures of the frames with the
+    largest dynamic share."""
+    from avs_depth_core.data.datasets import SupervisedBagDataset
+    from avs_depth_core.evaluation.dynamic_figure import save_dynamic_figure
+    from avs_depth_core.models.avsnet import AVSNet
+    from avs_depth_core.relative import RelativeDepthModel
+    from avs_depth_core.scaling import apply_scale, recover_scale_batch
+
+    echo_net = AVSNet.from_checkpoint(avsnet, "cpu").eval()
+    cfg = echo_net.cfg
+    dataset = SupervisedBagDataset.for_model(bag, "test", cfg, skip_bad=True, cache_dir=cache)
+    source = RegionSource.from_bag(bag, dataset.cache.array("stamps")[dataset.slots])
+    if source is None:
+        raise ValueError(f"{bag}: no instance maps (simulate with --dynamic)")
+    nets = {name: RelativeDepthModel.monodepth2(path, "cpu") for name, path in models.items()}
+    accs = {name: RegionAccumulator(cfg.min_depth, max_depth) for name in nets}
+    kept: list[tuple[float, dict[str, Any]]] = []
+    loader = torch.utils.data.DataLoader(dataset, batch_size=16, shuffle=False)
+    for batch in loader:
+        rgb, gt = batch["rgb"], batch["depth"]
+        mp = echo_net(rgb, batch["echo"])["metric_depth"].float()
+        preds = {}
+        for name, net in nets.items():
+            rel = net(rgb).float()
+            scales = recover_scale_batch(rel, mp, "median", min_depth=cfg.min_depth, max_depth=cfg.max_depth, min_pixels=100,
+                                         fallback="unit")
+            preds[name] = apply_scale(rel, scales, min_output=cfg.min_depth)
+            for i in range(rgb.shape[0]):
+                source.update(accs[name], preds[name][i], gt[i], int(batch["stamp_ns"][i]))
+        for i in range(rgb.shape[0]):
+            frame = source.frames.get(int(batch["stamp_ns"][i]))
+            if frame is None or frame.instances is None or figures <= 0:
+                continue
+            moving = frame.moving_ids()
+            share = float(np.isin(frame.instances, list(moving)).mean()) if moving else 0.0
+            kept.append((share, {"stamp": int(batch["stamp_ns"][i]), "rgb": rgb[i], "gt": gt[i, 0], "instances": frame.instances,
+                                 "moving": moving, "preds": {n: p[i, 0] for n, p in preds.items()}}))
+            kept = sorted(kept, key=lambda x: -x[0])[:figures]
+    paths = []
+    for share, rec in kept:
+        g = rec["gt"].numpy()
+        valid = (g > cfg.min_depth) & (g < max_depth)
+        shown = {}
+        for name in ("baseline", "mined"):
+            if name in rec["preds"]:
+                p = rec["preds"][name].numpy()
+                shown[name] = p * (np.median(g[valid]) / np.median(p[valid])) if valid.any() else p  # median-scaled
+        paths.append(str(save_dynamic_figure(figure_dir / f"dynamic_{rec['stamp']}.png", rec["rgb"], rec["gt"],
+                                             rec["instances"], rec["moving"], shown, min_depth=cfg.min_depth,
+                                             max_depth=max_depth,
+                                             title=f"{bag.name} test, stamp {rec['stamp']}, moving share {share:.1%} "
+                                                   f"(median-scaled)")))
+    rows = {}
+    for name, acc in accs.items():
+        s = acc.summary()
+        rows[name] = {"relative": s["relative"], "echo_scaled": s["metric"], "by_motion": s["by_motion"],
+                      "images": s["images"], "dynamic_fraction": s["dynamic_fraction"]}
+    return {"rows": rows, "figures": paths, "test_frames": len(dataset)}
+
+
+def criteria(rows: dict[str, Any]) -> dict[str, Any]:
+    b, m = rows["baseline"]["relative"], rows["mined"]["relative"]
+    dyn_ratio = m["dynamic"]["abs_rel"] / b["dynamic"]["abs_rel"]
+    static_ratio = m["static"]["abs_rel"] / b["static"]["abs_rel"]
+    return {"dynamic_abs_rel_ratio": dyn_ratio, "dynamic_met": bool(dyn_ratio <= 0.8),
+            "static_abs_rel_ratio": static_ratio, "static_met": bool(static_ratio <= 1.02)}
+
+
+def table(rows: dict[str, Any]) -> str:
+    keys = ("abs_rel", "rmse", "delta1")
+    lines = ["| row | protocol | " + " | ".join(f"{r} {k}" for r in ("all", "static", "dynamic") for k in keys) + " |",
+             "|---|---|" + "---|" * 9]
+    for name, row in rows.items():
+        for protocol in ("relative", "echo_scaled"):
+            cells = [f"{row[protocol][r][k]:.3f}" for r in ("all", "static", "dynamic") for k in keys]
+            lines.append(f"| {name} | {protocol} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    name = "smoke" if args.smoke else "quick"
+    s = json.loads(json.dumps(SETTINGS[name]))
+    if args.md2_epochs is not None:
+        s["monodepth2"]["num_epochs"] = args.md2_epochs
+    stage4_epochs = args.stage4_epochs or s["stage4_epochs"]
+    steps = args.avsnet_steps or s["avsnet_steps"]
+    work = args.work or ROOT / "runs" / "dynamic_regions" / f"{args.preset}-seed{args.seed}-{name}"
+    work.mkdir(parents=True, exist_ok=True)
+    max_depth = get_preset(args.preset).max_depth
+    start, cpu0, timings = time.perf_counter(), time.process_time(), {}
+    bag = work / "bag"
+    if not bag.exists():
+        timings["simulate_s"] = simulate(bag, args.preset, args.seed, s["sim"])
+    # Lane 1 (subprocess): stage-1 Monodepth2; lane 2 (here): the RGB-Echoes AVS-Net.
+    md2_setting = {"sim": s["sim"], "monodepth2": s["monodepth2"]}
+    stage1_cfg = sa.monodepth2_config(args.preset, args.seed, md2_setting, work / "cache")
+    stage1_dir = work / "run_stage1"
+    stage1_key = {"config": stage1_cfg, "bag": str(bag)}
+    t0 = time.perf_counter()
+    proc = sa.start_monodepth2(bag, stage1_dir, stage1_cfg, stage1_key)
+    avsnet_summary = train_avsnet_lane(bag, work, args.preset, args.seed, {**s["sim"], "splits": s["sim"]["splits"]}, steps)
+    stage1_summary = sa.wait_monodepth2(proc, stage1_dir, stage1_key)
+    timings["stage1_and_avsnet_s"] = time.perf_counter() - t0
+    stage1 = stage1_dir / "checkpoints" / "last"
+    avsnet = work / "run_avsnet_rgb_echo" / "checkpoints" / "last"
+    # Mining.
+    t0 = time.perf_counter()
+    mining_cfg = MiningConfig.from_assignments([f"regions={args.regions}", *args.mine_overrides])
+    labels = work / f"labels_{args.regions}.npz"
+    mined_summary = mine_labels(bag, stage1, avsnet, labels, mining_cfg, max_depth=max_depth, cache_dir=work / "cache")
+    timings["mine_s"] = time.perf_counter() - t0
+    # Retraining with the labels (lane 1) and without them (lane 2, the control), side by side.
+    t0 = time.perf_counter()
+    # Variants of the retraining recipe get run folders of their own, so they never replace the default's.
+    tag = ("" if args.stage4_lr_factor == STAGE4_LR_FACTOR else f"_lr{args.stage4_lr_factor:g}") + \
+        ("" if stage4_epochs == s["stage4_epochs"] else f"_ep{stage4_epochs}")
+    mined_tag = tag + ("" if args.weight is None else f"_w{args.weight:g}") + ("_raw" if args.raw_l1 else "")
+    runs = {"mined": (labels, work / f"run_mined_{args.regions}{mined_tag}")}
+    if not args.no_control:
+        runs["continued"] = (None, work / f"run_continued{tag}")
+    procs = {}
+    for row, (lab, run_dir) in runs.items():
+        cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight, not args.raw_l1)
+        key = {"config": cfg, "bag": str(bag), "labels_mtime": labels.stat().st_mtime if lab else None}
+        procs[row] = (sa.start_monodepth2(bag, run_dir, cfg, key), run_dir, key)
+    summaries = {row: sa.wait_monodepth2(*procs[row]) for row in procs}
+    timings["stage4_s"] = time.perf_counter() - t0
+    # Evaluation.
+    t0 = time.perf_counter()
+    models = {"baseline": stage1, **{row: run_dir / "checkpoints" / "last" for row, (_, run_dir) in runs.items()}}
+    result = evaluate(bag, avsnet, models, max_depth, args.figures, work / "figures", work / "cache")
+    timings["evaluate_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - start
+    cpu = {"this_process_s": time.process_time() - cpu0, "stage1_s": stage1_summary.get("cpu_seconds"),
+           "avsnet_s": avsnet_summary.get("cpu_seconds"), "mine_s": mined_summary["cpu_seconds"],
+           **{f"stage4_{row}_s": summ.get("cpu_seconds") for row, summ in summaries.items()}}
+    mined_public = {k: v for k, v in mined_summary.items() if k != "config"}
+    out = {"setup": {"preset": args.preset, "seed": args.seed, "setting": name, **s, "stage4_epochs": stage4_epochs,
+                     "stage4_lr_factor": args.stage4_lr_factor, "avsnet_steps": steps, "mining": mining_cfg.to_dict(),
+                     "weight": args.weight, "normalise": not args.raw_l1, "work": str(work)},
+           "rows": result["rows"], "object_scale": mined_public, "criteria": criteria(result["rows"]),
+           "figures": result["figures"], "timings": timings, "cpu": cpu, "metrics": list(REGION_METRICS),
+           "test_frames": result["test_frames"]}
+    print(table(result["rows"]))
+    shown = ("objects", "by_motion", "label_dynamic_abs_rel", "scene_dynamic_abs_rel")
+    print(json.dumps({"criteria": out["criteria"], "object_scale": {k: mined_public[k] for k in shown},
+                      "timings": timings, "cpu": cpu}, indent=2, default=float))
+    if args.out:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(out, indent=2, default=float) + "\n")
+    if args.quick and timings["total_s"] > QUICK_BUDGET_S:
+        print(f"warning: --quick took {timings['total_s']:.0f} s wall, over its {QUICK_BUDGET_S} s budget (shared CPU?)",
+              file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    raise SystemExit(main())
