@@ -47,7 +47,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import echo_scale_ablation as esa  # noqa: E402
 import scaling_ablation as sa  # noqa: E402
 
-from avs_depth_core.cli import main as avs_depth  # noqa: E402
 from avs_depth_core.evaluation.regions import (  # noqa: E402
     REGION_METRICS,
     RegionAccumulator,
@@ -99,14 +98,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
-    start = time.perf_counter()
-    code = avs_depth(["simulate", "--preset", preset, "--sequences", str(s["sequences"]), "--frames", str(s["frames"]),
-                      "--seed", str(seed), "--out", str(bag), "--height", str(s["height"]), "--width", str(s["width"]),
-                      "--rate", str(s["rate_hz"]), "--dynamic", "--splits", *map(str, s["splits"]),
-                      "--supersample", str(s.get("supersample", 1)), *(["--imu"] if s.get("imu") else [])])
-    if code != 0:
-        raise SystemExit(f"simulation failed (exit {code})")
-    return time.perf_counter() - start
+    return sa.simulate(bag, preset, seed, s, world="--dynamic")
 
 
 def train_avsnet_lane(bag: Path, work: Path, preset: str, seed: int, s: dict[str, Any], steps: int) -> dict[str, Any]:

@@ -144,11 +144,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
+def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any], world: str = "--scale-ambiguous") -> float:
+    """`avs-depth simulate` of setting s into bag (world: --scale-ambiguous here, --dynamic for the dynamic ablation)."""
     start = time.perf_counter()
     code = avs_depth(["simulate", "--preset", preset, "--sequences", str(s["sequences"]), "--frames", str(s["frames"]),
                       "--seed", str(seed), "--out", str(bag), "--height", str(s["height"]), "--width", str(s["width"]),
-                      "--rate", str(s["rate_hz"]), "--scale-ambiguous", "--splits", *map(str, s["splits"]),
+                      "--rate", str(s["rate_hz"]), world, "--splits", *map(str, s["splits"]),
                       "--supersample", str(s.get("supersample", 1)), *(["--imu"] if s.get("imu") else [])])
     if code != 0:
         raise SystemExit(f"simulation failed (exit {code})")
