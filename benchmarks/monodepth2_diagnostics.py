@@ -46,22 +46,15 @@ H, W = 64, 128
 
 def simulate(preset: str, seed: int, sequences: int, frames: int, rate_hz: float, supersample: int = 1) -> dict:
     """rgb (S, F, 3, H, W) float in [0, 1], depth (S, F, H, W) (far where invalid), pose (S, F, 4, 4), K (3, 3).
-    supersample > 1 renders at that factor with the network-size world's textures and averages the pixels down."""
-    world = SimWorld(preset, seed=seed, height=H, width=W, scale_ambiguous=True, rate_hz=rate_hz)
-    big = world
-    if supersample > 1:
-        big = SimWorld(preset, seed=seed, height=H * supersample, width=W * supersample, scale_ambiguous=True,
-                       rate_hz=rate_hz)
-        big.texture_size = world.texture_size
+    supersample > 1: the simulator's anti-aliased colour (SimWorld(supersample=N), as `simulate --supersample N`)."""
+    world = SimWorld(preset, seed=seed, height=H, width=W, scale_ambiguous=True, rate_hz=rate_hz, supersample=supersample)
     rgb, depth, pose = [], [], []
     for s in range(sequences):
-        seq, big_seq = world.sequence(s), big.sequence(s)
+        seq = world.sequence(s)
         for i in range(frames):
-            image = big_seq.render(i)[0].astype(np.float32)
-            if supersample > 1:
-                image = image.reshape(H, supersample, W, supersample, 3).mean((1, 3))
-            rgb.append(image / 255)
-            depth.append(np.nan_to_num(seq.render(i)[1], nan=world.max_depth * seq.scale))
+            image, d = seq.render(i)
+            rgb.append(image.astype(np.float32) / 255)
+            depth.append(np.nan_to_num(d, nan=world.max_depth * seq.scale))
             pose.append(seq.pose(i))
     return {"rgb": torch.tensor(np.array(rgb)).view(sequences, frames, H, W, 3).permute(0, 1, 4, 2, 3).float(),
             "depth": torch.tensor(np.array(depth)).view(sequences, frames, H, W).float(),
