@@ -133,6 +133,9 @@ def monodepth2_plan(depth_net: nn.Module, cfg: Any) -> ExportPlan:
     """Export plan of a Monodepth2 DepthNet with its Monodepth2Config."""
     from avs_depth_core.models.monodepth2 import INPUT_MEAN, INPUT_STD
 
+    if cfg.echo_input != "none":
+        raise ValueError(f"model.echo_input {cfg.echo_input!r}: exporting a Monodepth2 DepthNet that takes the echo is not "
+                         f"supported (the exported graph has the rgb input only); run it with backend torch")
     h, w = cfg.height, cfg.width
     inputs = {"rgb": torch.rand(2, 3, h, w, generator=torch.Generator().manual_seed(0))}
     metadata = {

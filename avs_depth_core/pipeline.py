@@ -120,6 +120,7 @@ class DepthPipeline:
         """Load AVS-Net and the relative model (empty checkpoints = the bundled defaults) onto the resolved device, as
         torch modules or ONNX Runtime sessions (settings.backend; avs_depth_core.backends)."""
         from avs_depth_core.backends import check_backend, load_avsnet, load_relative
+        from avs_depth_core.models.monodepth2 import check_echo_features
 
         s = settings
         if s.relative_model not in RELATIVE_KINDS:
@@ -135,6 +136,8 @@ class DepthPipeline:
         path = s.relative_checkpoint if s.relative_model == "torchscript" else \
             find_checkpoint(s.relative_checkpoint, s.relative_model, "relative_checkpoint")
         relative = load_relative(s.relative_model, path, s.backend, torch_device, s.onnx_providers, s.half, warn)
+        if relative.needs_echo:  # an echo-input Monodepth2 reads the echo features this AVS-Net computes
+            check_echo_features(relative.echo_features, avsnet.cfg, f"relative_checkpoint {path}")
         if s.scale_method == "none" and not relative.is_metric:
             warn(f"scale_method 'none' uses the depth of {relative.name} as metres, but it is a relative model (not "
                  f"trained with echo supervision); its depth will have no metric scale")
@@ -178,7 +181,13 @@ class DepthPipeline:
                 if self.flip_tta:
                     mirrored = self.avsnet(*mirror_inputs(x, echo_t))["metric_depth"].float().flip(-1)
                     pseudo = torch.sqrt(pseudo * mirrored)
-            relative = self.relative(x).float()
+            if getattr(self.relative, "needs_echo", False):
+                if echo_t is None:
+                    raise ValueError(f"{getattr(self.relative, 'name', 'the relative model')} takes the echo (an "
+                                     f"echo-input Monodepth2, model.echo_input) and this frame has no echo paired with it")
+                relative = self.relative(x, echo_t).float()
+            else:
+                relative = self.relative(x).float()
         if tuple(relative.shape[-2:]) != tuple(x.shape[-2:]):
             relative = F.interpolate(relative, size=x.shape[-2:], mode="bilinear", align_corners=False)
         self._inputs = (x, echo_t)

@@ -31,14 +31,17 @@ class RelativeDepthModel:
     fn: the model, called on the (resized, normalised) batch; it may return a tensor (B, 1, h, w) or (B, h, w), or a dict
     from which output_key picks the tensor. output_kind: "depth", "disparity" or "metric_depth".
     input_size: (h, w) the model expects, or None to feed the input size. mean/std: per-channel input normalisation, or None
-    when fn normalises itself. disparity_kind: "inverse" (depth = 1 / disp) or "monodepth2" (sigmoid disparity mapped to
+    when fn normalises itself. needs_echo: fn is fn(x, echo) and every call must pass the echo features (an echo-supervised
+    Monodepth2 with model.echo_input); echo_features then says which (monodepth2.ECHO_FEATURE_KEYS, channels, size).
+    disparity_kind: "inverse" (depth = 1 / disp) or "monodepth2" (sigmoid disparity mapped to
     [min_depth, max_depth]); see scaling.disparity_to_depth for the shift ambiguity of MiDaS-style inverse depth.
     """
 
     def __init__(self, fn: Callable[[torch.Tensor], object], output_kind: str, name: str = "depth model",
                  input_size: tuple[int, int] | None = None, mean: Sequence[float] | None = None,
                  std: Sequence[float] | None = None, output_key: str | None = None, disparity_kind: str = "inverse",
-                 min_depth: float = 0.1, max_depth: float = 100.0, device: str | torch.device = "cpu") -> None:
+                 min_depth: float = 0.1, max_depth: float = 100.0, device: str | torch.device = "cpu",
+                 needs_echo: bool = False, echo_features: dict | None = None) -> None:
         if output_kind not in OUTPUT_KINDS:
             raise ValueError(f"{name}: output_kind must be one of {list(OUTPUT_KINDS)}, got {output_kind!r}")
         if disparity_kind not in DISPARITY_KINDS:
@@ -54,6 +57,7 @@ class RelativeDepthModel:
         self.std = None if std is None else torch.tensor(std, dtype=torch.float32, device=self.device).view(1, -1, 1, 1)
         self.output_key, self.disparity_kind = output_key, disparity_kind
         self.min_depth, self.max_depth = min_depth, max_depth
+        self.needs_echo, self.echo_features = needs_echo, echo_features
         # The wrapped nn.Module, when there is one (for .to(), parameters, state dicts).
         self.module: nn.Module | None = None
 
@@ -83,8 +87,15 @@ class RelativeDepthModel:
             raise ValueError(f"{self.name}: must return a tensor (or a dict of them), got {type(raw).__name__}")
         return raw
 
-    def __call__(self, rgb: torch.Tensor) -> torch.Tensor:
+    def __call__(self, rgb: torch.Tensor, echo: torch.Tensor | None = None) -> torch.Tensor:
+        """rgb (B, 3, H, W) in [0, 1] -> depth (B, 1, H, W); echo: (B, C, He, We) echo features, for (and only for) a
+        model with needs_echo."""
         self._check_input(rgb)
+        if self.needs_echo and echo is None:
+            raise ValueError(f"{self.name}: takes the echo (an echo-input Monodepth2, model.echo_input); pass its echo "
+                             f"features")
+        if not self.needs_echo and echo is not None:
+            raise ValueError(f"{self.name}: takes no echo")
         b, _, h, w = rgb.shape
         x = rgb.to(self.device, torch.float32)
         fed = self.input_size or (h, w)
@@ -94,7 +105,7 @@ class RelativeDepthModel:
             x = (x - self.mean) / self.std
         # no_grad rather than inference_mode: callers may go on to use the result in autograd-tracked code.
         with torch.no_grad():
-            out = self._select(self.fn(x))
+            out = self._select(self.fn(x) if echo is None else self.fn(x, echo.to(self.device, torch.float32)))
         if out.dim() == 3:
             out = out[:, None]
         if out.dim() != 4 or tuple(out.shape) != (b, 1, *fed):
@@ -148,8 +159,9 @@ class RelativeDepthModel:
     @classmethod
     def monodepth2(cls, checkpoint: str | Path, device: str | torch.device = "cpu") -> RelativeDepthModel:
         """The project's Monodepth2 DepthNet: full-resolution sigmoid disparity, converted with disp_to_depth; relative, or
-        a metric model (output_kind "metric_depth") when its checkpoint says depth_units "metres" (echo-supervised)."""
-        from avs_depth_core.models.monodepth2 import load_monodepth2
+        a metric model (output_kind "metric_depth") when its checkpoint says depth_units "metres" (echo-supervised). One
+        with model.echo_input takes the echo features too (needs_echo)."""
+        from avs_depth_core.models.monodepth2 import load_monodepth2, output_depth
 
         loaded = load_monodepth2(checkpoint, device)
         depth_net, config = loaded.depth_net, loaded.config
@@ -157,13 +169,15 @@ class RelativeDepthModel:
         def predict_disparity(x: torch.Tensor) -> torch.Tensor:
             return depth_net(x)[("disp", 0)]
 
-        def predict_metric_depth(x: torch.Tensor) -> torch.Tensor:
-            return disparity_to_depth(predict_disparity(x), "monodepth2", config.min_depth, config.max_depth)
+        def predict_metric_depth(x: torch.Tensor, echo: torch.Tensor | None = None) -> torch.Tensor:
+            return output_depth(depth_net(x, echo), config.min_depth, config.max_depth)
 
         name = f"monodepth2 {Path(checkpoint).name}"
         if config.depth_units == "metres":
-            model = cls(predict_metric_depth, "metric_depth", name=f"{name} (metres)",
-                        input_size=(config.height, config.width), device=device)
+            needs_echo = config.echo_input != "none"
+            model = cls(predict_metric_depth, "metric_depth", name=f"{name} (metres{', echo input' if needs_echo else ''})",
+                        input_size=(config.height, config.width), device=device, needs_echo=needs_echo,
+                        echo_features=config.echo_features if needs_echo else None)
         else:
             model = cls(predict_disparity, "disparity", name=name, input_size=(config.height, config.width),
                         disparity_kind="monodepth2", min_depth=config.min_depth, max_depth=config.max_depth, device=device)

@@ -12,16 +12,17 @@ with the RGB-Echoes AVS-Net's depth as a scale-aware pseudo-label, used as metre
    lane 2: AVS-Net RGB-Echoes, then Only-RGB, with the CPU recipe of benchmarks/echo_scale_ablation.py (same trainer,
    data, seed and steps; they differ only in use_echo);
    and once the RGB-Echoes AVS-Net is trained, the echo-supervised Monodepth2 (`avs-depth train --model monodepth2` with
-   train.echo_supervision on that checkpoint, train/echo_supervision.py defaults; ECHO_SUPERVISED_OVERRIDES) as a
+   train.echo_supervision on that checkpoint, train/echo_supervision.py defaults, and model.echo_input stft: the DepthNet
+   reads the echo and scales its depth by it; ECHO_SUPERVISED_OVERRIDES) as a
    further subprocess, so for a while three processes share the two cores.
    With --work DIR, a finished run of the same setting is reused instead of trained again (delete it to retrain).
 3. `evaluate-scaling` on the test sequences (avs_depth_core.evaluation.echo_scaling.evaluate_scaling), printed as
    markdown for every model; --out R.json gets the rows (evaluation.echo_scaling.ablation_rows) none, rgb, rgb_echo
    (Monodepth2 median-scaled by nothing, the Only-RGB and the RGB-Echoes AVS-Net), echo_supervised (the echo-supervised
-   DepthNet, no scaling), gt_median (Monodepth2 scaled by the ground truth's median: its shape) and constant_gt_median (a
-   constant map scaled the same way: no shape at all), each with the seven metrics, scale_log_error = mean
-   |log(median(pred) / median(gt))|, scale_factor_log_error = mean |log| ratio of the row's scale to the GT-median scale,
-   and fallbacks; R.details.json the setting, timings, every model's rows and the training summaries.
+   DepthNet with the echo as input, no scaling), gt_median (Monodepth2 scaled by the ground truth's median: its shape)
+   and constant_gt_median (a constant map scaled the same way: no shape at all), each with the seven metrics,
+   scale_log_error = mean |log(median(pred) / median(gt))|, scale_factor_log_error = mean |log| ratio of the row's scale
+   to the GT-median scale, and fallbacks; R.details.json the setting, timings, every model's rows and the training summaries.
 
 The paper reports RGB-Echoes scaling ahead of RGB scaling for all six relative models (about +0.07 to +0.09 delta1), and
 both far ahead of no scaling. Here the scale of an image is unknowable from RGB alone by construction: a scale known only
@@ -122,8 +123,10 @@ MONODEPTH2_OVERRIDES = {
     "batch_size": 12,  # Monodepth2
 }
 # The echo-supervised DepthNet (train/echo_supervision.py, its config defaults) predicts metres, so its range must hold
-# the scenes' (up to 30 m): Monodepth2's own [0.1, 100] instead of the relative run's [0.01, 10]. Not tuned yet.
-ECHO_SUPERVISED_OVERRIDES = {"min_depth": 0.1, "max_depth": 100.0}
+# the scenes' (up to 30 m): Monodepth2's own [0.1, 100] instead of the relative run's [0.01, 10]. model.echo_input stft:
+# the DepthNet reads the echo (the teacher's STFT features) and predicts a per-image log scale from it; without it an
+# RGB-only DepthNet in this scale-ambiguous world can only learn the training scenes' typical scale (README).
+ECHO_SUPERVISED_OVERRIDES = {"min_depth": 0.1, "max_depth": 100.0, "echo_input": "stft"}
 MODEL_NAMES = {"monodepth2": "monodepth2", "constant": "constant (reference)", "echo_supervised": "echo_supervised"}
 QUICK_BUDGET_S = 20 * 60
 
@@ -344,6 +347,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                "delta1_gain_echo_over_rgb": rows["rgb_echo"]["delta1"] - rows["rgb"]["delta1"],
                "delta1_gain_echo_supervised_over_rgb": rows["echo_supervised"]["delta1"] - rows["rgb"]["delta1"],
                "delta1_gain_shape_over_constant": rows["gt_median"]["delta1"] - rows["constant_gt_median"]["delta1"],
+               # the echo-supervised DepthNet's own shape (its depth scaled by the GT median), beside its metres
+               "echo_supervised_gt_median": results[MODEL_NAMES["echo_supervised"]]["gt_median"],
                "all_rows": results, "monodepth2_summary": trained["monodepth2"],
                "echo_supervised_summary": trained["echo_supervised"], "avsnet_summaries": trained["avsnets"],
                "work": str(work)}
@@ -363,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"delta1 gains: RGB-Echoes over RGB scaling {d['delta1_gain_echo_over_rgb']:+.3f}; echo-supervised DepthNet "
           f"(unscaled) over RGB scaling {d['delta1_gain_echo_supervised_over_rgb']:+.3f}; Monodepth2's shape over a "
           f"constant map (both GT-median scaled) {d['delta1_gain_shape_over_constant']:+.3f}")
+    shape = d["echo_supervised_gt_median"]
+    print(f"echo-supervised DepthNet's shape (GT-median scaled): abs_rel {shape['abs_rel']:.3f}, delta1 {shape['delta1']:.3f}")
     print("scale_log_error (mean |log(median(pred) / median(gt))|): " +
           ", ".join(f"{row} {result['rows'][row]['scale_log_error']:.3f}" for row in ABLATION_ROWS))
     print("timings: " + ", ".join(f"{k} {v:.0f} s" for k, v in d["timings"].items()))

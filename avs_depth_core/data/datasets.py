@@ -198,7 +198,8 @@ class TripletBagDataset(_BagDataset):
     in SupervisedBagDataset) and "has_depth" of the centre frame (for evaluation) and "echo" (C, He, We) and "has_echo"
     (for scale evaluation; zeros when the centre frame has no paired echo)}. With neighbour_echoes (echo-supervised
     training), also "echo_triple" (3, C, He, We) and "has_echo_triple" (3,) bool: every frame's echo, in the triple's
-    order; the bag must then have echoes. With need_imu (Monodepth2's model.pose_prior imu), also "imu_rotation"
+    order, and "slot_triple" (3,) int64, the frames' indices in the bag's cache (they key the teacher's depth cache); the bag
+    must then have echoes. With need_imu (Monodepth2's model.pose_prior imu), also "imu_rotation"
     (3, 3, 3): each frame's camera-to-world attitude from topics.IMU, in the triple's order; the bag must have that topic
     in the camera's frame, and triples with a frame without an IMU message are left out (counted). The interval counts
     image frames within the sequence; 20 as in the AVS-Net paper, 192x640 as Monodepth2's default input. Triples always
@@ -284,6 +285,7 @@ class TripletBagDataset(_BagDataset):
             has_each = [bool(self.cache.array("has_echo")[i]) for i in slots]
             item["echo_triple"] = torch.stack([self._echo_or_zeros(i, h) for i, h in zip(slots, has_each, strict=True)])
             item["has_echo_triple"] = torch.tensor(has_each)
+            item["slot_triple"] = torch.tensor(slots, dtype=torch.int64)
         if self.need_imu:
             item["imu_rotation"] = torch.from_numpy(np.array(self.cache.array("imu_rotation")[[before, centre, after]]))
         return item

@@ -51,6 +51,7 @@ from avs_depth_core.evaluation import HEADERS, REPORT_METRICS, check_batch, chec
 from avs_depth_core.evaluation.regions import RegionAccumulator, RegionSource, markdown_regions, region_table_header
 from avs_depth_core.files import save_figure
 from avs_depth_core.metrics import MetricAccumulator
+from avs_depth_core.models.monodepth2 import check_echo_features
 from avs_depth_core.relative import RelativeDepthModel
 from avs_depth_core.scaling import ScaleError, ScaleResult, apply_scale, recover_scale_batch
 
@@ -181,6 +182,9 @@ def evaluate_scaling(dataset: Any, relatives: dict[str, RelativeDepthModel], ech
     if fallback not in FALLBACKS:
         raise ValueError(f"fallback must be one of {list(FALLBACKS)}, got {fallback!r}")
     size = tuple(echo_net.cfg.image_size)
+    for name, model in relatives.items():
+        if model.needs_echo:
+            check_echo_features(model.echo_features, echo_net.cfg, name)
     rows = {name: {row: _Row(MetricAccumulator(min_depth, max_depth),
                              regions=None if regions is None else RegionAccumulator(min_depth, max_depth))
                    for row in (*ROWS, REFERENCE_ROW)} for name in relatives}
@@ -201,7 +205,8 @@ def evaluate_scaling(dataset: Any, relatives: dict[str, RelativeDepthModel], ech
         records = [{"index": seen + i, "stamp_ns": stamps[i], "rgb": rgb[i].cpu(), "gt": gt[i, 0].cpu(), "models": {}}
                    for i in picked]
         for name, model in relatives.items():
-            relative = _resize(model(rgb).float(), gt.shape[-2:])
+            # an echo-input Monodepth2 reads the RGB-Echoes AVS-Net's echo features (load_relative_models checks they match)
+            relative = _resize(model(rgb, batch["echo"].to(device) if model.needs_echo else None).float(), gt.shape[-2:])
             # Reference scale from the ground truth (Monodepth2 evaluate_depth.py); NaN where a frame has no valid depth.
             gt_scales = recover_scale_batch(relative, gt, "median", mask=valid, min_depth=min_depth, max_depth=max_depth,
                                             min_pixels=1, fallback="nan")

@@ -24,6 +24,12 @@ from avs_depth_core.models.resnet import ResNetEncoder
 CHECKPOINT_KIND = "monodepth2"
 DEPTH_UNITS = ("relative", "metres")
 POSE_PRIORS = ("none", "imu")
+ECHO_INPUTS = ("none", "stft")
+# The AVSNetConfig keys that define the echo features (audio.features.echo_features) an echo-input DepthNet was trained
+# on, the echo-supervision teacher's: stored as model.echo_features so a runtime can check that its AVS-Net computes the
+# same ones (check_echo_features).
+ECHO_FEATURE_KEYS = ("n_fft", "win_length", "hop_length", "stft_log", "sample_rate", "speed_of_sound", "max_depth",
+                     "echo_range_profile")
 
 # A config file's train: keys that set Monodepth2Config's optimisation keys (the names every trainer's train: section uses).
 TRAIN_KEYS = {"epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
@@ -84,6 +90,17 @@ class Monodepth2Config:
     # ego-motion from IMU integration). A PoseNet trained from scratch on a few minutes of CPU never learns turns of a few
     # degrees per frame pair (benchmarks/monodepth2_diagnostics.py), and without the rotation no shape is learnt.
     pose_prior: str = "none"
+    # Not a Monodepth2 option (issue 9): "stft" gives the DepthNet the echo (the echo-supervision teacher's features:
+    # magnitude STFT per ear at echo_size), from which EchoScaleEncoder predicts a per-image log scale that multiplies
+    # the depth. In a world whose scale an image does not show, an RGB-only DepthNet trained on metres can only predict
+    # the training scenes' typical scale; the echo's delays carry it. The photometric loss sees the unscaled depth (the
+    # warp stays Monodepth2's), the echo-supervision term the scaled one. "none": Monodepth2's DepthNet, unchanged. Needs
+    # echo supervision; the trainer sets echo_channels, echo_size and echo_features from the teacher.
+    echo_input: str = "none"
+    echo_channels: int = 2
+    echo_size: list[int] = field(default_factory=lambda: [64, 128])
+    echo_encoder_width: int = 16
+    echo_features: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         check_fields(self)
@@ -107,6 +124,14 @@ class Monodepth2Config:
             raise ValueError(f"monodepth2 depth_units must be one of {list(DEPTH_UNITS)}, got {self.depth_units!r}")
         if self.pose_prior not in POSE_PRIORS:
             raise ValueError(f"monodepth2 pose_prior must be one of {list(POSE_PRIORS)}, got {self.pose_prior!r}")
+        if self.echo_input not in ECHO_INPUTS:
+            raise ValueError(f"monodepth2 echo_input must be one of {list(ECHO_INPUTS)}, got {self.echo_input!r}")
+        if self.echo_channels < 1 or self.echo_encoder_width < 1:
+            raise ValueError(f"monodepth2 echo_channels and echo_encoder_width must be positive, got "
+                             f"{self.echo_channels}, {self.echo_encoder_width}")
+        if len(self.echo_size) != 2 or min(self.echo_size) < 16:
+            raise ValueError(f"monodepth2 echo_size must be [height, width], each at least 16 (four stride-2 "
+                             f"convolutions), got {self.echo_size}")
         if len(self.decoder_channels) != 5 or min(self.decoder_channels) < 1:
             raise ValueError(f"monodepth2 decoder_channels must be 5 positive widths, got {self.decoder_channels}")
         for key in ("learning_rate", "batch_size", "num_epochs", "scheduler_step_size", "encoder_width"):
@@ -201,27 +226,115 @@ class DepthDecoder(nn.Module):
         return outputs
 
 
+class EchoScaleEncoder(nn.Module):
+    """Echo features (B, C, He, We) -> per-image log scale (B, 1, 1, 1) of the DepthNet's depth (model.echo_input).
+
+    log1p of the magnitudes (an STFT spans orders of magnitude), four stride-2 3x3 convolutions with BatchNorm and ReLU,
+    then two linear layers over the flattened map: flattening keeps where along the echo's time (= range) axis the energy
+    arrives, which a global pooling would lose. The last layer starts at zero, so an untrained encoder scales by 1."""
+
+    def __init__(self, channels: int, size: list[int] | tuple[int, int], width: int = 16) -> None:
+        super().__init__()
+        self.channels, self.size = channels, (int(size[0]), int(size[1]))
+        layers: list[nn.Module] = []
+        cin = channels
+        for cout in (width, 2 * width, 4 * width, 4 * width):
+            layers += [nn.Conv2d(cin, cout, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+            cin = cout
+        self.features = nn.Sequential(*layers)
+        h, w = self.size
+        for _ in range(4):
+            h, w = (h + 1) // 2, (w + 1) // 2
+        self.head = nn.Sequential(nn.Flatten(), nn.Linear(cin * h * w, 4 * width), nn.ReLU(inplace=True),
+                                  nn.Linear(4 * width, 1))
+        nn.init.zeros_(self.head[-1].weight)
+        nn.init.zeros_(self.head[-1].bias)
+
+    def forward(self, echo: torch.Tensor) -> torch.Tensor:
+        if echo.dim() != 4 or echo.shape[1] != self.channels or tuple(echo.shape[-2:]) != self.size:
+            raise ValueError(f"DepthNet echo input: expected (B, {self.channels}, {self.size[0]}, {self.size[1]}) echo "
+                             f"features (model.echo_channels, model.echo_size), got {tuple(echo.shape)}")
+        return self.head(self.features(torch.log1p(echo.float().clamp_min(0)))).view(-1, 1, 1, 1)
+
+
 class DepthNet(nn.Module):
-    """rgb (B, 3, H, W) in [0, 1] -> {("disp", s): (B, 1, H / 2^s, W / 2^s)} sigmoid disparities; H, W multiples of 32, >= 64."""
+    """rgb (B, 3, H, W) in [0, 1] -> {("disp", s): (B, 1, H / 2^s, W / 2^s)} sigmoid disparities; H, W multiples of 32, >= 64.
+
+    With echo_input "stft" (model.echo_input) forward also takes the echo features and adds ("log_scale", 0): (B, 1, 1, 1),
+    the log of the factor that multiplies the depth of every scale (output_depth)."""
 
     def __init__(self, num_layers: int = 18, scales: list[int] | tuple[int, ...] = (0, 1, 2, 3), encoder_width: int = 64,
                  decoder_channels: list[int] | tuple[int, ...] = (16, 32, 64, 128, 256),
-                 pretrained_path: str | Path | None = None) -> None:
+                 pretrained_path: str | Path | None = None, echo_input: str = "none", echo_channels: int = 2,
+                 echo_size: list[int] | tuple[int, int] = (64, 128), echo_encoder_width: int = 16) -> None:
         super().__init__()
+        if echo_input not in ECHO_INPUTS:
+            raise ValueError(f"DepthNet echo_input must be one of {list(ECHO_INPUTS)}, got {echo_input!r}")
         self.encoder = ResNetEncoder(num_layers, in_channels=3, width=encoder_width)
         if pretrained_path is not None:
             self.encoder.load_torchvision_weights(pretrained_path)
         self.decoder = DepthDecoder(self.encoder.num_ch_enc, scales, decoder_channels)
+        self.echo_input = echo_input
+        # absent (not merely unused) without an echo input: Monodepth2's parameter names and checkpoints stay as they were
+        if echo_input != "none":
+            self.echo_encoder = EchoScaleEncoder(echo_channels, echo_size, echo_encoder_width)
+
+    @property
+    def needs_echo(self) -> bool:
+        return self.echo_input != "none"
 
     @classmethod
     def from_config(cls, config: Monodepth2Config, load_pretrained: bool = True) -> DepthNet:
         return cls(config.num_layers, config.scales, config.encoder_width, config.decoder_channels,
-                   config.pretrained_encoder if load_pretrained else None)
+                   config.pretrained_encoder if load_pretrained else None, config.echo_input, config.echo_channels,
+                   config.echo_size, config.echo_encoder_width)
 
-    def forward(self, rgb: torch.Tensor) -> dict[tuple[str, int], torch.Tensor]:
+    def forward(self, rgb: torch.Tensor, echo: torch.Tensor | None = None) -> dict[tuple[str, int], torch.Tensor]:
         if rgb.dim() != 4 or rgb.shape[1] != 3 or rgb.shape[2] % 32 or rgb.shape[3] % 32 or min(rgb.shape[2:]) < 64:
             raise ValueError(f"DepthNet expects (B, 3, H, W) with H, W multiples of 32 and >= 64, got {tuple(rgb.shape)}")
-        return self.decoder(self.encoder((rgb - INPUT_MEAN) / INPUT_STD))
+        if self.needs_echo and echo is None:
+            raise ValueError(f"DepthNet with model.echo_input {self.echo_input!r} needs the echo features of every image; "
+                             f"got none")
+        if not self.needs_echo and echo is not None:
+            raise ValueError("DepthNet with model.echo_input 'none' takes no echo; got echo features")
+        outputs = self.decoder(self.encoder((rgb - INPUT_MEAN) / INPUT_STD))
+        if self.needs_echo:
+            if echo.shape[0] != rgb.shape[0]:
+                raise ValueError(f"DepthNet: {rgb.shape[0]} images but {echo.shape[0]} echoes")
+            outputs[("log_scale", 0)] = self.echo_encoder(echo.to(rgb.device))
+        return outputs
+
+
+def output_depth(outputs: dict[tuple[str, int], torch.Tensor], min_depth: float, max_depth: float,
+                 scale: int = 0) -> torch.Tensor:
+    """DepthNet outputs -> the depth at `scale`: disp_to_depth of its disparity, times exp(log_scale) where the DepthNet
+    has an echo input (metres for an echo-supervised one)."""
+    _, depth = disp_to_depth(outputs[("disp", scale)], min_depth, max_depth)
+    if ("log_scale", 0) in outputs:
+        depth = depth * outputs[("log_scale", 0)].exp()
+    return depth
+
+
+def echo_feature_settings(avsnet_cfg: Any) -> dict[str, Any]:
+    """The ECHO_FEATURE_KEYS of an AVSNetConfig, with its echo input's channels and size (what model.echo_features holds)."""
+    out = {key: getattr(avsnet_cfg, key) for key in ECHO_FEATURE_KEYS}
+    out["channels"] = int(avsnet_cfg.echo_channels)
+    out["size"] = [int(v) for v in (avsnet_cfg.echo_size or avsnet_cfg.image_size)]
+    return out
+
+
+def check_echo_features(features: dict[str, Any] | None, avsnet_cfg: Any, where: str) -> None:
+    """An echo-input DepthNet (its model.echo_features) fed by an AVS-Net's echo features: they must be the ones it was
+    trained on; ValueError naming the differing keys otherwise."""
+    if not getattr(avsnet_cfg, "use_echo", False):
+        raise ValueError(f"{where}: the Monodepth2 DepthNet takes the echo (model.echo_input), but the AVS-Net that would "
+                         f"compute its echo features is Only-RGB (use_echo false)")
+    theirs = echo_feature_settings(avsnet_cfg)
+    ours = features or {}
+    differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+    if differing:
+        raise ValueError(f"{where}: the AVS-Net's echo features differ from those the DepthNet was trained on "
+                         f"(model.echo_features) in {[f'{k}: {theirs.get(k)!r} vs {ours.get(k)!r}' for k in differing]}")
 
 
 class PoseDecoder(nn.Module):

@@ -7,7 +7,9 @@ scale-correct self-supervised training"); every choice below is a documented opt
 no checkpoint the trainer is Monodepth2's, unchanged.
 
 - Teacher: AVSNet.from_checkpoint in eval mode with gradients off; each frame of the triple, un-augmented, resized to the
-  AVS-Net's image_size with the echo paired with that frame; Mp resized back to the DepthNet's resolution. Mirrored
+  AVS-Net's image_size with the echo paired with that frame; Mp resized back to the DepthNet's resolution. Being frozen and
+  fed un-augmented frames, it gives a frame the same Mp every epoch: Mp is computed once per frame (keyed by the
+  dataset's slot_triple) and kept in memory, the same numbers at a third of the teacher's cost per step or less. Mirrored
   samples get the mirrored Mp of the unmirrored frame (mirroring the image would also need the ears swapped).
 - Confidence filter "triple_median" (default): the scene's scale barely changes between a triple's frames, while a
   wrong echo scale moves Mp's median, so a target frame is used only when at least one neighbour with an echo has
@@ -161,20 +163,36 @@ class EchoSupervision:
         # Mp must lie inside the teacher's range and the range the DepthNet can express.
         self.range = (max(tcfg.min_depth, depth_range[0]), min(tcfg.max_depth, depth_range[1]))
         self.device = torch.device(device)
+        self._cache: dict[int, torch.Tensor] = {}  # frame (cache slot) -> its Mp (1, H, W)
 
     def to(self, device: str | torch.device) -> EchoSupervision:
         self.device = torch.device(device)
         self.teacher.net.to(self.device)
+        self._cache = {k: v.to(self.device) for k, v in self._cache.items()}
         return self
+
+    def _teacher_depth(self, frames: torch.Tensor, echoes: torch.Tensor, slots: torch.Tensor | None) -> torch.Tensor:
+        """Mp of frames (N, 3, H, W) with their echoes (N, C, He, We) -> (N, 1, H, W); slots (the frames' cache indices,
+        any shape holding N) key the per-frame cache, None = compute every frame."""
+        if slots is None:
+            return self.teacher(frames.to(self.device), echoes.to(self.device))
+        keys = [int(k) for k in slots.flatten()]
+        missing = sorted({k for k in keys if k not in self._cache})
+        if missing:
+            first = {k: keys.index(k) for k in missing}
+            index = torch.tensor([first[k] for k in missing])
+            computed = self.teacher(frames[index].to(self.device), echoes[index].to(self.device))
+            self._cache.update({k: computed[i] for i, k in enumerate(missing)})
+        return torch.stack([self._cache[k] for k in keys])
 
     def pseudo_labels(self, batch: dict[str, Any], flipped: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mp of the target frames (B, 1, H, W), mirrored where the sample was, and its confidence mask (B, 1, H, W)."""
         if "echo_triple" not in batch:
             raise ValueError("echo supervision needs the echoes of every triple frame (TripletBagDataset neighbour_echoes)")
-        frames = batch["rgb"].to(self.device)
+        frames = batch["rgb"]
         b, n = frames.shape[:2]
-        echoes = batch["echo_triple"].to(self.device)
-        mp = self.teacher(frames.flatten(0, 1), echoes.flatten(0, 1)).view(b, n, 1, *frames.shape[-2:])
+        mp = self._teacher_depth(frames.flatten(0, 1), batch["echo_triple"].flatten(0, 1),
+                                 batch.get("slot_triple")).view(b, n, 1, *frames.shape[-2:])
         mask = confidence_mask(mp, batch["has_echo_triple"], self.cfg, self.range)
         if "pseudo_label_mask" in batch:
             mask = mask & batch["pseudo_label_mask"].to(self.device).bool()

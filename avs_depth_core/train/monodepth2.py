@@ -43,8 +43,9 @@ from avs_depth_core.models.monodepth2 import (
     DepthNet,
     Monodepth2Config,
     PoseNet,
-    disp_to_depth,
+    echo_feature_settings,
     load_monodepth2,
+    output_depth,
     predict_poses,
     save_monodepth2,
 )
@@ -161,11 +162,29 @@ class Monodepth2Model(nn.Module):
         self.pose = PoseNet.from_config(config, load_pretrained)
 
     def forward(self, target: torch.Tensor, sources: dict[int, torch.Tensor],
-                rotations: dict[int, torch.Tensor] | None = None
+                rotations: dict[int, torch.Tensor] | None = None, echo: torch.Tensor | None = None
                 ) -> tuple[dict[tuple[str, int], torch.Tensor], dict[int, torch.Tensor]]:
-        """(augmented) target (B, 3, H, W) and sources {offset: (B, 3, H, W)} -> (disparities by scale, poses target->source);
-        rotations: the pose prior's (imu_pair_rotations), replacing PoseNet's."""
-        return self.depth(target), predict_poses(self.pose, target, sources, rotations)
+        """(augmented) target (B, 3, H, W) and sources {offset: (B, 3, H, W)} -> (DepthNet outputs: disparities by scale
+        and, with model.echo_input, ("log_scale", 0); poses target->source); rotations: the pose prior's
+        (imu_pair_rotations), replacing PoseNet's; echo: the target's echo features (model.echo_input only)."""
+        return self.depth(target, echo), predict_poses(self.pose, target, sources, rotations)
+
+
+def depthnet_echo(batch: dict[str, Any], config: Monodepth2Config, device: torch.device) -> torch.Tensor | None:
+    """The centre frames' echo features for a DepthNet with model.echo_input (None without one). The echo is not
+    mirrored with a flipped sample: it sets one scale per image, which mirroring does not change."""
+    if config.echo_input == "none":
+        return None
+    if "echo" not in batch:
+        raise ValueError(f"model.echo_input {config.echo_input!r}: the batch has no echo features (a bag without echoes?)")
+    return batch["echo"].to(device)
+
+
+def split_outputs(outputs: dict[tuple[str, int], torch.Tensor]
+                  ) -> tuple[dict[tuple[str, int], torch.Tensor], dict[tuple[str, int], torch.Tensor]]:
+    """DepthNet outputs -> (the disparities the photometric loss sees, the rest: the echo input's log scale)."""
+    disps = {k: v for k, v in outputs.items() if k[0] == "disp"}
+    return disps, {k: v for k, v in outputs.items() if k[0] != "disp"}
 
 
 def _grayscale(x: torch.Tensor) -> torch.Tensor:
@@ -307,18 +326,23 @@ def training_loss(net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, An
     target_in, sources_in = split_frames(moved["inputs"], config.source_offsets)
     rotations = imu_pair_rotations(batch, flipped, config.source_offsets, runtime.device) \
         if config.pose_prior == "imu" else None
+    echo_in = depthnet_echo(batch, config, runtime.device)
     with autocast(runtime):
-        disps, poses = net(target_in, sources_in, rotations)
-    disps = {k: v.float() for k, v in disps.items()}
+        outputs, poses = net(target_in, sources_in, rotations, echo_in)
+    outputs = {k: v.float() for k, v in outputs.items()}
     poses = {k: v.float() for k, v in poses.items()}
+    # The photometric loss sees the unscaled depth: scaling the depth and not PoseNet's translation would change the warp.
+    disps, scale_outputs = split_outputs(outputs)
     result = criterion(target, sources, disps, poses, moved["K4"], moved["inv_K4"])
     if dynamic is not None and dynamic.enabled:
         term, stats = dynamic_term(disps, batch, flipped, dynamic, (config.min_depth, config.max_depth))
         result = dataclasses.replace(result, loss=result.loss + term, extras={**result.extras, **stats})
     if echo is None:
         return result
-    _, depth = disp_to_depth(disps[("disp", 0)], config.min_depth, config.max_depth)
+    depth = output_depth({**disps, **scale_outputs}, config.min_depth, config.max_depth)
     term, extras = echo.term(depth, batch, flipped, step)
+    if scale_outputs:
+        extras = {**extras, "echo_log_scale": scale_outputs[("log_scale", 0)].detach().mean()}
     return dataclasses.replace(result, loss=result.loss + term, extras={**result.extras, **extras})
 
 
@@ -364,9 +388,18 @@ class Monodepth2Trainer(loop.Trainer):
         elif model_cfg.depth_units == "metres":
             raise ValueError("config: model.depth_units metres needs train.echo_supervision.checkpoint (or "
                              "--echo-supervision CKPT): only echo-supervised training makes the depth metric")
+        if model_cfg.echo_input != "none" and not self.echo_cfg.enabled:
+            raise ValueError(f"config: model.echo_input {model_cfg.echo_input!r} needs train.echo_supervision.checkpoint "
+                             f"(or --echo-supervision CKPT): the echo sets the scale of a metric DepthNet, and the "
+                             f"echo features are the teacher AVS-Net's")
         # The teacher loads on the CPU here (the datasets need its echo settings) and moves in build().
         self.echo = EchoSupervision(self.echo_cfg, "cpu", (model_cfg.min_depth, model_cfg.max_depth)) \
             if self.echo_cfg.enabled else None
+        if self.echo is not None and model_cfg.echo_input != "none":
+            # the DepthNet reads the teacher's echo features: their settings go into the checkpoint with the weights
+            features = echo_feature_settings(self.echo.teacher.cfg)
+            model_cfg.echo_channels, model_cfg.echo_size = features["channels"], list(features["size"])
+            model_cfg.echo_features = features
         super().__init__(model_cfg, train, data, epochs=model_cfg.num_epochs, batch_size=model_cfg.batch_size)
         if self.echo is not None:  # the depth is meant to be metres: score and show it unscaled as well
             self.score_keys = ("metric_abs_rel", *self.score_keys)
@@ -454,7 +487,8 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
             target, sources = split_frames(frames, model_cfg.source_offsets)
             rotations = imu_pair_rotations(batch, None, model_cfg.source_offsets, device) \
                 if model_cfg.pose_prior == "imu" else None
-            disps, poses = model(target, sources, rotations)
+            outputs, poses = model(target, sources, rotations, depthnet_echo(batch, model_cfg, device))
+            disps, _ = split_outputs(outputs)
             result = criterion(target, sources, disps, poses, K4.to(device), inv_K4.to(device))
             losses.append((float(result.loss), int(target.shape[0])))
             if "depth" not in batch:
@@ -462,7 +496,7 @@ def validate(model: Monodepth2Model, criterion: Monodepth2Loss, loader: torch.ut
             has = batch["has_depth"].bool()
             if not has.any():
                 continue
-            _, depth = disp_to_depth(disps[("disp", 0)][has.to(device)], model_cfg.min_depth, model_cfg.max_depth)
+            depth = output_depth(outputs, model_cfg.min_depth, model_cfg.max_depth)[has.to(device)]
             gt = batch["depth"][has].to(device)
             valid = (gt > data_cfg.min_depth) & (gt < data_cfg.max_depth)
             scales = recover_scale_batch(depth, gt, "median", mask=valid, min_depth=data_cfg.min_depth,
