@@ -100,6 +100,10 @@ class DepthPipeline:
         self.avsnet = avsnet
         self.relative = relative
         self.cfg = avsnet.cfg
+        if getattr(relative, "needs_echo", False):  # an echo-input Monodepth2 reads the echo features this AVS-Net computes
+            from avs_depth_core.models.monodepth2 import check_echo_features
+
+            check_echo_features(relative.echo_features, avsnet.cfg, f"relative model {getattr(relative, 'name', '')}")
         self.device = torch.device(device)
         if half and self.device.type != "cuda":
             warn(f"half precision needs CUDA; running in float32 on {self.device}")
@@ -120,7 +124,6 @@ class DepthPipeline:
         """Load AVS-Net and the relative model (empty checkpoints = the bundled defaults) onto the resolved device, as
         torch modules or ONNX Runtime sessions (settings.backend; avs_depth_core.backends)."""
         from avs_depth_core.backends import check_backend, load_avsnet, load_relative
-        from avs_depth_core.models.monodepth2 import check_echo_features
 
         s = settings
         if s.relative_model not in RELATIVE_KINDS:
@@ -136,8 +139,6 @@ class DepthPipeline:
         path = s.relative_checkpoint if s.relative_model == "torchscript" else \
             find_checkpoint(s.relative_checkpoint, s.relative_model, "relative_checkpoint")
         relative = load_relative(s.relative_model, path, s.backend, torch_device, s.onnx_providers, s.half, warn)
-        if relative.needs_echo:  # an echo-input Monodepth2 reads the echo features this AVS-Net computes
-            check_echo_features(relative.echo_features, avsnet.cfg, f"relative_checkpoint {path}")
         if s.scale_method == "none" and not relative.is_metric:
             warn(f"scale_method 'none' uses the depth of {relative.name} as metres, but it is a relative model (not "
                  f"trained with echo supervision); its depth will have no metric scale")

@@ -14,7 +14,7 @@ from avs_depth_core import pipeline as pipeline_module
 from avs_depth_core.checkpoint import save_checkpoint
 from avs_depth_core.device import resolve_device
 from avs_depth_core.models.avsnet import AVSNet, AVSNetConfig
-from avs_depth_core.models.monodepth2 import DepthNet, Monodepth2Config, save_monodepth2
+from avs_depth_core.models.monodepth2 import DepthNet, Monodepth2Config, echo_feature_settings, save_monodepth2
 from avs_depth_core.pipeline import DepthPipeline, EchoInput, PipelineSettings, find_checkpoint
 from avs_depth_core.scaling import ScalingConfig
 
@@ -226,6 +226,31 @@ def test_a_metric_monodepth2_needs_no_scale_and_a_relative_one_warns(tiny_checkp
         assert any("is a relative model" in w for w in warnings) == (units == "relative"), warnings
         result = pipe(np.full((64, 128, 3), 90, np.uint8), None, SEC, want_relative=True)
         assert result.scale.ok and np.isfinite(result.metric).all()
+
+
+def test_an_echo_input_monodepth2_is_fed_the_avsnets_echo_features(tiny_checkpoints, tmp_path):
+    avsnet, rgb_only = tiny_checkpoints
+    features = echo_feature_settings(AVSNet.from_checkpoint(avsnet).cfg)
+    config = Monodepth2Config.tiny(depth_units="metres", echo_input="stft", echo_size=features["size"],
+                                   echo_features=features)
+    torch.manual_seed(0)
+    net = DepthNet.from_config(config)
+    torch.nn.init.normal_(net.echo_encoder.head[-1].weight, std=0.5)
+    save_monodepth2(tmp_path / "echo_in", net, config)
+    params = {"avsnet_checkpoint": str(avsnet), "relative_model": "monodepth2", "device": "cpu",
+              "relative_checkpoint": str(tmp_path / "echo_in.safetensors"), "scale_method": "none"}
+    pipe = DepthPipeline.from_settings(PipelineSettings.from_params(params))
+    assert pipe.relative.needs_echo and pipe.warmup(1) > 0
+    rgb = np.full((64, 128, 3), 90, np.uint8)
+    result = pipe(rgb, make_echo(pipe.cfg, SEC), SEC, want_relative=True)
+    assert result.scale.ok and result.echo_used and np.isfinite(result.metric).all()
+    quiet = EchoInput(np.zeros((2, pipe.cfg.echo_samples + 50), np.float32), pipe.cfg.sample_rate, 20, 2 * SEC)
+    other = pipe(rgb, quiet, 2 * SEC, want_relative=True)
+    assert not np.allclose(other.relative, result.relative)  # the same image at another echo: another scale
+    with pytest.raises(ValueError, match="has no echo paired with it"):
+        pipe(rgb, None, 3 * SEC)
+    with pytest.raises(ValueError, match="Only-RGB"):
+        DepthPipeline.from_settings(PipelineSettings.from_params({**params, "avsnet_checkpoint": str(rgb_only)}))
 
 
 class HandedAVSNet(FakeAVSNet):

@@ -56,7 +56,7 @@ def test_option_off_is_monodepth2s_depthnet():
 
 
 def test_echo_input_shapes_and_untrained_scale_of_one():
-    net, config = _net(echo_input="stft", echo_channels=2, echo_size=[32, 64])
+    net, _ = _net(echo_input="stft", echo_channels=2, echo_size=[32, 64])
     assert net.needs_echo and any(k.startswith("echo_encoder.") for k in net.state_dict())
     rgb, echo = torch.rand(3, 3, 64, 64), torch.rand(3, 2, 32, 64)
     with torch.no_grad():
