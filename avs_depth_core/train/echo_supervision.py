@@ -8,8 +8,9 @@ no checkpoint the trainer is Monodepth2's, unchanged.
 
 - Teacher: AVSNet.from_checkpoint in eval mode with gradients off; each frame of the triple, un-augmented, resized to the
   AVS-Net's image_size with the echo paired with that frame; Mp resized back to the DepthNet's resolution. Being frozen and
-  fed un-augmented frames, it gives a frame the same Mp every epoch: Mp is computed once per frame (keyed by the
-  dataset's slot_triple) and kept in memory, the same numbers at a third of the teacher's cost per step or less. Mirrored
+  fed un-augmented frames, it gives a frame the same Mp every epoch, so Mp is computed once per frame (keyed by the
+  dataset's slot_triple) and kept in memory: the same numbers, with the teacher run once per frame instead of three
+  times per triple and epoch. Mirrored
   samples get the mirrored Mp of the unmirrored frame (mirroring the image would also need the ears swapped).
 - Confidence filter "triple_median" (default): the scene's scale barely changes between a triple's frames, while a
   wrong echo scale moves Mp's median, so a target frame is used only when at least one neighbour with an echo has
