@@ -30,6 +30,9 @@ ECHO_INPUTS = ("none", "stft")
 # same ones (check_echo_features).
 ECHO_FEATURE_KEYS = ("n_fft", "win_length", "hop_length", "stft_log", "sample_rate", "speed_of_sound", "max_depth",
                      "echo_range_profile")
+# ... and, where the teacher has echo_range_profile, those of its range-profile channels.
+RANGE_PROFILE_KEYS = ("range_bins", "range_log", "range_spacing", "range_min", "chirp_start_hz", "chirp_end_hz",
+                      "chirp_duration_s", "chirp_method")
 
 # A config file's train: keys that set Monodepth2Config's optimisation keys (the names every trainer's train: section uses).
 TRAIN_KEYS = {"epochs": "num_epochs", "batch_size": "batch_size", "lr": "learning_rate",
@@ -316,8 +319,10 @@ def output_depth(outputs: dict[tuple[str, int], torch.Tensor], min_depth: float,
 
 
 def echo_feature_settings(avsnet_cfg: Any) -> dict[str, Any]:
-    """The ECHO_FEATURE_KEYS of an AVSNetConfig, with its echo input's channels and size (what model.echo_features holds)."""
-    out = {key: getattr(avsnet_cfg, key) for key in ECHO_FEATURE_KEYS}
+    """The ECHO_FEATURE_KEYS of an AVSNetConfig (and RANGE_PROFILE_KEYS with echo_range_profile), with its echo input's
+    channels and size (what model.echo_features holds)."""
+    keys = ECHO_FEATURE_KEYS + (RANGE_PROFILE_KEYS if avsnet_cfg.echo_range_profile else ())
+    out = {key: getattr(avsnet_cfg, key) for key in keys}
     out["channels"] = int(avsnet_cfg.echo_channels)
     out["size"] = [int(v) for v in (avsnet_cfg.echo_size or avsnet_cfg.image_size)]
     return out

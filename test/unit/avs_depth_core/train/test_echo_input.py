@@ -134,6 +134,11 @@ def test_checkpoint_round_trip_and_metric_model(tmp_path, tiny_checkpoint):
     other = AVSNet.from_checkpoint(tiny_checkpoint(tmp_path / "other", hop_length=32))
     with pytest.raises(ValueError, match="differ from those the DepthNet was trained on .*hop_length"):
         check_echo_features(model.echo_features, other.cfg, "here")
+    assert "range_bins" not in features  # range-profile settings count only for a teacher that uses them
+    profiled = AVSNet.from_checkpoint(tiny_checkpoint(tmp_path / "profiled", echo_range_profile=True, range_bins=64))
+    assert echo_feature_settings(profiled.cfg)["range_bins"] == 64 and echo_feature_settings(profiled.cfg)["channels"] == 4
+    with pytest.raises(ValueError, match="echo_range_profile"):
+        check_echo_features(model.echo_features, profiled.cfg, "here")
     rgb_only = AVSNet.from_checkpoint(tiny_checkpoint(tmp_path / "rgb", use_echo=False))
     with pytest.raises(ValueError, match="Only-RGB"):
         check_echo_features(model.echo_features, rgb_only.cfg, "here")
