@@ -76,13 +76,23 @@ def min_reprojection_with_automask(reprojection: torch.Tensor, identity: torch.T
     return loss, index >= identity.shape[1]
 
 
-def get_smooth_loss(disp: torch.Tensor, image: torch.Tensor) -> torch.Tensor:
-    """Edge-aware smoothness mean(|dx d| exp(-mean_c |dx I|)) + mean(|dy d| exp(-mean_c |dy I|)), d mean-normalised disparity."""
-    grad_disp_x = (disp[:, :, :, :-1] - disp[:, :, :, 1:]).abs()
-    grad_disp_y = (disp[:, :, :-1, :] - disp[:, :, 1:, :]).abs()
+def get_smooth_loss(disp: torch.Tensor, image: torch.Tensor, order: int = 1) -> torch.Tensor:
+    """Edge-aware smoothness mean(|dx d| exp(-mean_c |dx I|)) + mean(|dy d| exp(-mean_c |dy I|)), d mean-normalised disparity
+    (Monodepth2). order 2: the second differences |d[x-1] - 2 d[x] + d[x+1]| instead, weighted by the larger of the two
+    image gradients beside x, so a plane costs nothing and an image edge on either side frees the kink."""
     grad_img_x = (image[:, :, :, :-1] - image[:, :, :, 1:]).abs().mean(1, keepdim=True)
     grad_img_y = (image[:, :, :-1, :] - image[:, :, 1:, :]).abs().mean(1, keepdim=True)
-    return (grad_disp_x * torch.exp(-grad_img_x)).mean() + (grad_disp_y * torch.exp(-grad_img_y)).mean()
+    if order == 1:
+        grad_disp_x = (disp[:, :, :, :-1] - disp[:, :, :, 1:]).abs()
+        grad_disp_y = (disp[:, :, :-1, :] - disp[:, :, 1:, :]).abs()
+        return (grad_disp_x * torch.exp(-grad_img_x)).mean() + (grad_disp_y * torch.exp(-grad_img_y)).mean()
+    if order != 2:
+        raise ValueError(f"smoothness order must be 1 or 2, got {order!r}")
+    curv_x = (disp[:, :, :, :-2] - 2 * disp[:, :, :, 1:-1] + disp[:, :, :, 2:]).abs()
+    curv_y = (disp[:, :, :-2, :] - 2 * disp[:, :, 1:-1, :] + disp[:, :, 2:, :]).abs()
+    edge_x = torch.maximum(grad_img_x[:, :, :, :-1], grad_img_x[:, :, :, 1:])
+    edge_y = torch.maximum(grad_img_y[:, :, :-1, :], grad_img_y[:, :, 1:, :])
+    return (curv_x * torch.exp(-edge_x)).mean() + (curv_y * torch.exp(-edge_y)).mean()
 
 
 def mean_normalised(disp: torch.Tensor) -> torch.Tensor:
@@ -138,12 +148,16 @@ class Monodepth2Loss(nn.Module):
 
     def __init__(self, height: int, width: int, scales: list[int] | tuple[int, ...] = (0, 1, 2, 3), ssim_weight: float = 0.85,
                  disparity_smoothness: float = 1e-3, min_depth: float = 0.1, max_depth: float = 100.0, automask: bool = True,
-                 min_reprojection: bool = True, align_corners: bool = True, v1_multiscale: bool = False) -> None:
+                 min_reprojection: bool = True, align_corners: bool = True, v1_multiscale: bool = False,
+                 smoothness_order: int = 1) -> None:
         super().__init__()
         if 0 not in scales or any(s not in range(4) for s in scales):
             raise ValueError(f"Monodepth2Loss scales must be a subset of [0, 1, 2, 3] containing 0, got {list(scales)}")
         self.height, self.width, self.scales = height, width, sorted(scales)
         self.ssim_weight, self.disparity_smoothness = ssim_weight, disparity_smoothness
+        if smoothness_order not in (1, 2):
+            raise ValueError(f"Monodepth2Loss smoothness_order must be 1 or 2, got {smoothness_order!r}")
+        self.smoothness_order = smoothness_order
         self.min_depth, self.max_depth = min_depth, max_depth
         self.automask, self.min_reprojection, self.align_corners = automask, min_reprojection, align_corners
         self.ssim = SSIM()
@@ -157,7 +171,8 @@ class Monodepth2Loss(nn.Module):
     @classmethod
     def from_config(cls, config: Monodepth2Config) -> Monodepth2Loss:
         return cls(config.height, config.width, config.scales, config.ssim_weight, config.disparity_smoothness, config.min_depth,
-                   config.max_depth, config.automask, config.min_reprojection, config.warp_align_corners, config.v1_multiscale)
+                   config.max_depth, config.automask, config.min_reprojection, config.warp_align_corners, config.v1_multiscale,
+                   config.smoothness_order)
 
     def _check(self, target: torch.Tensor, sources: dict[int, torch.Tensor], disps: dict[tuple[str, int], torch.Tensor],
                K: torch.Tensor | None, inv_K: torch.Tensor | None) -> None:
@@ -206,7 +221,7 @@ class Monodepth2Loss(nn.Module):
                 warp_fraction = selected.float().mean().detach()
             disp = disps[("disp", s)]
             colour = target if s == 0 else F.interpolate(target, disp.shape[-2:], mode="area")
-            smoothness[s] = get_smooth_loss(mean_normalised(disp), colour)
+            smoothness[s] = get_smooth_loss(mean_normalised(disp), colour, self.smoothness_order)
             per_scale[s] = per_pixel.mean() + self.disparity_smoothness * smoothness[s] / 2**s
         total = torch.stack(list(per_scale.values())).mean()
         return Monodepth2LossResult(total, per_scale, smoothness, warp_fraction, warped)

@@ -58,6 +58,10 @@ class Monodepth2Config:
     frame_interval: int = 20
     ssim_weight: float = 0.85
     disparity_smoothness: float = 1e-3
+    # Not a Monodepth2 option: 1 penalises the disparity's first differences (Monodepth2), 2 its second differences,
+    # which are zero on any plane (inverse depth is affine in the pixel coordinates there), so a textureless wall is
+    # filled in as a plane between its edges instead of being pulled towards a constant disparity.
+    smoothness_order: int = 1
     automask: bool = True
     # Per-pixel minimum over sources (Monodepth2) rather than the average (its --avg_reprojection ablation).
     min_reprojection: bool = True
@@ -113,6 +117,9 @@ class Monodepth2Config:
         if self.height % 32 or self.width % 32 or self.height < 64 or self.width < 64:
             raise ValueError(f"monodepth2 height/width must be multiples of 32 and at least 64 (the decoder's reflection padding "
                              f"needs 2 pixels at 1/32), got {self.height}x{self.width}")
+        if self.smoothness_order not in (1, 2):
+            raise ValueError(f"monodepth2 smoothness_order must be 1 (Monodepth2) or 2 (second differences), "
+                             f"got {self.smoothness_order!r}")
         if not self.scales or any(s not in range(4) for s in self.scales) or 0 not in self.scales:
             raise ValueError(f"monodepth2 scales must be a subset of [0, 1, 2, 3] containing 0, got {self.scales}")
         if not 0 < self.min_depth < self.max_depth:

@@ -72,6 +72,23 @@ def test_smoothness_of_constant_disparity_is_zero_and_edges_are_cheaper():
     torch.testing.assert_close(get_smooth_loss(mean_normalised(disp), image), get_smooth_loss(mean_normalised(5 * disp), image))
 
 
+
+def test_second_order_smoothness_leaves_planes_free_and_charges_kinks():
+    image = torch.zeros(1, 3, 8, 8)
+    ys, xs = torch.meshgrid(torch.arange(8.0), torch.arange(8.0), indexing="ij")
+    plane = (0.2 + 0.05 * xs + 0.03 * ys)[None, None]  # a tilted wall: disparity affine in the pixel coordinates
+    assert get_smooth_loss(plane, image, order=1) > 0
+    torch.testing.assert_close(get_smooth_loss(plane, image, order=2), torch.tensor(0.0))
+    kink = (0.2 + 0.05 * (xs - 4).abs())[None, None]  # two planes meeting along a column
+    assert get_smooth_loss(kink, image, order=2) > 0
+    edge_image = torch.zeros(1, 3, 8, 8)
+    edge_image[..., 4:] = 1.0  # an image edge beside the kink frees it
+    assert get_smooth_loss(kink, edge_image, order=2) < get_smooth_loss(kink, image, order=2)
+    with pytest.raises(ValueError, match="order"):
+        get_smooth_loss(plane, image, order=3)
+    with pytest.raises(ValueError, match="smoothness_order"):
+        Monodepth2Config(height=64, width=64, smoothness_order=3)
+
 def test_warp_with_true_depth_and_pose_reproduces_the_target():
     shift = 4
     target, sources = _scene(shift)
