@@ -143,8 +143,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "finished runs are reused")
     p.add_argument("--avsnet-steps", type=int, default=None, help="override the AVS-Net optimiser steps of the setting")
     p.add_argument("--md2-epochs", type=int, default=None, help="override the Monodepth2 epochs of the setting")
+    p.add_argument("--md2-set", dest="md2_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Monodepth2 model key for both Monodepth2 runs, after the setting's (e.g. frame_interval=2)")
     p.add_argument("--figures", type=int, default=0, metavar="N", help="also write N Fig.-5 PNGs to <work>/figures")
     return p.parse_args(argv)
+
+
+def parse_md2_overrides(items: list[str]) -> dict[str, Any]:
+    """--md2-set KEY=VALUE items -> {key: YAML value}; a key Monodepth2Config does not have is an error."""
+    from dataclasses import fields
+
+    from avs_depth_core.models.monodepth2 import Monodepth2Config
+
+    known = {f.name for f in fields(Monodepth2Config)}
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or key not in known:
+            raise SystemExit(f"--md2-set {item!r}: expected KEY=VALUE with KEY a Monodepth2 model key "
+                             f"(config/monodepth2.yaml model:), e.g. frame_interval=2")
+        out[key] = yaml.safe_load(value)
+    return out
 
 
 def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any], world: str = "--scale-ambiguous") -> float:
@@ -315,6 +334,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         setting["avsnet"]["steps"] = args.avsnet_steps
     if args.md2_epochs:
         setting["monodepth2"]["num_epochs"] = args.md2_epochs
+    setting["monodepth2"].update(parse_md2_overrides(args.md2_overrides))
     work = args.work or ROOT / "runs" / "scaling_ablation" / f"{args.preset}-seed{args.seed}-{name}"
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
