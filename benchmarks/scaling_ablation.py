@@ -143,6 +143,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         "finished runs are reused")
     p.add_argument("--avsnet-steps", type=int, default=None, help="override the AVS-Net optimiser steps of the setting")
     p.add_argument("--md2-epochs", type=int, default=None, help="override the Monodepth2 epochs of the setting")
+    p.add_argument("--sequences", type=int, default=None,
+                   help="override the simulated sequences of the setting (the splits stay 75 %% training, 25 %% test)")
     p.add_argument("--md2-set", dest="md2_overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="a Monodepth2 model key for both Monodepth2 runs, after the setting's (e.g. frame_interval=2)")
     p.add_argument("--figures", type=int, default=0, metavar="N", help="also write N Fig.-5 PNGs to <work>/figures")
@@ -335,6 +337,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if args.md2_epochs:
         setting["monodepth2"]["num_epochs"] = args.md2_epochs
     setting["monodepth2"].update(parse_md2_overrides(args.md2_overrides))
+    if args.sequences:
+        setting["sim"]["sequences"] = args.sequences
     work = args.work or ROOT / "runs" / "scaling_ablation" / f"{args.preset}-seed{args.seed}-{name}"
     work.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
