@@ -91,6 +91,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage4-lr-factor", type=float, default=STAGE4_LR_FACTOR, help="retraining lr / stage-1 lr")
     p.add_argument("--weight", type=float, default=None, help="dynamic label loss weight (default their 0.1)")
     p.add_argument("--raw-l1", action="store_true", help="their dynamic L1 in the DepthNet's units (normalise false)")
+    p.add_argument("--mask-photometric", action="store_true",
+                   help="leave the labelled moving objects out of the retraining's photometric loss "
+                        "(train.dynamic_labels.mask_photometric)")
     p.add_argument("--avsnet-steps", type=int, default=None, help="override the AVS-Net steps")
     p.add_argument("--no-control", action="store_true", help="skip the `continued` row (retraining without labels)")
     p.add_argument("--figures", type=int, default=0, metavar="N", help="write N figure PNGs to <work>/figures")
@@ -119,7 +122,7 @@ def train_avsnet_lane(bag: Path, work: Path, preset: str, seed: int, s: dict[str
 
 
 def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epochs: int, lr_factor: float,
-                  weight: float | None, normalise: bool = True) -> dict[str, Any]:
+                  weight: float | None, normalise: bool = True, mask_photometric: bool = False) -> dict[str, Any]:
     """Stage 1's config continued from its weights: lr x lr_factor, `epochs`, with the labels (None: the control)."""
     out = json.loads(json.dumps(stage1))
     model = out["model"]
@@ -133,6 +136,7 @@ def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epoch
         dyn["weight"] = weight
     if labels is not None:
         dyn["normalise"] = normalise
+        dyn["mask_photometric"] = mask_photometric
     out["train"]["dynamic_labels"] = dyn
     return out
 
@@ -250,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     # Mining.
     t0 = time.perf_counter()
     mining_cfg = MiningConfig.from_assignments([f"regions={args.regions}", *args.mine_overrides])
-    labels = work / f"labels_{args.regions}.npz"
+    mine_tag = "".join("_" + o.replace("=", "-") for o in args.mine_overrides)  # variants never replace the default's
+    labels = work / f"labels_{args.regions}{mine_tag}.npz"
     mined_summary = mine_labels(bag, stage1, avsnet, labels, mining_cfg, max_depth=max_depth, cache_dir=work / "cache")
     timings["mine_s"] = time.perf_counter() - t0
     # Retraining with the labels (lane 1) and without them (lane 2, the control), side by side.
@@ -258,13 +263,15 @@ def main(argv: list[str] | None = None) -> int:
     # Variants of the retraining recipe get run folders of their own, so they never replace the default's.
     tag = ("" if args.stage4_lr_factor == STAGE4_LR_FACTOR else f"_lr{args.stage4_lr_factor:g}") + \
         ("" if stage4_epochs == s["stage4_epochs"] else f"_ep{stage4_epochs}")
-    mined_tag = tag + ("" if args.weight is None else f"_w{args.weight:g}") + ("_raw" if args.raw_l1 else "")
-    runs = {"mined": (labels, work / f"run_mined_{args.regions}{mined_tag}")}
+    mined_tag = tag + ("" if args.weight is None else f"_w{args.weight:g}") + ("_raw" if args.raw_l1 else "") + \
+        ("_maskphoto" if args.mask_photometric else "")
+    runs = {"mined": (labels, work / f"run_mined_{args.regions}{mine_tag}{mined_tag}")}
     if not args.no_control:
         runs["continued"] = (None, work / f"run_continued{tag}")
     procs = {}
     for row, (lab, run_dir) in runs.items():
-        cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight, not args.raw_l1)
+        cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight, not args.raw_l1,
+                            args.mask_photometric)
         key = {"config": cfg, "bag": str(bag), "labels_mtime": labels.stat().st_mtime if lab else None}
         procs[row] = (sa.start_monodepth2(bag, run_dir, cfg, key), run_dir, key)
     summaries = {row: sa.wait_monodepth2(*procs[row]) for row in procs}
@@ -281,7 +288,8 @@ def main(argv: list[str] | None = None) -> int:
     mined_public = {k: v for k, v in mined_summary.items() if k != "config"}
     out = {"setup": {"preset": args.preset, "seed": args.seed, "setting": name, **s, "stage4_epochs": stage4_epochs,
                      "stage4_lr_factor": args.stage4_lr_factor, "avsnet_steps": steps, "mining": mining_cfg.to_dict(),
-                     "weight": args.weight, "normalise": not args.raw_l1, "work": str(work)},
+                     "weight": args.weight, "normalise": not args.raw_l1, "mask_photometric": args.mask_photometric,
+                     "work": str(work)},
            "rows": result["rows"], "object_scale": mined_public, "criteria": criteria(result["rows"]),
            "figures": result["figures"], "timings": timings, "cpu": cpu, "metrics": list(REGION_METRICS),
            "test_frames": result["test_frames"]}

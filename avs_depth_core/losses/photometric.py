@@ -196,10 +196,17 @@ class Monodepth2Loss(nn.Module):
                 raise ValueError(f"disparity at scale {s} must have shape {want}, got {got}")
 
     def forward(self, target: torch.Tensor, sources: dict[int, torch.Tensor], disps: dict[tuple[str, int], torch.Tensor],
-                poses: dict[int, torch.Tensor], K: torch.Tensor, inv_K: torch.Tensor) -> Monodepth2LossResult:
+                poses: dict[int, torch.Tensor], K: torch.Tensor, inv_K: torch.Tensor,
+                exclude: torch.Tensor | None = None) -> Monodepth2LossResult:
         """target (B, 3, H, W) and sources {offset: (B, 3, H, W)}, un-augmented, in [0, 1]; disps from DepthNet;
-        poses {offset: (B, 4, 4)} target -> source; K, inv_K: full-resolution 4x4 intrinsics, (B, 4, 4) or (4, 4)."""
+        poses {offset: (B, 4, 4)} target -> source; K, inv_K: full-resolution 4x4 intrinsics, (B, 4, 4) or (4, 4).
+        exclude: (B, 1, H, W) bool, pixels left out of the photometric term (not Monodepth2: e.g. moving objects that
+        another term supervises); the mean runs over the rest."""
         self._check(target, sources, disps, K, inv_K)
+        if exclude is not None and exclude.shape != (target.shape[0], 1, *target.shape[-2:]):
+            raise ValueError(f"photometric loss: exclude must be (B, 1, H, W) = {(target.shape[0], 1, *target.shape[-2:])}, "
+                             f"got {tuple(exclude.shape)}")
+        keep = None if exclude is None else (~exclude.bool()).float()
         disps = {("disp", s): disps[("disp", s)] for s in self.scales}
         offsets = sorted(sources)
         if self.v1_multiscale:
@@ -222,7 +229,8 @@ class Monodepth2Loss(nn.Module):
             disp = disps[("disp", s)]
             colour = target if s == 0 else F.interpolate(target, disp.shape[-2:], mode="area")
             smoothness[s] = get_smooth_loss(mean_normalised(disp), colour, self.smoothness_order)
-            per_scale[s] = per_pixel.mean() + self.disparity_smoothness * smoothness[s] / 2**s
+            photometric = per_pixel.mean() if keep is None else (per_pixel * keep).sum() / keep.sum().clamp_min(1.0)
+            per_scale[s] = photometric + self.disparity_smoothness * smoothness[s] / 2**s
         total = torch.stack(list(per_scale.values())).mean()
         return Monodepth2LossResult(total, per_scale, smoothness, warp_fraction, warped)
 

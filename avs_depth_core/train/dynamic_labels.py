@@ -41,6 +41,10 @@ class DynamicLabelsConfig:
     # photometric loss (measured bv2 seed 101: 0.001-0.002 against 0.1) and the weight 0.1 means nothing. True divides
     # each image's L1 by its median predicted depth; false = their raw L1.
     normalise: bool = True
+    # Not theirs: their stage 4 warps with the residual flow, so a moving object's pixels are explained by its motion and
+    # the photometric loss does not pull its depth. This retraining has no motion model: true leaves the labelled dynamic
+    # pixels out of the photometric term (the label term supervises them); false keeps Monodepth2's loss everywhere.
+    mask_photometric: bool = False
 
     @property
     def enabled(self) -> bool:
@@ -109,6 +113,13 @@ class WithDynamicLabels(Dataset):
                 mask = F.interpolate(mask[None].float(), self.size, mode="nearest")[0] > 0.5
         item.update({"dynamic_label": label, "dynamic_mask": mask})
         return item
+
+
+def photometric_exclusion(batch: dict[str, Any], flipped: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """The batch's dynamic masks (1 where a label supervises a moving object), mirrored like the frames: (B, 1, H, W)."""
+    mask = batch["dynamic_mask"].to(device).bool() & (batch["dynamic_label"].to(device) > 0)
+    flip = flipped.to(device).view(-1, 1, 1, 1)
+    return torch.where(flip, mask.flip(-1), mask)
 
 
 def dynamic_term(disps: dict[tuple[str, int], torch.Tensor], batch: dict[str, Any], flipped: torch.Tensor,

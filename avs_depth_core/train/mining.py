@@ -16,7 +16,9 @@ Per centre frame of the bag's triples (one split):
      motion     no instance maps (BatVision): connected components of the motion mask split at depth jumps
                 (mined_labels.motion_components), a documented weaker substitute for their slot-attention path.
 4. Object depth (`object_depth`): `scene` = R's shape over the object (their object network under rigid motion is not
-   built: stage 2 is replaced by the stage-1 shape), `pseudo_metric` = the echo map Mp itself.
+   built: stage 2 is replaced by the stage-1 shape), `pseudo_metric` = the echo map Mp itself, `ground_truth` = an
+   oracle for diagnosis (simulated bags only): the ground truth inside the objects and R at the ground truth's median
+   scale outside (no echo, no gate), so a retraining on these labels shows what perfect labels can do.
 5. Object scale by the echo: beta_echo = median(Mp over the object) / median(object depth over it)
    (mined_labels.echo_object_scale), Mp from a frozen RGB-Echoes AVS-Net on the frame and its echo. The paper's learned
    DSA is not built; the agreement gate (`gate: ground`) compares beta_echo with a non-learned ground-contact scale: the
@@ -63,7 +65,7 @@ from avs_depth_core.train.monodepth2 import imu_pair_rotations
 
 REGIONS = ("instances", "oracle", "motion")
 FLOWS = ("matching",)
-OBJECT_DEPTHS = ("scene", "pseudo_metric")
+OBJECT_DEPTHS = ("scene", "pseudo_metric", "ground_truth")
 GATES = ("ground", "none")
 GATE_MISSING = ("keep", "drop")
 
@@ -216,6 +218,8 @@ def frame_labels(cfg: MiningConfig, scene: np.ndarray, mp: np.ndarray, motion: n
     """One frame: scene depth R, Mp (metres), motion magnitude (px), instances (or None) at one size -> (label metres,
     dynamic mask, per-object records)."""
     masks, occupied = _frame_regions(cfg, instances, moving_ids, motion, scene)
+    if cfg.object_depth == "ground_truth":
+        return _oracle_labels(scene, gt, masks, occupied, moving_ids)
     ok = np.isfinite(mp) & (mp > 0)
     s_t = float(np.median(mp[ok]) / max(np.median(scene[ok]), 1e-12)) if ok.any() else math.nan
     scene_metric = scene * s_t
@@ -249,6 +253,26 @@ def frame_labels(cfg: MiningConfig, scene: np.ndarray, mp: np.ndarray, motion: n
         records.append(rec)
     label, dynamic = pseudo_label(scene_metric, {k: depth[k] for k in betas}, {k: masks[k] for k in betas}, betas)
     label = np.where(np.isfinite(label) & (label > 0), label, 0.0)
+    return label.astype(np.float32), dynamic & (label > 0), records
+
+
+def _oracle_labels(scene: np.ndarray, gt: np.ndarray | None, masks: dict[int, np.ndarray], occupied: np.ndarray,
+                   moving_ids: set[int]) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+    """object_depth ground_truth: the ground truth inside the dynamic objects, R scaled by the ground truth's median over
+    the static scene elsewhere (so both parts share one scale, as the per-image ratio of the loss expects)."""
+    if gt is None:
+        raise ValueError("mining: object_depth ground_truth needs a bag with ground-truth depth")
+    valid = np.isfinite(gt) & (gt > 0)
+    static = valid & ~occupied
+    ref = static if static.any() else valid
+    if not ref.any():
+        return np.zeros(scene.shape, np.float32), np.zeros(scene.shape, bool), []
+    s_gt = float(np.median(gt[ref]) / max(np.median(scene[ref]), 1e-12))
+    truth = np.where(valid, gt, np.nan)
+    label, dynamic = pseudo_label(scene * s_gt, {k: truth for k in masks}, masks, {k: 1.0 for k in masks})
+    label = np.where(np.isfinite(label) & (label > 0), label, 0.0)
+    records = [{"id": k, "pixels": int(m.sum()), "moving": k in moving_ids, "beta_echo": math.nan,
+                "beta_ground": math.nan, "accepted": True} for k, m in masks.items()]
     return label.astype(np.float32), dynamic & (label > 0), records
 
 

@@ -52,7 +52,12 @@ from avs_depth_core.models.monodepth2 import (
 from avs_depth_core.models.resnet import LAYOUTS as RESNET_LAYOUTS
 from avs_depth_core.scaling import recover_scale_batch
 from avs_depth_core.train import loop
-from avs_depth_core.train.dynamic_labels import DynamicLabelsConfig, WithDynamicLabels, dynamic_term
+from avs_depth_core.train.dynamic_labels import (
+    DynamicLabelsConfig,
+    WithDynamicLabels,
+    dynamic_term,
+    photometric_exclusion,
+)
 from avs_depth_core.train.echo_supervision import EchoSupervision, EchoSupervisionConfig
 from avs_depth_core.train.loop import LoopConfig, Parts, fit
 from avs_depth_core.train.runtime import Runtime, autocast, progress, to_device
@@ -333,7 +338,9 @@ def training_loss(net: nn.Module, criterion: Monodepth2Loss, batch: dict[str, An
     poses = {k: v.float() for k, v in poses.items()}
     # The photometric loss sees the unscaled depth: scaling the depth and not PoseNet's translation would change the warp.
     disps, scale_outputs = split_outputs(outputs)
-    result = criterion(target, sources, disps, poses, moved["K4"], moved["inv_K4"])
+    exclude = photometric_exclusion(batch, flipped, runtime.device) \
+        if dynamic is not None and dynamic.enabled and dynamic.mask_photometric else None
+    result = criterion(target, sources, disps, poses, moved["K4"], moved["inv_K4"], exclude)
     if dynamic is not None and dynamic.enabled:
         term, stats = dynamic_term(disps, batch, flipped, dynamic, (config.min_depth, config.max_depth))
         result = dataclasses.replace(result, loss=result.loss + term, extras={**result.extras, **stats})

@@ -189,3 +189,22 @@ def test_v1_multiscale_warps_each_scale_at_its_own_resolution():
     still = {o: torch.eye(4).expand(2, 4, 4) for o in (-1, 1)}
     r0 = v1(target, sources, disps, still, K4, inv_K4)
     assert all(r0.per_scale[s] > r1.per_scale[s] for s in range(4))
+
+
+def test_excluded_pixels_get_no_photometric_gradient():
+    """exclude (moving objects a label supervises) takes pixels out of the photometric mean; none excluded = the default."""
+    target, sources = _scene(2)
+    K4, inv_K4 = intrinsics_pyramid(K, (H, W), (H, W), [0])[0]
+    poses = {o: get_translation_matrix(torch.tensor([[-float(o), 0.0, 0.0]])).expand(2, 4, 4) for o in (-1, 1)}
+    loss = Monodepth2Loss(H, W, scales=[0], automask=False, disparity_smoothness=0.0)
+    disp = torch.full((2, 1, H, W), 0.05, requires_grad=True)
+    none = torch.zeros(2, 1, H, W, dtype=torch.bool)
+    plain = loss(target, sources, {("disp", 0): disp}, poses, K4, inv_K4).loss
+    torch.testing.assert_close(loss(target, sources, {("disp", 0): disp}, poses, K4, inv_K4, none).loss, plain)
+    left = none.clone()
+    left[..., : W // 2] = True
+    loss(target, sources, {("disp", 0): disp}, poses, K4, inv_K4, left).loss.backward()
+    grad = disp.grad.abs()
+    assert grad[..., : W // 2 - 2].max() == 0 and grad[..., W // 2 + 2:].sum() > 0  # (SSIM's 3x3 window at the edge)
+    with pytest.raises(ValueError, match="exclude must be"):
+        loss(target, sources, {("disp", 0): disp}, poses, K4, inv_K4, left[:, :, :8])

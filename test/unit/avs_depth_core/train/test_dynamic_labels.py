@@ -20,6 +20,7 @@ from avs_depth_core.train.dynamic_labels import (
     WithDynamicLabels,
     dynamic_term,
     load_labels,
+    photometric_exclusion,
     save_labels,
 )
 from avs_depth_core.train.logs import read_csv
@@ -79,6 +80,17 @@ def test_term_supervises_only_the_mask_and_mirrors_with_the_sample():
     none, _ = dynamic_term(disps, {"dynamic_label": label, "dynamic_mask": torch.zeros_like(mask)},
                            torch.tensor([False, False]), cfg, (0.1, 10.0))
     assert none == 0
+
+
+def test_photometric_exclusion_is_the_labelled_mask_mirrored_with_the_sample():
+    mask = torch.zeros(2, 1, 4, 8, dtype=torch.bool)
+    mask[:, :, :, :2] = True
+    label = torch.where(mask, 1.5, 0.0)
+    label[1, :, 0, 0] = 0.0  # masked but without a label: stays in the photometric term
+    out = photometric_exclusion({"dynamic_label": label, "dynamic_mask": mask}, torch.tensor([False, True]),
+                                torch.device("cpu"))
+    assert out.shape == mask.shape and out[0].sum() == 8 and out[0, :, :, :2].all()
+    assert out[1, :, :, -2:].sum() == 7 and not out[1, 0, 0, -1] and not out[1, :, :, :2].any()
 
 
 def test_config_errors_name_the_key(tmp_path):

@@ -90,6 +90,20 @@ def test_gate_drops_an_object_whose_ground_contact_disagrees():
     assert dyn.sum() == 200 and recs[0]["accepted"]
 
 
+def test_ground_truth_object_depth_is_an_oracle_at_the_ground_truths_scale():
+    scene, mp, inst, gt = frame(floor_r=3.0)  # the gate would drop it; the oracle has no gate
+    gt[inst == 7] = np.linspace(1.5, 2.5, 200)
+    gt[12, 12] = np.nan  # no ground truth there: no label, not in the mask
+    label, dyn, recs = frame_labels(MiningConfig(regions="oracle", object_depth="ground_truth"), scene, mp,
+                                    np.zeros_like(scene), inst, {7}, gt)
+    assert dyn.sum() == 199 and not dyn[12, 12] and recs[0]["accepted"]
+    assert np.allclose(label[dyn], gt[dyn])
+    assert np.allclose(label[scene == 2.0], 4.0)  # R x median(gt) / median(R) over the static scene
+    with pytest.raises(ValueError, match="ground-truth depth"):
+        frame_labels(MiningConfig(regions="oracle", object_depth="ground_truth"), scene, mp, np.zeros_like(scene), inst,
+                     {7}, None)
+
+
 def test_instance_rules_and_motion_components_pick_the_moving_object():
     scene, mp, inst, _ = frame(floor_r=1.0)
     motion = np.zeros_like(scene)
