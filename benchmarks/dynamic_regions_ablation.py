@@ -91,6 +91,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage4-lr-factor", type=float, default=STAGE4_LR_FACTOR, help="retraining lr / stage-1 lr")
     p.add_argument("--weight", type=float, default=None, help="dynamic label loss weight (default their 0.1)")
     p.add_argument("--raw-l1", action="store_true", help="their dynamic L1 in the DepthNet's units (normalise false)")
+    p.add_argument("--label-range", default="prediction", choices=("prediction", "none"),
+                   help="labels the retraining's term keeps (train.dynamic_labels.label_range; prediction = theirs)")
     p.add_argument("--mask-photometric", action="store_true",
                    help="leave the labelled moving objects out of the retraining's photometric loss "
                         "(train.dynamic_labels.mask_photometric)")
@@ -122,7 +124,8 @@ def train_avsnet_lane(bag: Path, work: Path, preset: str, seed: int, s: dict[str
 
 
 def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epochs: int, lr_factor: float,
-                  weight: float | None, normalise: bool = True, mask_photometric: bool = False) -> dict[str, Any]:
+                  weight: float | None, normalise: bool = True, mask_photometric: bool = False,
+                  label_range: str = "prediction") -> dict[str, Any]:
     """Stage 1's config continued from its weights: lr x lr_factor, `epochs`, with the labels (None: the control)."""
     out = json.loads(json.dumps(stage1))
     model = out["model"]
@@ -137,6 +140,7 @@ def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epoch
     if labels is not None:
         dyn["normalise"] = normalise
         dyn["mask_photometric"] = mask_photometric
+        dyn["label_range"] = label_range
     out["train"]["dynamic_labels"] = dyn
     return out
 
@@ -264,14 +268,15 @@ def main(argv: list[str] | None = None) -> int:
     tag = ("" if args.stage4_lr_factor == STAGE4_LR_FACTOR else f"_lr{args.stage4_lr_factor:g}") + \
         ("" if stage4_epochs == s["stage4_epochs"] else f"_ep{stage4_epochs}")
     mined_tag = tag + ("" if args.weight is None else f"_w{args.weight:g}") + ("_raw" if args.raw_l1 else "") + \
-        ("_maskphoto" if args.mask_photometric else "")
+        ("_maskphoto" if args.mask_photometric else "") + \
+        ("" if args.label_range == "prediction" else f"_range{args.label_range}")
     runs = {"mined": (labels, work / f"run_mined_{args.regions}{mine_tag}{mined_tag}")}
     if not args.no_control:
         runs["continued"] = (None, work / f"run_continued{tag}")
     procs = {}
     for row, (lab, run_dir) in runs.items():
         cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight, not args.raw_l1,
-                            args.mask_photometric)
+                            args.mask_photometric, args.label_range)
         key = {"config": cfg, "bag": str(bag), "labels_mtime": labels.stat().st_mtime if lab else None}
         procs[row] = (sa.start_monodepth2(bag, run_dir, cfg, key), run_dir, key)
     summaries = {row: sa.wait_monodepth2(*procs[row]) for row in procs}
@@ -289,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     out = {"setup": {"preset": args.preset, "seed": args.seed, "setting": name, **s, "stage4_epochs": stage4_epochs,
                      "stage4_lr_factor": args.stage4_lr_factor, "avsnet_steps": steps, "mining": mining_cfg.to_dict(),
                      "weight": args.weight, "normalise": not args.raw_l1, "mask_photometric": args.mask_photometric,
-                     "work": str(work)},
+                     "label_range": args.label_range, "work": str(work)},
            "rows": result["rows"], "object_scale": mined_public, "criteria": criteria(result["rows"]),
            "figures": result["figures"], "timings": timings, "cpu": cpu, "metrics": list(REGION_METRICS),
            "test_frames": result["test_frames"]}

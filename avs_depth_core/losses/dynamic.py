@@ -16,12 +16,21 @@ DYNAMIC_DEPTH_LOSS_WEIGHT = 0.1  # Nguyen et al., dynamic_depth_loss_weight
 LABEL_PERCENTILE = 90.0          # the kept labels' upper bound, a percentile of the prediction
 
 
+LABEL_RANGES = ("prediction", "none")
+
+
 def dynamic_depth_loss(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tensor,
-                       percentile: float = LABEL_PERCENTILE, normalise: bool = False) -> torch.Tensor:
+                       percentile: float = LABEL_PERCENTILE, normalise: bool = False,
+                       label_range: str = "prediction") -> torch.Tensor:
     """pred, label: (B, 1, H, W) positive depth (label <= 0 where it has none); mask: (B, 1, H, W) bool, the dynamic
     objects. -> scalar: the mean over the batch's images of the per-image masked, scale-invariant L1. normalise (not
     theirs): each image's L1 divided by its median predicted depth (detached), so the term does not depend on the
-    DepthNet's units (theirs where that median is 1 unit)."""
+    DepthNet's units (theirs where that median is 1 unit). label_range: "prediction" keeps only labels inside [min(pred),
+    percentile of pred] (theirs); "none" (not theirs) keeps every labelled pixel with the first ratio: their range
+    drops exactly the objects the prediction misplaces most (one predicted beyond its 90th percentile, or nearer than
+    anything else), and a DepthNet can lower the term by pushing more of them out of it."""
+    if label_range not in LABEL_RANGES:
+        raise ValueError(f"dynamic_depth_loss: label_range must be one of {list(LABEL_RANGES)}, got {label_range!r}")
     if pred.shape != label.shape or pred.shape != mask.shape:
         raise ValueError(f"dynamic_depth_loss: pred, label and mask must have one shape, got {tuple(pred.shape)}, "
                          f"{tuple(label.shape)}, {tuple(mask.shape)}")
@@ -34,9 +43,12 @@ def dynamic_depth_loss(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tens
         ratio = torch.median(p.detach()[lab > 0] / lab[lab > 0])
         scaled = lab * ratio
         flat = p.detach().flatten()
-        keep = (lab > 0) & (scaled >= flat.min()) & (scaled <= torch.quantile(flat, percentile / 100))
-        if bool(keep.any()):
-            ratio = torch.median(p.detach()[keep] / lab[keep])
+        if label_range == "none":
+            keep = lab > 0
+        else:
+            keep = (lab > 0) & (scaled >= flat.min()) & (scaled <= torch.quantile(flat, percentile / 100))
+            if bool(keep.any()):
+                ratio = torch.median(p.detach()[keep] / lab[keep])
         used = has & keep
         if not bool(used.any()):
             losses.append(p.sum() * 0.0)

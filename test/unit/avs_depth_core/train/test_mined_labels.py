@@ -130,3 +130,17 @@ def test_normalised_dynamic_loss_does_not_depend_on_the_depth_units():
     assert dynamic_depth_loss(0.01 * pred, label, mask).item() == pytest.approx(0.01 * raw.item(), rel=1e-4)
     normalised = dynamic_depth_loss(pred, label, mask, normalise=True)
     assert dynamic_depth_loss(0.01 * pred, label, mask, normalise=True).item() == pytest.approx(normalised.item(), rel=1e-4)
+
+
+def test_label_range_none_keeps_the_labels_the_prediction_misplaces():
+    torch.manual_seed(0)
+    pred = torch.rand(1, 1, H, W) * 5 + 1
+    mask = torch.zeros(1, 1, H, W, dtype=torch.bool)
+    mask[0, 0, 10:20, 10:20] = True
+    label = 3 * pred.clone()
+    label[mask] = 3 * 7.0  # the object is farther than anything predicted: their range drops it entirely
+    assert dynamic_depth_loss(pred, label, mask).item() == 0.0
+    loss = dynamic_depth_loss(pred, label, mask, label_range="none")
+    assert loss.item() == pytest.approx((7.0 - pred[mask]).abs().mean().item(), rel=1e-5)
+    with pytest.raises(ValueError, match="label_range"):
+        dynamic_depth_loss(pred, label, mask, label_range="kept")
