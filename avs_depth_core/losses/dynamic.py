@@ -24,9 +24,14 @@ def dynamic_depth_loss(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tens
                        label_range: str = "prediction") -> torch.Tensor:
     """pred, label: (B, 1, H, W) positive depth (label <= 0 where it has none); mask: (B, 1, H, W) bool, the dynamic
     objects. -> scalar: the mean over the batch's images of the per-image masked, scale-invariant L1. normalise (not
-    theirs): each image's L1 divided by its median predicted depth (detached), so the term does not depend on the
-    DepthNet's units (theirs where that median is 1 unit). label_range: "prediction" keeps only labels inside [min(pred),
-    percentile of pred] (theirs); "none" (not theirs) keeps every labelled pixel with the first ratio: their range
+    theirs): each image's L1 divided by its median predicted depth, so the term does not depend on the DepthNet's units
+    (theirs where that median is 1 unit); that median and the final ratio then keep their gradient, which makes the
+    term's gradient scale-invariant too (zero along p -> a p). With both detached, as in the raw L1, the gradient has a
+    component along the depth's global scale: it fits the objects by rescaling the whole map (here, objects predicted too
+    far, it pulls every depth nearer), and a DepthNet whose scale nothing else fixes drifts (measured: on fresh batches
+    the term rose after about 20 steps, even with the photometric loss off, with Adam or SGD).
+    label_range: "prediction" keeps only labels inside [min(pred), percentile of pred] (theirs); "none" (not theirs)
+    keeps every labelled pixel with the first ratio: their range
     drops exactly the objects the prediction misplaces most (one predicted beyond its 90th percentile, or nearer than
     anything else), and a DepthNet can lower the term by pushing more of them out of it."""
     if label_range not in LABEL_RANGES:
@@ -53,6 +58,10 @@ def dynamic_depth_loss(pred: torch.Tensor, label: torch.Tensor, mask: torch.Tens
         if not bool(used.any()):
             losses.append(p.sum() * 0.0)
             continue
-        l1 = (p[used] - lab[used] * ratio).abs().sum() / used.sum()
-        losses.append(l1 / flat.median().clamp_min(1e-12) if normalise else l1)
+        if normalise:
+            ratio = torch.median(p[keep] / lab[keep])
+            l1 = (p[used] - lab[used] * ratio).abs().sum() / used.sum()
+            losses.append(l1 / p.flatten().median().clamp_min(1e-12))
+        else:
+            losses.append((p[used] - lab[used] * ratio).abs().sum() / used.sum())
     return torch.stack(losses).mean()

@@ -144,3 +144,21 @@ def test_label_range_none_keeps_the_labels_the_prediction_misplaces():
     assert loss.item() == pytest.approx((7.0 - pred[mask]).abs().mean().item(), rel=1e-5)
     with pytest.raises(ValueError, match="label_range"):
         dynamic_depth_loss(pred, label, mask, label_range="kept")
+
+
+def test_normalised_dynamic_loss_has_no_gradient_along_the_global_scale():
+    """A DepthNet's scale is free (PoseNet's translation follows it): the normalised term must not pull it, or training
+    drifts. Its gradient is orthogonal to p (Euler: degree-0 homogeneous); the raw L1's is not."""
+    torch.manual_seed(0)
+    pred = (0.5 + torch.rand(2, 1, 16, 16)).requires_grad_(True)
+    label = 3 * pred.detach() * (1 + 0.4 * torch.rand(2, 1, 16, 16))
+    mask = torch.zeros(2, 1, 16, 16, dtype=torch.bool)
+    mask[..., 4:10, 4:10] = True
+    for label_range in ("prediction", "none"):
+        pred.grad = None
+        dynamic_depth_loss(pred, label, mask, normalise=True, label_range=label_range).backward()
+        along = (pred.grad * pred.detach()).sum().item()
+        assert abs(along) < 1e-5 * pred.grad.abs().sum().item() * pred.detach().abs().max().item() + 1e-7
+        pred.grad = None
+        dynamic_depth_loss(pred, label, mask, normalise=False, label_range=label_range).backward()
+        assert abs((pred.grad * pred.detach()).sum().item()) > 0.01  # the raw L1's gradient moves the scale
