@@ -52,6 +52,7 @@ from avs_depth_core.evaluation.regions import (  # noqa: E402
     RegionAccumulator,
     RegionSource,
 )
+from avs_depth_core.losses.dynamic import LABEL_RANGES  # noqa: E402
 from avs_depth_core.sim.presets import get_preset  # noqa: E402
 from avs_depth_core.train.avsnet import train_avsnet  # noqa: E402
 from avs_depth_core.train.mining import MiningConfig, mine_labels  # noqa: E402
@@ -91,7 +92,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--stage4-lr-factor", type=float, default=STAGE4_LR_FACTOR, help="retraining lr / stage-1 lr")
     p.add_argument("--weight", type=float, default=None, help="dynamic label loss weight (default their 0.1)")
     p.add_argument("--raw-l1", action="store_true", help="their dynamic L1 in the DepthNet's units (normalise false)")
-    p.add_argument("--label-range", default="prediction", choices=("prediction", "none"),
+    p.add_argument("--label-range", default="prediction", choices=LABEL_RANGES,
                    help="labels the retraining's term keeps (train.dynamic_labels.label_range; prediction = theirs)")
     p.add_argument("--mask-photometric", action="store_true",
                    help="leave the labelled moving objects out of the retraining's photometric loss "

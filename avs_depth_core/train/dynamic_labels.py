@@ -121,11 +121,19 @@ class WithDynamicLabels(Dataset):
         return item
 
 
+def mirrored_labels(batch: dict[str, Any], flipped: torch.Tensor, device: torch.device
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's "dynamic_label" (float) and "dynamic_mask" (bool), (B, 1, H, W) on `device`, mirrored like the frames."""
+    label = batch["dynamic_label"].to(device).float()
+    mask = batch["dynamic_mask"].to(device).bool()
+    flip = flipped.to(device).view(-1, 1, 1, 1)
+    return torch.where(flip, label.flip(-1), label), torch.where(flip, mask.flip(-1), mask)
+
+
 def photometric_exclusion(batch: dict[str, Any], flipped: torch.Tensor, device: torch.device) -> torch.Tensor:
     """The batch's dynamic masks (1 where a label supervises a moving object), mirrored like the frames: (B, 1, H, W)."""
-    mask = batch["dynamic_mask"].to(device).bool() & (batch["dynamic_label"].to(device) > 0)
-    flip = flipped.to(device).view(-1, 1, 1, 1)
-    return torch.where(flip, mask.flip(-1), mask)
+    label, mask = mirrored_labels(batch, flipped, device)
+    return mask & (label > 0)
 
 
 def dynamic_term(disps: dict[tuple[str, int], torch.Tensor], batch: dict[str, Any], flipped: torch.Tensor,
@@ -133,10 +141,7 @@ def dynamic_term(disps: dict[tuple[str, int], torch.Tensor], batch: dict[str, An
     """weight x L_dyn averaged over the disparity scales (each upsampled to full resolution) -> (term, scalars to log)."""
     first = disps[("disp", 0)]
     device, size = first.device, tuple(first.shape[-2:])
-    label = batch["dynamic_label"].to(device).float()
-    mask = batch["dynamic_mask"].to(device).bool()
-    flip = flipped.to(device).view(-1, 1, 1, 1)
-    label, mask = torch.where(flip, label.flip(-1), label), torch.where(flip, mask.flip(-1), mask)
+    label, mask = mirrored_labels(batch, flipped, device)
     losses = []
     for (_, _scale), disp in sorted(disps.items()):
         up = disp if tuple(disp.shape[-2:]) == size else F.interpolate(disp, size, mode="bilinear", align_corners=False)
