@@ -82,6 +82,29 @@ def test_term_supervises_only_the_mask_and_mirrors_with_the_sample():
     assert none == 0
 
 
+def test_static_weight_adds_the_term_outside_the_mask_only():
+    h, w = 8, 16
+    label = torch.full((1, 1, h, w), 2.0)
+    label[..., :4] = 1.0
+    mask = torch.zeros(1, 1, h, w, dtype=torch.bool)
+    mask[..., :4] = True
+    batch = {"dynamic_label": label, "dynamic_mask": mask}
+    right = (1.0 / label - 0.1) / 9.9  # the sigmoid output whose depth (range [0.1, 10]) is the label everywhere
+    off = right.clone()
+    off[..., 4:8] = (1.0 / 3.0 - 0.1) / 9.9  # the static scene next to the object wrong (3 m, not 2); the object right
+    off_only_static = dynamic_term({("disp", 0): off}, batch, torch.tensor([False]),
+                                   DynamicLabelsConfig(label_range="none"), (0.1, 10.0))
+    assert off_only_static[0] == pytest.approx(0.0, abs=1e-6) and "static_term" not in off_only_static[1]
+    anchored, stats = dynamic_term({("disp", 0): off}, batch, torch.tensor([False]),
+                                   DynamicLabelsConfig(label_range="none", static_weight=0.5), (0.1, 10.0))
+    assert anchored > 0.01 and stats["static_term"] > 0
+    exact, _ = dynamic_term({("disp", 0): right}, batch, torch.tensor([False]),
+                            DynamicLabelsConfig(label_range="none", static_weight=0.5), (0.1, 10.0))
+    assert exact < 1e-3
+    with pytest.raises(ValueError, match="train.dynamic_labels.static_weight"):
+        DynamicLabelsConfig(static_weight=-1).check()
+
+
 def test_photometric_exclusion_is_the_labelled_mask_mirrored_with_the_sample():
     mask = torch.zeros(2, 1, 4, 8, dtype=torch.bool)
     mask[:, :, :, :2] = True
