@@ -143,9 +143,9 @@ def train_avsnet_lane(bag: Path, work: Path, preset: str, seed: int, s: dict[str
 
 
 def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epochs: int, lr_factor: float,
-                  weight: float | None, normalise: bool = True, mask_photometric: bool = False,
-                  label_range: str = "prediction", static_weight: float = 0.0) -> dict[str, Any]:
-    """Stage 1's config continued from its weights: lr x lr_factor, `epochs`, with the labels (None: the control)."""
+                  label_settings: dict[str, Any]) -> dict[str, Any]:
+    """Stage 1's config continued from its weights: lr x lr_factor, `epochs`, with the labels and label_settings
+    (train.dynamic_labels keys) or without both (labels None: the control)."""
     out = json.loads(json.dumps(stage1))
     model = out["model"]
     model.update({"num_epochs": epochs, "learning_rate": model["learning_rate"] * lr_factor,
@@ -153,14 +153,7 @@ def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epoch
     out["train"]["seed"] = out["train"]["seed"] + 1  # another data order than stage 1's
     dyn: dict[str, Any] = {"init_checkpoint": str(init)}
     if labels is not None:
-        dyn["labels"] = str(labels)
-    if weight is not None:
-        dyn["weight"] = weight
-    if labels is not None:
-        dyn["normalise"] = normalise
-        dyn["mask_photometric"] = mask_photometric
-        dyn["label_range"] = label_range
-        dyn["static_weight"] = static_weight
+        dyn.update({"labels": str(labels), **label_settings})
     out["train"]["dynamic_labels"] = dyn
     return out
 
@@ -294,10 +287,12 @@ def main(argv: list[str] | None = None) -> int:
     runs = {"mined": (labels, work / f"run_mined_{args.regions}{mine_tag}{mined_tag}")}
     if not args.no_control:
         runs["continued"] = (None, work / f"run_continued{tag}")
+    label_settings = {"normalise": not args.raw_l1, "mask_photometric": args.mask_photometric,
+                      "label_range": args.label_range, "static_weight": args.static_weight,
+                      **({} if args.weight is None else {"weight": args.weight})}
     procs = {}
     for row, (lab, run_dir) in runs.items():
-        cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, args.weight, not args.raw_l1,
-                            args.mask_photometric, args.label_range, args.static_weight)
+        cfg = stage4_config(stage1_cfg, lab, stage1, stage4_epochs, args.stage4_lr_factor, label_settings)
         key = {"config": cfg, "bag": str(bag), "labels_mtime": labels.stat().st_mtime if lab else None}
         procs[row] = (sa.start_monodepth2(bag, run_dir, cfg, key), run_dir, key)
     summaries = {row: sa.wait_monodepth2(*procs[row]) for row in procs}
