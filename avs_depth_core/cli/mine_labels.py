@@ -2,7 +2,8 @@
 scale aligned by the echo (avs_depth_core.train.mining).
 
     avs-depth mine-labels --bag dyn/ --depth runs/md2/checkpoints/last --avsnet runs/avsnet/checkpoints/last \
-        --out labels.npz [--set regions=oracle] [--set flow_threshold=1.0] [--split train]
+        --out labels.npz [--set regions=oracle] [--set flow_threshold=1.0] [--split train] \
+        [--set object_scale=dsa|echo] [--set gate=ground|echo_dsa|none] [--set dsa.epochs=10]
     avs-depth train --model monodepth2 --bag dyn/ --dynamic-labels labels.npz --init runs/md2/checkpoints/last ...
 
 Prints the summary (objects, accepted by the gate, median object-scale errors against the ground truth where the bag
@@ -25,7 +26,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, type=Path, help="labels file (.npz) for train --dynamic-labels")
     parser.add_argument("--split", default="train", help="the triples to label (default train)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="a MiningConfig or threshold key (regions, object_depth, gate, flow_threshold, ...)")
+                        help="a MiningConfig or threshold key (regions, object_depth, object_scale, gate, "
+                             "flow_threshold, ...; the learned DSA's as dsa.KEY)")
     parser.add_argument("--cache-dir", default=None, help="dataset cache (default $AVS_DEPTH_CACHE or ~/.cache/avs_depth)")
     parser.add_argument("--device", default="cpu")
 

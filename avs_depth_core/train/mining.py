@@ -19,13 +19,15 @@ Per centre frame of the bag's triples (one split):
    built: stage 2 is replaced by the stage-1 shape), `pseudo_metric` = the echo map Mp itself, `ground_truth` = an
    oracle for diagnosis (simulated bags only): the ground truth inside the objects and R at the ground truth's median
    scale outside (no echo, no gate), so a retraining on these labels shows what perfect labels can do.
-5. Object scale by the echo: beta_echo = median(Mp over the object) / median(object depth over it)
-   (mined_labels.echo_object_scale), Mp from a frozen RGB-Echoes AVS-Net on the frame and its echo. The paper's learned
-   DSA is not built; the agreement gate (`gate: ground`) compares beta_echo with a non-learned ground-contact scale: the
-   scene depth s_t R of the pixels just below the object's lowest row in each column (floor_rows rows, not inside any
-   object) against the object depth along that lowest row, DSA's road-context cue without learning (our choice). Objects
-   whose scales disagree by more than gate_log_ratio get no label; objects without such floor pixels follow
-   gate_missing (keep: the echo alone decides).
+5. Object scale (`object_scale`): `echo` (default) = beta_echo = median(Mp over the object) / median(object depth over
+   it) (mined_labels.echo_object_scale), Mp from a frozen RGB-Echoes AVS-Net on the frame and its echo; `dsa` = the
+   paper's learned Depth Scale Alignment (train/scale_alignment.py), trained here on the split's STATIC instances and
+   then applied to the dynamic ones (needs instance maps). The agreement gate (`gate`): `ground` compares the chosen
+   scale with a non-learned ground-contact scale: the scene depth s_t R of the pixels just below the object's lowest row
+   in each column (floor_rows rows, not inside any object) against the object depth along that lowest row, DSA's
+   road-context cue without learning (our choice); objects without such floor pixels follow gate_missing (keep: the
+   chosen scale alone decides). `echo_dsa` compares beta_echo with the DSA's (B.10 E4). `none` keeps every object.
+   Objects whose scales disagree by more than gate_log_ratio get no label.
 6. Pseudo label (mined_labels.pseudo_label, metres): s_t R outside the accepted dynamic objects, with
    s_t = median(Mp) / median(R) over the frame; beta_echo x object depth inside; the nearest object where they overlap.
 Diagnostics with ground truth (simulated bags): per object the oracle scale (mined_labels.oracle_object_scale, B.10) and
@@ -62,11 +64,18 @@ from avs_depth_core.train.mined_labels import (
     scales_agree,
 )
 from avs_depth_core.train.monodepth2 import imu_pair_rotations
+from avs_depth_core.train.scale_alignment import (
+    AlignmentFrame,
+    ScaleAligner,
+    ScaleAlignmentConfig,
+    train_scale_alignment,
+)
 
 REGIONS = ("instances", "oracle", "motion")
 FLOWS = ("matching",)
 OBJECT_DEPTHS = ("scene", "pseudo_metric", "ground_truth")
-GATES = ("ground", "none")
+GATES = ("ground", "echo_dsa", "none")
+OBJECT_SCALES = ("echo", "dsa")
 GATE_MISSING = ("keep", "drop")
 
 
@@ -79,6 +88,7 @@ class MiningConfig:
     match_radius: int = 4  # px searched by block matching (our choice: 64x128 frames 0.5 s apart)
     match_window: int = 5  # SAD box (our choice)
     object_depth: str = "scene"
+    object_scale: str = "echo"
     gate: str = "ground"
     gate_missing: str = "keep"
     floor_rows: int = 3  # rows below an object's lowest pixel that count as its ground contact (our choice)
@@ -86,23 +96,36 @@ class MiningConfig:
     split: str = "train"
     batch_size: int = 8
     thresholds: MinedLabelsConfig = field(default_factory=MinedLabelsConfig)
+    dsa: ScaleAlignmentConfig = field(default_factory=ScaleAlignmentConfig)  # --set dsa.KEY=VALUE
+
+    @property
+    def needs_dsa(self) -> bool:
+        return self.object_scale == "dsa" or self.gate == "echo_dsa"
 
     def check(self) -> None:
         for key, allowed in (("regions", REGIONS), ("flow", FLOWS), ("object_depth", OBJECT_DEPTHS), ("gate", GATES),
-                             ("gate_missing", GATE_MISSING)):
+                             ("gate_missing", GATE_MISSING), ("object_scale", OBJECT_SCALES)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mining: {key} {getattr(self, key)!r}: choose from {list(allowed)}")
         for key in ("match_radius", "match_window", "floor_rows", "min_floor_pixels", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"mining: {key} must be >= 1, got {getattr(self, key)}")
+        if self.needs_dsa and self.regions == "motion":
+            raise ValueError("mining: the learned DSA (object_scale dsa, gate echo_dsa) trains on static instances, and "
+                             "regions motion has none; use regions instances or oracle")
+        if self.needs_dsa and self.object_depth == "ground_truth":
+            raise ValueError("mining: object_depth ground_truth is an oracle without object scale; it takes no DSA")
+        self.dsa.check()
 
     @classmethod
     def from_assignments(cls, assignments: list[str]) -> MiningConfig:
-        """KEY=VALUE strings (thresholds by their own names, e.g. flow_threshold=1.5), values typed like the defaults."""
+        """KEY=VALUE strings (thresholds by their own names, e.g. flow_threshold=1.5; the DSA's as dsa.KEY), values typed
+        like the defaults."""
         import yaml
 
-        top, inner = {}, {}
+        top, inner, dsa = {}, {}, {}
         names = set(MinedLabelsConfig.__dataclass_fields__)
+        dsa_names = set(ScaleAlignmentConfig.__dataclass_fields__)
         for text in assignments:
             key, sep, value = text.partition("=")
             if not sep:
@@ -110,12 +133,15 @@ class MiningConfig:
             parsed = yaml.safe_load(value)
             if key in names:
                 inner[key] = parsed
-            elif key in cls.__dataclass_fields__ and key != "thresholds":
+            elif key.startswith("dsa.") and key[4:] in dsa_names:
+                dsa[key[4:]] = parsed
+            elif key in cls.__dataclass_fields__ and key not in ("thresholds", "dsa"):
                 top[key] = parsed
             else:
-                known = sorted(set(cls.__dataclass_fields__) - {"thresholds"} | names)
+                known = sorted(set(cls.__dataclass_fields__) - {"thresholds", "dsa"} | names
+                               | {f"dsa.{k}" for k in dsa_names})
                 raise ValueError(f"--set {key}: unknown key; choose from {known}")
-        cfg = cls(**top, thresholds=MinedLabelsConfig(**inner))
+        cfg = cls(**top, thresholds=MinedLabelsConfig(**inner), dsa=ScaleAlignmentConfig(**dsa))
         cfg.check()
         return cfg
 
@@ -213,10 +239,14 @@ def _frame_regions(cfg: MiningConfig, instances: np.ndarray | None, moving_ids: 
 
 
 def frame_labels(cfg: MiningConfig, scene: np.ndarray, mp: np.ndarray, motion: np.ndarray, instances: np.ndarray | None,
-                 moving_ids: set[int], gt: np.ndarray | None = None,
-                 describe: dict[int, dict[str, Any]] | None = None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
+                 moving_ids: set[int], gt: np.ndarray | None = None, describe: dict[int, dict[str, Any]] | None = None,
+                 aligner: ScaleAligner | None = None,
+                 rgb: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """One frame: scene depth R, Mp (metres), motion magnitude (px), instances (or None) at one size -> (label metres,
-    dynamic mask, per-object records)."""
+    dynamic mask, per-object records). aligner and rgb (3, H, W): the trained DSA, for cfg.needs_dsa."""
+    if cfg.needs_dsa and (aligner is None or rgb is None):
+        raise ValueError(f"mining: object_scale {cfg.object_scale!r} / gate {cfg.gate!r} need the trained DSA and the "
+                         f"frame's rgb")
     masks, occupied = _frame_regions(cfg, instances, moving_ids, motion, scene)
     if cfg.object_depth == "ground_truth":
         return _oracle_labels(scene, gt, masks, occupied, moving_ids)
@@ -228,28 +258,38 @@ def frame_labels(cfg: MiningConfig, scene: np.ndarray, mp: np.ndarray, motion: n
     valid_gt = None if gt is None else np.isfinite(gt) & (gt > 0)
     static = None if gt is None else valid_gt & ~occupied  # the scene without any object
     for k, mask in masks.items():
-        beta = echo_object_scale(mp, depth[k], mask)
+        beta_echo = echo_object_scale(mp, depth[k], mask)
+        beta_dsa = math.nan
+        if aligner is not None and rgb is not None:
+            # The DSA scales the mean-normalised object depth in R's units; s_t / mean brings it to the object depth's.
+            mean = float(depth[k][mask].mean())
+            beta_dsa = s_t * aligner.scale(AlignmentFrame(rgb, scene, depth[k], occupied), mask) / mean \
+                if mean > 0 else math.nan
+        beta = beta_dsa if cfg.object_scale == "dsa" else beta_echo
         ground = ground_contact_scale(scene_metric, depth[k], mask, occupied, cfg.floor_rows, cfg.min_floor_pixels) \
             if cfg.gate == "ground" else math.nan
         if cfg.gate == "none":
             accepted = math.isfinite(beta)
+        elif cfg.gate == "echo_dsa":
+            accepted = math.isfinite(beta_echo) and math.isfinite(beta_dsa) and scales_agree(beta_echo, beta_dsa,
+                                                                                             cfg.thresholds)
         elif math.isfinite(ground):
-            accepted = scales_agree(beta, ground, cfg.thresholds)
+            accepted = math.isfinite(beta) and scales_agree(beta, ground, cfg.thresholds)
         else:
             accepted = math.isfinite(beta) and cfg.gate_missing == "keep"
         if accepted:
             betas[k] = beta
         rec = {"id": k, "pixels": int(mask.sum()), "moving": k in moving_ids, **(describe or {}).get(k, {}),
-               "beta_echo": beta, "beta_ground": ground, "accepted": bool(accepted)}
+               "beta_echo": beta_echo, "beta_dsa": beta_dsa, "beta_ground": ground, "accepted": bool(accepted)}
         if gt is not None and math.isfinite(s_t) and static.any():
             # B.10: beta* = median(gt[o] / s_hat) / median(D[o]) in R's units (s_hat from the static ground truth).
             oracle = oracle_object_scale(gt, scene, depth[k] / s_t if cfg.object_depth == "pseudo_metric" else depth[k],
                                          mask, static)
-            rel_beta = beta / s_t if cfg.object_depth == "scene" else beta
-            rel_ground = ground / s_t if cfg.object_depth == "scene" else ground
-            rec.update({"beta_oracle": oracle,
-                        "echo_log_error": abs(math.log(rel_beta / oracle)) if rel_beta > 0 and oracle > 0 else math.nan,
-                        "ground_log_error": abs(math.log(rel_ground / oracle)) if rel_ground > 0 and oracle > 0 else math.nan})
+            rel = {name: b / s_t if cfg.object_depth == "scene" else b
+                   for name, b in (("echo", beta_echo), ("dsa", beta_dsa), ("ground", ground))}
+            rec["beta_oracle"] = oracle
+            rec.update({f"{name}_log_error": abs(math.log(r / oracle)) if r > 0 and oracle > 0 else math.nan
+                        for name, r in rel.items()})
         records.append(rec)
     label, dynamic = pseudo_label(scene_metric, {k: depth[k] for k in betas}, {k: masks[k] for k in betas}, betas)
     label = np.where(np.isfinite(label) & (label > 0), label, 0.0)
@@ -318,55 +358,95 @@ def mine_labels(bag: str | Path, depth_checkpoint: str | Path, avsnet_checkpoint
             raise ValueError(f"{bag}: no instance maps for regions {cfg.regions!r}; use regions=motion (no instances)")
     backproject, project = BackprojectDepth(*size).to(device), Project3D(*size)
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=0)
+
+    def stage1_frames():
+        """Per labelled frame: what frame_labels reads (rgb only for the DSA)."""
+        for batch in loader:
+            rgb = batch["rgb"].to(device)
+            K4, inv_K4 = intrinsics_pyramid(batch["K"], size, size, [0], source="camera intrinsics")[0]
+            K4, inv_K4 = K4.to(device), inv_K4.to(device)
+            target, sources = rgb[:, 1], {-1: rgb[:, 0], 1: rgb[:, 2]}
+            _, scene = disp_to_depth(stage1.depth_net(target)[("disp", 0)], mcfg.min_depth, mcfg.max_depth)
+            # A stage 1 trained with the IMU pose prior (model.pose_prior imu) takes its rotations here too.
+            rotations = imu_pair_rotations(batch, None, [-1, 1], torch.device(device)) if mcfg.pose_prior == "imu" else None
+            poses = predict_poses(stage1.pose_net, target, sources, rotations)
+            points = backproject(scene, inv_K4)
+            flows = [matched_residual_flow(target, sources[o], project(points, K4, poses[o]), cfg.match_radius,
+                                           cfg.match_window) for o in (-1, 1)]
+            motion = motion_magnitude(flows).cpu().numpy()
+            mp = teacher(target, batch["echo"].to(device)).cpu().numpy()[:, 0]
+            scene_np = scene.cpu().numpy()[:, 0]
+            for i in range(rgb.shape[0]):
+                if not bool(batch["has_echo"][i]):
+                    continue
+                stamp = int(batch["stamp_ns"][i])
+                found = frames.get(stamp)
+                instances = None if found is None or found.instances is None else \
+                    resize_labels(found.instances, size).numpy()
+                moving = set() if found is None else found.moving_ids()
+                describe = {} if found is None or found.objects is None else \
+                    {int(k): found.describe(int(k)) for k in found.objects.ids}
+                gt = None
+                if "depth" in batch and bool(batch["has_depth"][i]):
+                    gt = batch["depth"][i, 0].numpy()
+                    gt = np.where((gt > 0) & (gt < dataset.settings.max_depth), gt, np.nan)
+                yield {"stamp": stamp, "scene": scene_np[i], "mp": mp[i], "motion": motion[i], "instances": instances,
+                       "moving": moving, "gt": gt, "describe": describe, "rgb": target[i].cpu() if cfg.needs_dsa else None}
+
+    frames_in = stage1_frames()
+    aligner, dsa_log = None, None
+    if cfg.needs_dsa:  # their stage 3 trains on the static objects of every frame before labelling any
+        frames_in = list(frames_in)
+        aligner, dsa_log = _train_dsa(cfg, frames_in, progress)
     stamps, labels, masks, records = [], [], [], []
     quality = defaultdict(list)
-    for batch in loader:
-        rgb = batch["rgb"].to(device)
-        K4, inv_K4 = intrinsics_pyramid(batch["K"], size, size, [0], source="camera intrinsics")[0]
-        K4, inv_K4 = K4.to(device), inv_K4.to(device)
-        target, sources = rgb[:, 1], {-1: rgb[:, 0], 1: rgb[:, 2]}
-        _, scene = disp_to_depth(stage1.depth_net(target)[("disp", 0)], mcfg.min_depth, mcfg.max_depth)
-        # A stage 1 trained with the IMU pose prior (model.pose_prior imu) takes its rotations here too.
-        rotations = imu_pair_rotations(batch, None, [-1, 1], torch.device(device)) if mcfg.pose_prior == "imu" else None
-        poses = predict_poses(stage1.pose_net, target, sources, rotations)
-        points = backproject(scene, inv_K4)
-        flows = [matched_residual_flow(target, sources[o], project(points, K4, poses[o]), cfg.match_radius,
-                                       cfg.match_window) for o in (-1, 1)]
-        motion = motion_magnitude(flows).cpu().numpy()
-        mp = teacher(target, batch["echo"].to(device)).cpu().numpy()[:, 0]
-        scene_np = scene.cpu().numpy()[:, 0]
-        for i in range(rgb.shape[0]):
-            if not bool(batch["has_echo"][i]):
-                continue
-            stamp = int(batch["stamp_ns"][i])
-            found = frames.get(stamp)
-            instances = None if found is None or found.instances is None else \
-                resize_labels(found.instances, size).numpy()
-            moving = set() if found is None else found.moving_ids()
-            describe = {} if found is None or found.objects is None else \
-                {int(k): found.describe(int(k)) for k in found.objects.ids}
-            gt = None
-            if "depth" in batch and bool(batch["has_depth"][i]):
-                gt = batch["depth"][i, 0].numpy()
-                gt = np.where((gt > 0) & (gt < dataset.settings.max_depth), gt, np.nan)
-            label, dyn, recs = frame_labels(cfg, scene_np[i], mp[i], motion[i], instances, moving, gt, describe)
-            stamps.append(stamp)
-            labels.append(label)
-            masks.append(dyn)
-            records += [{"stamp_ns": stamp, **r} for r in recs]
-            if gt is not None and instances is not None and dyn.any():
-                quality["scene"].append(_region_abs_rel(scene_np[i], gt, dyn))
-                quality["label"].append(_region_abs_rel(label, gt, dyn))
+    for f in frames_in:
+        label, dyn, recs = frame_labels(cfg, f["scene"], f["mp"], f["motion"], f["instances"], f["moving"], f["gt"],
+                                        f["describe"], aligner, f["rgb"])
+        stamps.append(f["stamp"])
+        labels.append(label)
+        masks.append(dyn)
+        records += [{"stamp_ns": f["stamp"], **r} for r in recs]
+        if f["gt"] is not None and f["instances"] is not None and dyn.any():
+            quality["scene"].append(_region_abs_rel(f["scene"], f["gt"], dyn))
+            quality["label"].append(_region_abs_rel(label, f["gt"], dyn))
     if not stamps:
         raise ValueError(f"{bag} [{cfg.split}]: no triple centre with an echo; nothing to label")
     summary = summarise(records, quality, cfg)
     summary.update({"frames": len(stamps), "frames_with_dynamic_label": int(sum(m.any() for m in masks)),
                     "dynamic_pixel_share": float(np.mean([m.mean() for m in masks])),
-                    "config": cfg.to_dict(), "depth_checkpoint": str(depth_checkpoint),
+                    "config": cfg.to_dict(), "depth_checkpoint": str(depth_checkpoint), "dsa": dsa_log,
                     "avsnet_checkpoint": str(avsnet_checkpoint), "bag": str(bag),
                     "seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu0})
     save_labels(out, np.array(stamps), np.stack(labels), np.stack(masks), {**summary, "records": records})
     return summary
+
+
+def static_object_ids(cfg: MiningConfig, instances: np.ndarray, moving_ids: set[int], motion: np.ndarray) -> list[int]:
+    """The frame's static instances of at least object_size_threshold: those the paper's rules do not call dynamic
+    (regions instances) or the ground truth does not move (regions oracle). Their DSA trains on these only."""
+    t = cfg.thresholds
+    if cfg.regions == "oracle":
+        ids, counts = np.unique(instances[instances > 0], return_counts=True)
+        least = t.object_size_threshold * instances.size
+        return [int(k) for k, n in zip(ids, counts, strict=True) if int(k) not in moving_ids and n >= least]
+    return [int(k) for k, dyn in classify_instances(instances, motion, t).items() if not dyn]
+
+
+def _train_dsa(cfg: MiningConfig, frames: list[dict[str, Any]], progress: bool) -> tuple[ScaleAligner, dict[str, Any]]:
+    """Stage 3: the DSA trained on every static object of the frames (object depth as cfg.object_depth)."""
+    aligned, samples = [], []
+    for f in frames:
+        if f["instances"] is None:
+            aligned.append(None)
+            continue
+        occupied = f["instances"] > 0
+        aligned.append(AlignmentFrame(f["rgb"], f["scene"], f["scene"] if cfg.object_depth == "scene" else f["mp"], occupied))
+        samples += [(len(aligned) - 1, f["instances"] == k)
+                    for k in static_object_ids(cfg, f["instances"], f["moving"], f["motion"])]
+    with torch.inference_mode(False), torch.enable_grad():  # mine_labels runs under inference_mode
+        aligner, log = train_scale_alignment(aligned, samples, cfg.dsa, progress)
+    return aligner, log
 
 
 def _nanmedian(values: list[float]) -> float:
@@ -381,6 +461,7 @@ def summarise(records: list[dict[str, Any]], quality: dict[str, list[float]], cf
         return {"objects": len(rows), "accepted": len(accepted), "truly_moving": sum(bool(r["moving"]) for r in rows),
                 "echo_log_error_median": _nanmedian([r.get("echo_log_error", math.nan) for r in rows]),
                 "echo_log_error_accepted_median": _nanmedian([r.get("echo_log_error", math.nan) for r in accepted]),
+                "dsa_log_error_median": _nanmedian([r.get("dsa_log_error", math.nan) for r in rows]),
                 "ground_log_error_median": _nanmedian([r.get("ground_log_error", math.nan) for r in rows])}
 
     by_motion: dict[str, list[dict[str, Any]]] = defaultdict(list)
