@@ -24,8 +24,9 @@ dynamic world: Monodepth2 before and after retraining on the mined pseudo labels
    dynamic = moving instances of at least 0.5 % of the image): `relative` = median-scaled per image with one ratio from
    all valid pixels (their protocol), `echo_scaled` = scaled by median(Mp) / median(R) (AVS-Net eq. 3, metres), for
    `baseline` (stage 1), `mined` and `continued`; `object_scale`: the alignment's object-scale error against the
-   ground truth (mine-labels' summary: median |log beta_echo / s_t - log beta*| over objects, by motion case, and the
-   ground-contact scale's, B.10); `criteria`: the issue's done-when checks.
+   ground truth (mine-labels' summary: median |log beta_echo / s_t - log beta*| over objects, by motion case, beside
+   the ground-contact scale's and the learned DSA's (`measure_dsa`: trained on the static instances, B.6, not used for
+   the labels unless `--mine object_scale=dsa`), B.10); `criteria`: the issue's done-when checks.
    --figures N writes <work>/figures/*.png (image, moving-object masks, GT, baseline and mined depth with error maps).
 
 Done when (issue 15): mined dynamic Abs Rel <= 0.8 x baseline's, static Abs Rel <= 1.02 x baseline's (relative
@@ -81,7 +82,8 @@ THEIR_STAGE4_LR_FACTOR = 0.1  # their stage 4: Adam 2e-5 after stage 1's 2e-4 (B
 # the objects, the static scene held at stage 1's depth with weight STATIC_WEIGHT.
 STAGE4_LR_FACTOR = 1.0
 LABEL_RANGE = "none"
-MINING_DEFAULTS = ("object_depth=pseudo_metric",)
+# measure_dsa: the learned DSA is trained beside the echo's scale so that `object_scale` holds both errors (B.10).
+MINING_DEFAULTS = ("object_depth=pseudo_metric", "measure_dsa=true")
 STATIC_WEIGHT = 0.1
 QUICK_BUDGET_S = 30 * 60
 ROWS = ("baseline", "mined", "continued")

@@ -27,7 +27,8 @@ Per centre frame of the bag's triples (one split):
    in each column (floor_rows rows, not inside any object) against the object depth along that lowest row, DSA's
    road-context cue without learning (our choice); objects without such floor pixels follow gate_missing (keep: the
    chosen scale alone decides). `echo_dsa` compares beta_echo with the DSA's (B.10 E4). `none` keeps every object.
-   Objects whose scales disagree by more than gate_log_ratio get no label.
+   Objects whose scales disagree by more than gate_log_ratio get no label. `measure_dsa` trains the DSA only to record
+   its scale and error per object beside the echo's (the labels stay those of object_scale and gate).
 6. Pseudo label (mined_labels.pseudo_label, metres): s_t R outside the accepted dynamic objects, with
    s_t = median(Mp) / median(R) over the frame; beta_echo x object depth inside; the nearest object where they overlap.
 Diagnostics with ground truth (simulated bags): per object the oracle scale (mined_labels.oracle_object_scale, B.10) and
@@ -89,6 +90,7 @@ class MiningConfig:
     match_window: int = 5  # SAD box (our choice)
     object_depth: str = "scene"
     object_scale: str = "echo"
+    measure_dsa: bool = False  # train the DSA for its per-object errors only (diagnostics)
     gate: str = "ground"
     gate_missing: str = "keep"
     floor_rows: int = 3  # rows below an object's lowest pixel that count as its ground contact (our choice)
@@ -99,8 +101,14 @@ class MiningConfig:
     dsa: ScaleAlignmentConfig = field(default_factory=ScaleAlignmentConfig)  # --set dsa.KEY=VALUE
 
     @property
-    def needs_dsa(self) -> bool:
+    def uses_dsa(self) -> bool:
+        """The labels depend on the learned DSA."""
         return self.object_scale == "dsa" or self.gate == "echo_dsa"
+
+    @property
+    def needs_dsa(self) -> bool:
+        """The DSA is trained (for the labels, or only measured)."""
+        return self.uses_dsa or self.measure_dsa
 
     def check(self) -> None:
         for key, allowed in (("regions", REGIONS), ("flow", FLOWS), ("object_depth", OBJECT_DEPTHS), ("gate", GATES),
@@ -110,10 +118,10 @@ class MiningConfig:
         for key in ("match_radius", "match_window", "floor_rows", "min_floor_pixels", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"mining: {key} must be >= 1, got {getattr(self, key)}")
-        if self.needs_dsa and self.regions == "motion":
+        if self.uses_dsa and self.regions == "motion":
             raise ValueError("mining: the learned DSA (object_scale dsa, gate echo_dsa) trains on static instances, and "
                              "regions motion has none; use regions instances or oracle")
-        if self.needs_dsa and self.object_depth == "ground_truth":
+        if self.uses_dsa and self.object_depth == "ground_truth":
             raise ValueError("mining: object_depth ground_truth is an oracle without object scale; it takes no DSA")
         self.dsa.check()
 
@@ -244,7 +252,7 @@ def frame_labels(cfg: MiningConfig, scene: np.ndarray, mp: np.ndarray, motion: n
                  rgb: torch.Tensor | None = None) -> tuple[np.ndarray, np.ndarray, list[dict[str, Any]]]:
     """One frame: scene depth R, Mp (metres), motion magnitude (px), instances (or None) at one size -> (label metres,
     dynamic mask, per-object records). aligner and rgb (3, H, W): the trained DSA, for cfg.needs_dsa."""
-    if cfg.needs_dsa and (aligner is None or rgb is None):
+    if cfg.uses_dsa and (aligner is None or rgb is None):
         raise ValueError(f"mining: object_scale {cfg.object_scale!r} / gate {cfg.gate!r} need the trained DSA and the "
                          f"frame's rgb")
     masks, occupied = _frame_regions(cfg, instances, moving_ids, motion, scene)
@@ -433,7 +441,8 @@ def static_object_ids(cfg: MiningConfig, instances: np.ndarray, moving_ids: set[
     return [int(k) for k, dyn in classify_instances(instances, motion, t).items() if not dyn]
 
 
-def _train_dsa(cfg: MiningConfig, frames: list[dict[str, Any]], progress: bool) -> tuple[ScaleAligner, dict[str, Any]]:
+def _train_dsa(cfg: MiningConfig, frames: list[dict[str, Any]],
+               progress: bool) -> tuple[ScaleAligner | None, dict[str, Any]]:
     """Stage 3: the DSA trained on every static object of the frames (object depth as cfg.object_depth)."""
     aligned, samples = [], []
     for f in frames:
@@ -444,6 +453,8 @@ def _train_dsa(cfg: MiningConfig, frames: list[dict[str, Any]], progress: bool) 
         aligned.append(AlignmentFrame(f["rgb"], f["scene"], f["scene"] if cfg.object_depth == "scene" else f["mp"], occupied))
         samples += [(len(aligned) - 1, f["instances"] == k)
                     for k in static_object_ids(cfg, f["instances"], f["moving"], f["motion"])]
+    if not samples and not cfg.uses_dsa:  # only measuring: nothing to learn from is a finding, not an error
+        return None, {"samples": 0, "skipped": "no static object of at least object_size_threshold"}
     with torch.inference_mode(False), torch.enable_grad():  # mine_labels runs under inference_mode
         aligner, log = train_scale_alignment(aligned, samples, cfg.dsa, progress)
     return aligner, log

@@ -131,6 +131,11 @@ def test_dsa_scale_labels_the_object_and_the_echo_dsa_gate_compares_the_two():
     assert not rec["accepted"] and not dyn.any() and rec["dsa_log_error"] == pytest.approx(math.log(3.0))
     with pytest.raises(ValueError, match="need the trained DSA"):
         frame_labels(gate, scene, mp, still, inst, {7}, gt)
+    # measure_dsa: the echo's label, the DSA's scale and error recorded beside it (and no DSA needed to label).
+    measure = MiningConfig(regions="oracle", gate="none", measure_dsa=True)
+    label, _, (rec,) = frame_labels(measure, scene, mp, still, inst, {7}, gt, None, FixedAligner(3.0), rgb)
+    assert np.allclose(label[inst == 7], 2.0) and rec["beta_dsa"] == pytest.approx(1.2)
+    assert math.isnan(frame_labels(measure, scene, mp, still, inst, {7}, gt)[2][0]["beta_dsa"])
 
 
 def test_static_objects_and_settings_of_the_dsa():
