@@ -86,6 +86,7 @@ LABEL_RANGE = "none"
 MINING_DEFAULTS = ("object_depth=pseudo_metric", "measure_dsa=true")
 STATIC_WEIGHT = 0.1
 QUICK_BUDGET_S = 30 * 60
+FIGURE_MAX_SHARE = 0.3  # figures show frames with moving objects on at most this share of the image (see evaluate)
 ROWS = ("baseline", "mined", "continued")
 
 
@@ -164,7 +165,7 @@ def stage4_config(stage1: dict[str, Any], labels: Path | None, init: Path, epoch
 def evaluate(bag: Path, avsnet: Path, models: dict[str, Path], max_depth: float, figures: int,
              figure_dir: Path, cache: Path | None = None) -> dict[str, Any]:
     """Rows by region under the relative and echo-scaled protocols on the test split; figures of the frames with the
-    largest dynamic share."""
+    largest dynamic share up to FIGURE_MAX_SHARE (beyond it the objects fill the view and the median scaling is theirs)."""
     from avs_depth_core.data.datasets import SupervisedBagDataset
     from avs_depth_core.evaluation.dynamic_figure import save_dynamic_figure
     from avs_depth_core.models.avsnet import AVSNet
@@ -200,7 +201,7 @@ def evaluate(bag: Path, avsnet: Path, models: dict[str, Path], max_depth: float,
             share = float(np.isin(frame.instances, list(moving)).mean()) if moving else 0.0
             kept.append((share, {"stamp": int(batch["stamp_ns"][i]), "rgb": rgb[i], "gt": gt[i, 0], "instances": frame.instances,
                                  "moving": moving, "preds": {n: p[i, 0] for n, p in preds.items()}}))
-            kept = sorted(kept, key=lambda x: -x[0])[:figures]
+            kept = sorted(kept, key=lambda x: (x[0] > FIGURE_MAX_SHARE, -x[0]))[:figures]
     paths = []
     for share, rec in kept:
         g = rec["gt"].numpy()
