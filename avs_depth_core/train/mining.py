@@ -30,7 +30,7 @@ Per centre frame of the bag's triples (one split):
    Objects whose scales disagree by more than gate_log_ratio get no label. `measure_dsa` trains the DSA only to record
    its scale and error per object beside the echo's (the labels stay those of object_scale and gate).
 6. Pseudo label (mined_labels.pseudo_label, metres): s_t R outside the accepted dynamic objects, with
-   s_t = median(Mp) / median(R) over the frame; beta_echo x object depth inside; the nearest object where they overlap.
+   s_t = median(Mp) / median(R) over the frame; beta x object depth inside; the nearest object where they overlap.
 Diagnostics with ground truth (simulated bags): per object the oracle scale (mined_labels.oracle_object_scale, B.10) and
 |log| errors of beta_echo / s_t against it, and the labels' Abs Rel on the dynamic region against R's, both median-scaled
 per image with one ratio.
