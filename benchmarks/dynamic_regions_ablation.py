@@ -105,6 +105,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="further mine-labels settings (train/mining.py MiningConfig and thresholds), after "
                         f"the benchmark's {list(MINING_DEFAULTS)}")
     p.add_argument("--md2-epochs", type=int, default=None, help="override the stage-1 epochs")
+    p.add_argument("--md2-set", dest="md2_overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="a Monodepth2 model key of stage 1 (and so of the retraining), e.g. decoder_channels=[8,16,32,64,128]")
     p.add_argument("--stage4-epochs", type=int, default=None, help="override the retraining epochs")
     p.add_argument("--stage4-lr-factor", type=float, default=STAGE4_LR_FACTOR,
                    help=f"retraining lr / stage-1 lr (theirs {THEIR_STAGE4_LR_FACTOR})")
@@ -250,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
     s = json.loads(json.dumps(SETTINGS[name]))
     if args.md2_epochs is not None:
         s["monodepth2"]["num_epochs"] = args.md2_epochs
+    s["monodepth2"].update(sa.parse_md2_overrides(args.md2_overrides))
     stage4_epochs = args.stage4_epochs or s["stage4_epochs"]
     steps = args.avsnet_steps or s["avsnet_steps"]
     work = args.work or ROOT / "runs" / "dynamic_regions" / f"{args.preset}-seed{args.seed}-{name}"
