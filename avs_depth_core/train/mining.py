@@ -230,6 +230,13 @@ def ground_contact_scale(scene_metric: np.ndarray, object_depth: np.ndarray, mas
     return float(np.median(floor)) / max(float(np.median(base)), 1e-12)
 
 
+def large_instance_ids(instances: np.ndarray, t: MinedLabelsConfig) -> list[int]:
+    """The instance ids covering at least object_size_threshold of the image (their size rule)."""
+    ids, counts = np.unique(instances[instances > 0], return_counts=True)
+    least = t.object_size_threshold * instances.size
+    return [int(k) for k, n in zip(ids, counts, strict=True) if n >= least]
+
+
 def _frame_regions(cfg: MiningConfig, instances: np.ndarray | None, moving_ids: set[int], motion: np.ndarray,
                    scene: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:
     """({object id: mask} of the dynamic objects, every object's pixels) for one frame."""
@@ -240,7 +247,7 @@ def _frame_regions(cfg: MiningConfig, instances: np.ndarray | None, moving_ids: 
     if instances is None:
         return {}, np.zeros(scene.shape, bool)
     if cfg.regions == "oracle":
-        ids = [k for k in moving_ids if (instances == k).sum() >= t.object_size_threshold * instances.size]
+        ids = [k for k in large_instance_ids(instances, t) if k in moving_ids]
     else:
         ids = [k for k, dyn in classify_instances(instances, motion, t).items() if dyn]
     return {int(k): instances == k for k in ids}, instances > 0
@@ -435,9 +442,7 @@ def static_object_ids(cfg: MiningConfig, instances: np.ndarray, moving_ids: set[
     (regions instances) or the ground truth does not move (regions oracle). Their DSA trains on these only."""
     t = cfg.thresholds
     if cfg.regions == "oracle":
-        ids, counts = np.unique(instances[instances > 0], return_counts=True)
-        least = t.object_size_threshold * instances.size
-        return [int(k) for k, n in zip(ids, counts, strict=True) if int(k) not in moving_ids and n >= least]
+        return [k for k in large_instance_ids(instances, t) if k not in moving_ids]
     return [int(k) for k, dyn in classify_instances(instances, motion, t).items() if not dyn]
 
 
