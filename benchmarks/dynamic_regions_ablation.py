@@ -134,26 +134,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any]) -> float:
-    return sa.simulate(bag, preset, seed, s, world="--dynamic")
-
-
-def ensure_bag(work: Path, preset: str, seed: int, sim: dict[str, Any]) -> float | None:
-    """<work>/bag simulated with `sim` (seconds) or reused (None) when its bag_key.json holds the same world settings; a
-    bag of other settings (a work folder of the 40 x 20 world before session 12) stops the run instead of being reused."""
-    bag, bag_key = work / "bag", work / "bag_key.json"
-    key = {"preset": preset, "seed": seed, **sim}
-    if bag.exists() and bag_key.is_file() and json.loads(bag_key.read_text()) == key:
-        print(f"reusing {bag}", file=sys.stderr)
-        return None
-    if bag.exists():
-        raise SystemExit(f"{bag} was simulated with other settings than {key} (see {bag_key}); remove it and the runs "
-                         f"beside it, or use another --work")
-    seconds = simulate(bag, preset, seed, sim)
-    bag_key.write_text(json.dumps(key))
-    return seconds
-
-
 def train_avsnet_lane(bag: Path, work: Path, preset: str, seed: int, s: dict[str, Any], steps: int) -> dict[str, Any]:
     """The RGB-Echoes AVS-Net (echo_scale_ablation's recipe), reused when finished with the same setting."""
     run_dir = work / "run_avsnet_rgb_echo"
@@ -287,7 +267,8 @@ def main(argv: list[str] | None = None) -> int:
     max_depth = get_preset(args.preset).max_depth
     start, cpu0, timings = time.perf_counter(), time.process_time(), {}
     bag = work / "bag"
-    simulated = ensure_bag(work, args.preset, args.seed, s["sim"])
+    # bag_key.json guards the bag: a work folder of the 40 x 20 world (before session 12) is not reused.
+    simulated = sa.ensure_bag(work, args.preset, args.seed, s["sim"], world="--dynamic")
     if simulated is not None:
         timings["simulate_s"] = simulated
     # Lane 1 (subprocess): stage-1 Monodepth2; lane 2 (here): the RGB-Echoes AVS-Net.

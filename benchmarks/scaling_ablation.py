@@ -188,6 +188,23 @@ def simulate(bag: Path, preset: str, seed: int, s: dict[str, Any], world: str = 
     return time.perf_counter() - start
 
 
+def ensure_bag(work: Path, preset: str, seed: int, sim: dict[str, Any], world: str = "--scale-ambiguous") -> float | None:
+    """<work>/bag simulated with `sim` (seconds) or reused (None) when <work>/bag_key.json holds the same world settings;
+    a bag of other settings, or one without the key (a work folder from before it), stops the run instead of being
+    reused."""
+    bag, bag_key = work / "bag", work / "bag_key.json"
+    key = {"preset": preset, "seed": seed, **sim}
+    if bag.exists() and bag_key.is_file() and json.loads(bag_key.read_text()) == key:
+        print(f"reusing {bag}", file=sys.stderr)
+        return None
+    if bag.exists():
+        raise SystemExit(f"{bag} was simulated with other settings than {key} (see {bag_key}); remove it and the runs "
+                         f"beside it, or use another --work")
+    seconds = simulate(bag, preset, seed, sim, world)
+    bag_key.write_text(json.dumps(key))
+    return seconds
+
+
 def monodepth2_config(preset: str, seed: int, setting: dict[str, Any], cache: Path) -> dict[str, Any]:
     sim, md2 = setting["sim"], dict(setting["monodepth2"])
     width = md2.pop("encoder_width")
@@ -356,14 +373,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     timings: dict[str, float] = {}
     bag = work / "bag"
     sim_key = {"preset": args.preset, "seed": args.seed, **setting["sim"]}
-    bag_key = work / "bag_key.json"
-    if bag.exists() and bag_key.is_file() and json.loads(bag_key.read_text()) == sim_key:
-        print(f"reusing {bag}", file=sys.stderr)
-    else:
-        if bag.exists():
-            raise SystemExit(f"{bag} was simulated with other settings; remove it (and the runs beside it) or use another --work")
-        timings["simulate_s"] = simulate(bag, args.preset, args.seed, setting["sim"])
-        bag_key.write_text(json.dumps(sim_key))
+    simulated = ensure_bag(work, args.preset, args.seed, setting["sim"])
+    if simulated is not None:
+        timings["simulate_s"] = simulated
     trained = train_all(args, work, bag, setting, sim_key, timings)
     t0 = time.perf_counter()
     results, _ = evaluate(args, work, bag, trained)

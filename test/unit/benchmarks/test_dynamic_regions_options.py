@@ -8,6 +8,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[3] / "benchmarks"))
 
 import dynamic_regions_ablation as dra
+import scaling_ablation as sa
 from scaling_ablation import monodepth2_config
 
 
@@ -22,11 +23,11 @@ def test_quick_stage1_is_the_wider_monodepth2_on_the_120_sequence_world(tmp_path
 def test_sequences_and_frames_override_the_world(monkeypatch, tmp_path):
     seen = {}
 
-    def fake_simulate(bag, preset, seed, sim):
+    def fake_simulate(bag, preset, seed, sim, world):
         seen.update(sim)
         raise SystemExit("stop after the world")
 
-    monkeypatch.setattr(dra, "simulate", fake_simulate)
+    monkeypatch.setattr(sa, "simulate", fake_simulate)
     threads = torch.get_num_threads()  # main() sets one thread for its lanes; the test process keeps its own
     try:
         with pytest.raises(SystemExit, match="stop after the world"):
@@ -39,14 +40,14 @@ def test_sequences_and_frames_override_the_world(monkeypatch, tmp_path):
 
 def test_a_bag_of_other_world_settings_is_not_reused(monkeypatch, tmp_path):
     calls = []
-    monkeypatch.setattr(dra, "simulate", lambda bag, preset, seed, sim: calls.append(sim) or bag.mkdir() or 1.5)
+    monkeypatch.setattr(sa, "simulate", lambda bag, preset, seed, sim, world: calls.append(world) or bag.mkdir() or 1.5)
     sim = dra.SETTINGS["smoke"]["sim"]
-    assert dra.ensure_bag(tmp_path, "bv1", 3, sim) == 1.5
+    assert sa.ensure_bag(tmp_path, "bv1", 3, sim, world="--dynamic") == 1.5
     assert json.loads((tmp_path / "bag_key.json").read_text())["sequences"] == sim["sequences"]
-    assert dra.ensure_bag(tmp_path, "bv1", 3, sim) is None  # same world: reused
+    assert sa.ensure_bag(tmp_path, "bv1", 3, sim, world="--dynamic") is None  # same world: reused
     with pytest.raises(SystemExit, match="simulated with other settings"):
-        dra.ensure_bag(tmp_path, "bv1", 3, {**sim, "sequences": sim["sequences"] + 1})
+        sa.ensure_bag(tmp_path, "bv1", 3, {**sim, "sequences": sim["sequences"] + 1})
     (tmp_path / "bag_key.json").unlink()  # a work folder from before the key: not trusted either
     with pytest.raises(SystemExit, match="bag_key.json"):
-        dra.ensure_bag(tmp_path, "bv1", 3, sim)
-    assert len(calls) == 1
+        sa.ensure_bag(tmp_path, "bv1", 3, sim, world="--dynamic")
+    assert calls == ["--dynamic"]
