@@ -29,6 +29,10 @@ Per centre frame of the bag's triples (one split):
    chosen scale alone decides). `echo_dsa` compares beta_echo with the DSA's (B.10 E4). `none` keeps every object.
    Objects whose scales disagree by more than gate_log_ratio get no label. `measure_dsa` trains the DSA only to record
    its scale and error per object beside the echo's (the labels stay those of object_scale and gate).
+   `label_objects`: `dynamic` (theirs) labels the dynamic objects of step 3 only; `all` (ours, instance maps only)
+   labels every instance of at least object_size_threshold the same way, the static ones too: the retrained DepthNet
+   then sees every object with an echo-scaled depth, not only the moving ones (more objects to generalise from; on bv1
+   the test objects' gain, not the labels, was the limit: README, session 13).
 6. Pseudo label (mined_labels.pseudo_label, metres): s_t R outside the accepted dynamic objects, with
    s_t = median(Mp) / median(R) over the frame; beta x object depth inside; the nearest object where they overlap.
 Diagnostics with ground truth (simulated bags): per object the oracle scale (mined_labels.oracle_object_scale, B.10) and
@@ -41,7 +45,7 @@ from __future__ import annotations
 import math
 import time
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +82,7 @@ OBJECT_DEPTHS = ("scene", "pseudo_metric", "ground_truth")
 GATES = ("ground", "echo_dsa", "none")
 OBJECT_SCALES = ("echo", "dsa")
 GATE_MISSING = ("keep", "drop")
+LABEL_OBJECTS = ("dynamic", "all")
 
 
 @dataclass
@@ -93,6 +98,7 @@ class MiningConfig:
     measure_dsa: bool = False  # train the DSA for its per-object errors only (diagnostics)
     gate: str = "ground"
     gate_missing: str = "keep"
+    label_objects: str = "dynamic"  # "all": static instances labelled too (not theirs; module docstring, step 5)
     floor_rows: int = 3  # rows below an object's lowest pixel that count as its ground contact (our choice)
     min_floor_pixels: int = 5  # fewer: no ground scale (our choice)
     split: str = "train"
@@ -112,12 +118,16 @@ class MiningConfig:
 
     def check(self) -> None:
         for key, allowed in (("regions", REGIONS), ("flow", FLOWS), ("object_depth", OBJECT_DEPTHS), ("gate", GATES),
-                             ("gate_missing", GATE_MISSING), ("object_scale", OBJECT_SCALES)):
+                             ("gate_missing", GATE_MISSING), ("object_scale", OBJECT_SCALES),
+                             ("label_objects", LABEL_OBJECTS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mining: {key} {getattr(self, key)!r}: choose from {list(allowed)}")
         for key in ("match_radius", "match_window", "floor_rows", "min_floor_pixels", "batch_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"mining: {key} must be >= 1, got {getattr(self, key)}")
+        if self.label_objects == "all" and self.regions == "motion":
+            raise ValueError("mining: label_objects all labels every instance, and regions motion has no instance maps; "
+                             "use regions instances or oracle, or label_objects dynamic")
         if self.uses_dsa and self.regions == "motion":
             raise ValueError("mining: the learned DSA (object_scale dsa, gate echo_dsa) trains on static instances, and "
                              "regions motion has none; use regions instances or oracle")
@@ -239,14 +249,17 @@ def large_instance_ids(instances: np.ndarray, t: MinedLabelsConfig) -> list[int]
 
 def _frame_regions(cfg: MiningConfig, instances: np.ndarray | None, moving_ids: set[int], motion: np.ndarray,
                    scene: np.ndarray) -> tuple[dict[int, np.ndarray], np.ndarray]:
-    """({object id: mask} of the dynamic objects, every object's pixels) for one frame."""
+    """({object id: mask} of the objects to label (the dynamic ones, or all with label_objects all), every object's
+    pixels) for one frame."""
     t = cfg.thresholds
     if cfg.regions == "motion":
         comps = motion_components(motion >= t.flow_threshold, scene, t)
         return {int(k): comps == k for k in np.unique(comps) if k}, comps > 0
     if instances is None:
         return {}, np.zeros(scene.shape, bool)
-    if cfg.regions == "oracle":
+    if cfg.label_objects == "all":
+        ids = large_instance_ids(instances, t)
+    elif cfg.regions == "oracle":
         ids = [k for k in large_instance_ids(instances, t) if k in moving_ids]
     else:
         ids = [k for k, dyn in classify_instances(instances, motion, t).items() if dyn]
@@ -422,9 +435,13 @@ def mine_labels(bag: str | Path, depth_checkpoint: str | Path, avsnet_checkpoint
         labels.append(label)
         masks.append(dyn)
         records += [{"stamp_ns": f["stamp"], **r} for r in recs]
-        if f["gt"] is not None and f["instances"] is not None and dyn.any():
-            quality["scene"].append(_region_abs_rel(f["scene"], f["gt"], dyn))
-            quality["label"].append(_region_abs_rel(label, f["gt"], dyn))
+        # label_objects all: the labels' quality still on the dynamic objects only (those of the paper's rules).
+        region = dyn if cfg.label_objects == "dynamic" or f["instances"] is None else \
+            dyn & np.isin(f["instances"], list(_frame_regions(replace(cfg, label_objects="dynamic"), f["instances"],
+                                                                f["moving"], f["motion"], f["scene"])[0]))
+        if f["gt"] is not None and f["instances"] is not None and region.any():
+            quality["scene"].append(_region_abs_rel(f["scene"], f["gt"], region))
+            quality["label"].append(_region_abs_rel(label, f["gt"], region))
     if not stamps:
         raise ValueError(f"{bag} [{cfg.split}]: no triple centre with an echo; nothing to label")
     summary = summarise(records, quality, cfg)

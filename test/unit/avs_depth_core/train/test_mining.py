@@ -116,6 +116,25 @@ def test_instance_rules_and_motion_components_pick_the_moving_object():
     assert dyn.sum() > 160 and not dyn[inst == 0].any()  # the component loses its edge row/column at the depth jump
 
 
+def test_label_objects_all_labels_the_static_instances_too():
+    scene, mp, inst, _gt = frame(floor_r=1.0)
+    inst[28:36, 50:70] = 9  # a static object (no motion, off the central strip), R 5 against its echo's 2 m
+    scene[inst == 9] = 5.0
+    scene[36:39, 50:70] = 1.0  # its floor at 2 m, as the echo has it: the ground gate accepts
+    mp[inst == 9] = 2.0
+    motion = np.zeros_like(scene)
+    motion[inst == 7] = 2.0
+    _, dyn, recs = frame_labels(MiningConfig(regions="instances"), scene, mp, motion, inst, {7})
+    assert dyn.sum() == 200 and [r["id"] for r in recs] == [7]  # theirs: the moving one only
+    label, dyn, recs = frame_labels(MiningConfig(regions="instances", label_objects="all"), scene, mp, motion, inst, {7})
+    assert dyn.sum() == 360 and sorted(r["id"] for r in recs) == [7, 9]
+    assert np.allclose(label[inst == 9], 2.0) and not next(r for r in recs if r["id"] == 9)["moving"]
+    with pytest.raises(ValueError, match="label_objects all"):
+        MiningConfig.from_assignments(["regions=motion", "label_objects=all"])
+    with pytest.raises(ValueError, match="label_objects 'some'"):
+        MiningConfig.from_assignments(["label_objects=some"])
+
+
 def test_settings_route_thresholds_and_name_bad_keys():
     cfg = MiningConfig.from_assignments(["regions=oracle", "flow_threshold=1.5", "gate=none"])
     assert cfg.regions == "oracle" and cfg.thresholds == MinedLabelsConfig(flow_threshold=1.5) and cfg.gate == "none"
