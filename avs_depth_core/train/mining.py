@@ -35,6 +35,9 @@ Per centre frame of the bag's triples (one split):
    the test objects' gain, not the labels, was the limit: README, session 13).
 6. Pseudo label (mined_labels.pseudo_label, metres): s_t R outside the accepted dynamic objects, with
    s_t = median(Mp) / median(R) over the frame; beta x object depth inside; the nearest object where they overlap.
+   `rejected_label`: a dynamic object the gate rejects gets no label (`none`, default since session 13: theirs label
+   nothing outside the dynamic mask, and the retraining's static term, which holds every labelled pixel outside it at
+   stage 1's depth, would hold the rejected object where motion misled stage 1) or s_t R (`scene`, before).
 Diagnostics with ground truth (simulated bags): per object the oracle scale (mined_labels.oracle_object_scale, B.10) and
 |log| errors of beta_echo / s_t against it, and the labels' Abs Rel on the dynamic region against R's, both median-scaled
 per image with one ratio.
@@ -83,6 +86,7 @@ GATES = ("ground", "echo_dsa", "none")
 OBJECT_SCALES = ("echo", "dsa")
 GATE_MISSING = ("keep", "drop")
 LABEL_OBJECTS = ("dynamic", "all")
+REJECTED_LABELS = ("none", "scene")
 
 
 @dataclass
@@ -99,6 +103,7 @@ class MiningConfig:
     gate: str = "ground"
     gate_missing: str = "keep"
     label_objects: str = "dynamic"  # "all": static instances labelled too (not theirs; module docstring, step 5)
+    rejected_label: str = "none"  # "scene": a rejected object keeps s_t R (before session 13; module docstring, step 6)
     floor_rows: int = 3  # rows below an object's lowest pixel that count as its ground contact (our choice)
     min_floor_pixels: int = 5  # fewer: no ground scale (our choice)
     split: str = "train"
@@ -119,7 +124,7 @@ class MiningConfig:
     def check(self) -> None:
         for key, allowed in (("regions", REGIONS), ("flow", FLOWS), ("object_depth", OBJECT_DEPTHS), ("gate", GATES),
                              ("gate_missing", GATE_MISSING), ("object_scale", OBJECT_SCALES),
-                             ("label_objects", LABEL_OBJECTS)):
+                             ("label_objects", LABEL_OBJECTS), ("rejected_label", REJECTED_LABELS)):
             if getattr(self, key) not in allowed:
                 raise ValueError(f"mining: {key} {getattr(self, key)!r}: choose from {list(allowed)}")
         for key in ("match_radius", "match_window", "floor_rows", "min_floor_pixels", "batch_size"):
@@ -321,6 +326,10 @@ def frame_labels(cfg: MiningConfig, scene: np.ndarray, mp: np.ndarray, motion: n
         records.append(rec)
     label, dynamic = pseudo_label(scene_metric, {k: depth[k] for k in betas}, {k: masks[k] for k in betas}, betas)
     label = np.where(np.isfinite(label) & (label > 0), label, 0.0)
+    if cfg.rejected_label == "none":
+        for k, mask in masks.items():
+            if k not in betas:
+                label[mask & ~dynamic] = 0.0
     return label.astype(np.float32), dynamic & (label > 0), records
 
 

@@ -84,8 +84,12 @@ def test_echo_scale_puts_the_object_where_the_echo_has_it():
 
 def test_gate_drops_an_object_whose_ground_contact_disagrees():
     scene, mp, inst, gt = frame(floor_r=3.0)  # the floor below says 6 m, the echo 2 m
-    _, dyn, recs = frame_labels(MiningConfig(regions="oracle"), scene, mp, np.zeros_like(scene), inst, {7}, gt)
+    label, dyn, recs = frame_labels(MiningConfig(regions="oracle"), scene, mp, np.zeros_like(scene), inst, {7}, gt)
     assert not dyn.any() and not recs[0]["accepted"]
+    assert (label[inst == 7] == 0).all() and np.allclose(label[scene == 2.0], 4.0)  # rejected: no label, not s_t R
+    label, _, _ = frame_labels(MiningConfig(regions="oracle", rejected_label="scene"), scene, mp, np.zeros_like(scene),
+                               inst, {7}, gt)
+    assert np.allclose(label[inst == 7], 10.0)  # before session 13: s_t R = 2 x 5, held there by the static term
     _, dyn, recs = frame_labels(MiningConfig(regions="oracle", gate="none"), scene, mp, np.zeros_like(scene), inst, {7})
     assert dyn.sum() == 200 and recs[0]["accepted"]
 
